@@ -1,0 +1,48 @@
+"""The preprocessing stage as flows: work units spread over a task runner chosen by the configuration.
+
+``preprocess.runner: local`` runs units on this process's threads (``parallel_units`` at a time;
+one GPU is best served by one unit at a time), ``dask`` on a Dask cluster (``dask_address``, or a
+local cluster of ``dask_workers`` processes), each worker loading the models once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from indextts_core.config import PipelineConfig
+from tasks.artifacts import ArtifactRef
+from tasks.context import RunContext
+from tasks.preprocess import PreprocessPlan, preprocess_unit_task
+
+
+def task_runner(cfg: PipelineConfig) -> Any:
+    p = cfg.preprocess
+    if p.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if p.dask_address:
+            return DaskTaskRunner(address=p.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": p.dask_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=p.parallel_units)
+
+
+@flow(name="preprocess-units")
+def preprocess_units(cfg: PipelineConfig, plan: PreprocessPlan, checkpoint: ArtifactRef, w2v: ArtifactRef | None,
+                     codec: ArtifactRef | None, ctx: RunContext) -> list[dict[str, Any]]:
+    """Process every unit of the plan; returns one small summary per unit."""
+    futures = preprocess_unit_task.with_options(retries=cfg.orchestration.retries,
+                                                retry_delay_seconds=cfg.orchestration.retry_delay_s).map(
+        unmapped(cfg), plan.units, unmapped(plan.featureset), unmapped(checkpoint), unmapped(w2v), unmapped(codec),
+        unmapped(plan.stage_run_id), unmapped(ctx))
+    return [f.result() for f in futures]
+
+
+def run_units(cfg: PipelineConfig, plan: PreprocessPlan, checkpoint: ArtifactRef, w2v: ArtifactRef | None,
+              codec: ArtifactRef | None, ctx: RunContext) -> list[dict[str, Any]]:
+    if not plan.units:
+        return []
+    return preprocess_units.with_options(task_runner=task_runner(cfg))(cfg, plan, checkpoint, w2v, codec, ctx)

@@ -1,0 +1,64 @@
+"""The ``scheduled-retrain`` flow: rerun ``finetune`` when the dataset location has new data.
+
+Scheduled by cron (``deployments/prefect.yaml``).  Each run lists the dataset source (nothing is
+downloaded) and compares that fingerprint with the one recorded by the last successful retrain of
+the same run name and source (kept in the artifact store, so every worker sees it).  Unchanged:
+nothing runs.  Changed: ``finetune`` runs as a subflow, and its stages whose inputs did not change
+come from the cache, so only the work the new data needs is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from flows.finetune import finetune
+from flows.runtime import RunSummary
+from indextts_core.config import PipelineConfig
+from indextts_core.storage import open_store
+from tasks.download import dataset_fingerprint_task
+
+
+class RetrainResult(BaseModel):
+    ran: bool
+    reason: str
+    fingerprint: str
+    summary: RunSummary | None = None
+
+
+def _state_key(cfg: PipelineConfig) -> str:
+    source = hashlib.sha256(cfg.dataset.source.model_dump_json().encode()).hexdigest()[:12]
+    return f"state/retrain/{cfg.run.name}-{source}.json"
+
+
+@flow(name="scheduled-retrain", log_prints=True)
+def scheduled_retrain(cfg: PipelineConfig = PipelineConfig(), force: bool = False) -> RetrainResult:  # noqa: B008
+    """Check the dataset location; rerun the pipeline only if its content changed (or ``force``)."""
+    logger = get_run_logger()
+    store = open_store(cfg.storage.uri, cfg.storage)
+    key = _state_key(cfg)
+    fingerprint = dataset_fingerprint_task(cfg)
+    last = store.get_json(key) if store.exists(key) else None
+    if last is not None and last["fingerprint"] == fingerprint and not force:
+        reason = f"no new data at {cfg.dataset.source.source} since {last['at']} (flow run {last['flow_run_id']})"
+        logger.info(reason)
+        create_markdown_artifact(key="retrain-decision", markdown=f"# Skipped\n\n{reason}\n")
+        return RetrainResult(ran=False, reason=reason, fingerprint=fingerprint)
+    reason = "forced" if force and last is not None else ("first run" if last is None else "the dataset changed")
+    logger.info("retraining: %s", reason)
+    summary = finetune(cfg)
+    store.put_json({"fingerprint": fingerprint, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "flow_run_id": str(flow_run.id), "stages": {r.stage: r.status for r in summary.stages}}, key)
+    create_markdown_artifact(key="retrain-decision", markdown=f"# Retrained: {reason}\n\n"
+                             + json.dumps({r.stage: r.status for r in summary.stages}, indent=1) + "\n")
+    return RetrainResult(ran=True, reason=reason, fingerprint=fingerprint, summary=summary)
+
+
+if __name__ == "__main__":
+    scheduled_retrain(PipelineConfig())

@@ -1,0 +1,193 @@
+"""The bookkeeping of one pipeline run, so that the flow body reads like the pipeline.
+
+:class:`PipelineRun` opens the MLflow parent run, saves the result-storage block for the store,
+runs each stage task with the run's retry/cache options, notices cache hits (and re-runs a stage
+whose cached output has gone missing from the store), checks stage outputs out into the run
+folder, and at the end writes the summary: a Prefect markdown and table artifact, ``summary.md``
+and ``summary.json`` in the run folder, and the same on the MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import deployment, flow_run
+from pydantic import BaseModel
+
+from indextts_core.config import PipelineConfig
+from indextts_core.fileio import atomic_write, write_json
+from indextts_core.storage import ArtifactStore, open_store
+from tasks.artifacts import StageResult, checkout, is_present
+from tasks.download import DownloadResult
+from tasks.context import RunContext
+from tasks.result_storage import result_storage
+from tasks.tracking import end_run, log_parent_artifact, run_link, start_parent_run, tag_run
+
+
+class StageRow(BaseModel):
+    stage: str
+    status: str  # ran | cached | reused (download: sources unchanged, nothing fetched) | failed
+    seconds: float = 0.0
+    output: str = ""
+    digest: str = ""
+    numbers: str = ""
+    mlflow_run_id: str | None = None
+    produced_by_flow_run: str | None = None
+
+
+class RunSummary(BaseModel):
+    run_name: str
+    flow_run_id: str | None
+    status: str
+    mlflow_parent_run_id: str | None
+    mlflow_link: str | None
+    store: str
+    output_dir: str
+    stages: list[StageRow]
+    results: dict[str, Any] = {}
+
+    def markdown(self) -> str:
+        lines = [
+            f"# finetune `{self.run_name}`: {self.status}",
+            "",
+            "| stage | status | time (s) | output | numbers | MLflow run |",
+            "|---|---|---:|---|---|---|",
+        ]
+        for r in self.stages:
+            lines.append(f"| {r.stage} | {r.status} | {r.seconds:.1f} | `{r.output}` | {r.numbers} | "
+                         f"{r.mlflow_run_id or ''} |")
+        lines += [
+            "",
+            f"- MLflow parent run: {self.mlflow_link or 'tracking off'}",
+            f"- artifact store: `{self.store}`",
+            f"- local outputs: `{self.output_dir}`",
+            "- `cached`: inputs, settings and code unchanged, so the stored output of an earlier run "
+            "(its MLflow run is listed) was reused; `reused`: sources checked, unchanged, nothing fetched.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _numbers(result: Any) -> str:
+    if isinstance(result, StageResult):
+        keep = ("accepted", "rejected", "speakers", "hours", "val_clips", "vocab_size", "indexed",
+                "audio_processed_now", "train_pairs", "val_pairs", "steps", "baseline.loss", "final.loss")
+        picked = {k: v for k, v in result.metrics.items() if k in keep or k.endswith(".lines")}
+        return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in picked.items())
+    if isinstance(result, DownloadResult):
+        return ", ".join(f"{k}: {'reused' if v else 'fetched'}" for k, v in result.reused.items())
+    return ""
+
+
+class PipelineRun:
+    """One run of the pipeline inside a Prefect flow (use as a context manager)."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.store: ArtifactStore = open_store(cfg.storage.uri, cfg.storage)
+        self.logger = get_run_logger()
+        self.rows: list[StageRow] = []
+        self.results: dict[str, Any] = {}
+        self.flow_run_id = str(flow_run.id) if flow_run.id else None
+        self._storage_block = result_storage(cfg.storage)
+        tags = {"prefect.flow_run_id": self.flow_run_id or "", "prefect.flow_run_name": flow_run.name or "",
+                "prefect.deployment": deployment.name or ""}
+        self.tracking = start_parent_run(cfg, f"{cfg.run.name}-{flow_run.name or 'local'}", tags)
+        self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
+        cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> PipelineRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None:
+            self._summarise("failed")
+            end_run(self.tracking, status="FAILED")
+
+    def call(self, task: Any, *inputs: Any) -> Any:
+        """Run a helper task of a stage (retries as configured, no cache, no summary row)."""
+        o = self.cfg.orchestration
+        return task.with_options(retries=o.retries, retry_delay_seconds=o.retry_delay_s)(self.cfg, *inputs,
+                                                                                          ctx=self.ctx)
+
+    def stage(self, task: Any, *inputs: Any, checkout_to: str | None = None, since: float | None = None) -> Any:
+        """Run one stage task; returns its result (from the cache when nothing changed).
+
+        ``since``: when the stage's helper tasks started (its row then times them too).
+        """
+        name = task.name
+        o = self.cfg.orchestration
+        options = dict(result_storage=self._storage_block, retries=o.retries,
+                       retry_delay_seconds=o.retry_delay_s, refresh_cache=o.refresh_cache or None)
+        start = since if since is not None else time.monotonic()
+        state = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx, return_state=True)
+        if state.is_failed() or state.is_crashed():
+            self.rows.append(StageRow(stage=name, status="failed", seconds=time.monotonic() - start))
+        result = state.result()  # raises the stage's error
+        cached = state.name == "Cached"
+        if cached and isinstance(result, StageResult) and not is_present(self.store, result.artifact):
+            self.logger.warning("%s: cached output %s is gone from the store; recomputing", name,
+                                result.artifact.uri)
+            options["refresh_cache"] = True
+            result = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx)
+            cached = False
+        if checkout_to and isinstance(result, StageResult):
+            dest = self.cfg.run.output_dir / checkout_to
+            if cached or not dest.is_dir():
+                checkout(self.store, result.artifact, dest, self.cfg.storage.cache_dir)
+        self._record(name, result, cached, time.monotonic() - start)
+        return result
+
+    def _record(self, name: str, result: Any, cached: bool, seconds: float) -> None:
+        self.results[name] = result
+        row = StageRow(stage=name, status="cached" if cached else "ran", seconds=seconds, numbers=_numbers(result))
+        if isinstance(result, StageResult):
+            row.output, row.digest = result.artifact.uri, result.artifact.digest
+            row.mlflow_run_id, row.produced_by_flow_run = result.mlflow_run_id, result.flow_run_id
+        elif isinstance(result, DownloadResult):
+            # sources are checked every run; when nothing changed nothing is fetched
+            row.status = "reused" if result.all_reused else "ran"
+            row.output = ", ".join(f"{k}: {v.uri}" for k, v in result.assets.items())
+            row.mlflow_run_id = result.mlflow_run_id
+        self.rows.append(row)
+        tags = {f"stage.{name}.status": row.status}
+        if cached and row.mlflow_run_id:
+            tags[f"stage.{name}.produced_by_run"] = row.mlflow_run_id
+        tag_run(self.tracking, tags)
+        self.logger.info("%s: %s in %.1fs%s", name, row.status, seconds, f" ({row.numbers})" if row.numbers else "")
+
+    def _summarise(self, status: str) -> RunSummary:
+        summary = RunSummary(
+            run_name=self.cfg.run.name, flow_run_id=self.flow_run_id, status=status,
+            mlflow_parent_run_id=self.tracking.parent_run_id,
+            mlflow_link=run_link(self.tracking.tracking_uri, self.tracking.experiment_id, self.tracking.parent_run_id),
+            store=self.store.uri, output_dir=str(self.cfg.run.output_dir.resolve()), stages=self.rows,
+            results={k: v.model_dump(mode="json") for k, v in self.results.items()},
+        )
+        md = summary.markdown()
+        out = self.cfg.run.output_dir
+        with atomic_write(out / "summary.md") as f:
+            f.write(md)
+        write_json(out / "summary.json", summary.model_dump(mode="json"))
+        try:
+            create_markdown_artifact(key="finetune-summary", markdown=md, description=f"run {self.cfg.run.name}")
+            create_table_artifact(key="finetune-stages", table=[r.model_dump(mode="json") for r in self.rows],
+                                  description="stages of the run: ran or cached")
+            log_parent_artifact(self.tracking, out / "summary.md")
+            log_parent_artifact(self.tracking, out / "summary.json")
+        except Exception:  # noqa: BLE001 - the summary must not hide the run's own outcome
+            logging.getLogger(__name__).exception("could not publish the run summary")
+        return summary
+
+    def finish(self) -> RunSummary:
+        summary = self._summarise("completed")
+        end_run(self.tracking, status="FINISHED")
+        self.logger.info("summary written to %s", Path(summary.output_dir) / "summary.md")
+        return summary

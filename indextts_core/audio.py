@@ -1,0 +1,101 @@
+"""Audio decoding and resampling: one place that turns files into float32 mono waveforms.
+
+* :func:`decode_audio` reads WAV/FLAC/OGG/MP3 (libsndfile through ``soundfile``) from a path or
+  bytes at the file's own rate, converts integer PCM to float32 in [-1, 1) and averages the
+  channels to mono.
+* :func:`resample` uses ``torchaudio.functional.resample`` (the same band-limited sinc resampler
+  the official IndexTTS2 front-end uses, with its default settings).
+* Conversion is peak-safe: a waveform whose peak exceeds full scale after resampling (or that was
+  stored as float beyond ±1) is scaled down as a whole, never hard-clipped.
+
+Any problem (missing, empty, corrupt, no samples, NaN) raises :class:`AudioDecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from indextts_core.errors import AudioDecodeError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
+_PEAK_LIMIT = 0.999
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """A mono float32 waveform and its sample rate."""
+
+    samples: np.ndarray  # shape (n,), float32
+    sample_rate: int
+    channels: int = 1  # channels in the source file, before the mono downmix
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    @property
+    def peak(self) -> float:
+        return float(np.max(np.abs(self.samples))) if len(self.samples) else 0.0
+
+
+def decode_audio(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Waveform:
+    """Decode a file (path or its bytes) to float32 mono at its native sample rate.
+
+    ``name`` is used in error messages when ``source`` is bytes (for example an ``s3://`` URI).
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    if isinstance(source, bytes):
+        if not source:
+            raise AudioDecodeError(f"{label}: audio file is empty (0 bytes)")
+        handle: io.BytesIO | str = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioDecodeError(f"{label}: audio file not found")
+        if path.stat().st_size == 0:
+            raise AudioDecodeError(f"{label}: audio file is empty (0 bytes)")
+        handle = str(path)
+    try:
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioDecodeError(f"{label}: cannot decode audio ({e})") from None
+    if data.shape[0] == 0:
+        raise AudioDecodeError(f"{label}: audio file contains no samples")
+    if not np.isfinite(data).all():
+        raise AudioDecodeError(f"{label}: audio contains NaN or infinite samples")
+    channels = data.shape[1]
+    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+    return Waveform(_peak_safe(np.ascontiguousarray(mono, dtype=np.float32)), int(sr), channels)
+
+
+def resample(samples: np.ndarray | torch.Tensor, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio defaults), peak-safe; returns float32 numpy."""
+    x = samples if isinstance(samples, torch.Tensor) else torch.from_numpy(np.asarray(samples, dtype=np.float32))
+    if orig_sr != target_sr:
+        x = AF.resample(x, orig_sr, target_sr)
+    return _peak_safe(x.numpy().astype(np.float32, copy=False))
+
+
+def load_audio(
+    source: str | os.PathLike[str] | bytes, target_sr: int | None = None, name: str | None = None
+) -> Waveform:
+    """Decode and, if ``target_sr`` is given, resample to it."""
+    wav = decode_audio(source, name=name)
+    if target_sr is None or target_sr == wav.sample_rate:
+        return wav
+    return Waveform(resample(wav.samples, wav.sample_rate, target_sr), target_sr, wav.channels)
+
+
+def _peak_safe(x: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 1.0:
+        x = x * np.float32(_PEAK_LIMIT / peak)
+    return x

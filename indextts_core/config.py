@@ -1,0 +1,464 @@
+"""Run configuration: one pydantic model per stage, composed into :class:`PipelineConfig`.
+
+A whole run is described by one YAML file whose top-level keys are the sections below; every
+field has a default that works on a laptop (the bundled demo dataset, local folders).  Values
+can be overridden with dotted ``key=value`` strings (``train.epochs=3``), which is what the CLI's
+``--set`` flag and its named flags do.  Relative paths are relative to the directory the command
+runs from.
+
+Errors name the field and where the bad value came from::
+
+    ConfigError: run.yaml: dataset.min_duration_s: Input should be a valid number (got 'short')
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from indextts_core.errors import ConfigError
+
+#: The demo dataset bundled with the repository (``examples/demo``).
+DEMO_DATASET_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
+
+_LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    """Where a run writes its local outputs and how it seeds randomness."""
+
+    name: str = Field("demo", description="Run name; used for the MLflow run and the summary.")
+    output_dir: Path = Field(Path("runs/demo"), description="Local folder for this run's outputs.")
+    seed: int = Field(1234, description="Seed for every random choice (split, pairs, training).")
+
+
+class StorageConfig(_Section):
+    """The artifact store: a local folder (default) or ``s3://bucket/prefix``.
+
+    S3 credentials may be given here or, better, through the usual AWS environment variables
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``)
+    or an AWS profile.  Secrets are never printed or logged.
+    """
+
+    uri: str = Field(
+        default_factory=lambda: os.environ.get("INDEXTTS_STORAGE_URI", "runs/store"),
+        description="Local folder or s3://bucket/prefix (default: $INDEXTTS_STORAGE_URI, else runs/store).",
+    )
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, R2, ...).")
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    multipart_threshold_mb: PositiveInt = Field(64, description="Files larger than this upload in parts.")
+    multipart_chunk_mb: PositiveInt = Field(16, description="Part size for multipart uploads (S3 minimum: 5).")
+    cache_dir: Path | None = Field(
+        None, description="Local cache for objects read from S3 (default: ~/.cache/indextts-train)."
+    )
+
+    @field_validator("multipart_chunk_mb")
+    @classmethod
+    def _s3_minimum_part(cls, v: int) -> int:
+        if v < 5:
+            raise ValueError("S3 parts must be at least 5 MB")
+        return v
+
+
+class AssetSource(_Section):
+    """Where one asset comes from: a local path, an ``s3://`` prefix or the Hugging Face hub.
+
+    Hub sources are written ``hf://owner/name`` (models) or ``hf://datasets/owner/name`` and must
+    pin a ``revision`` (a commit hash or tag).  ``files`` is an allow-list; when it is left out,
+    each asset has a default (see :mod:`indextts_core.download`).
+    """
+
+    source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed> "
+                        "(a tiny random model in the official layout, for tests and the demo).")
+    revision: str | None = Field(None, description="Hub revision to pin (commit hash or tag).")
+    files: list[str] | None = Field(
+        None, description="Allow-list of files relative to the source; None = the asset's default list."
+    )
+
+    @model_validator(mode="after")
+    def _hub_needs_pins(self) -> AssetSource:
+        if self.source.startswith("hf://"):
+            if not self.revision:
+                raise ValueError("a hf:// source must pin a revision (commit hash or tag)")
+        return self
+
+
+class DownloadConfig(_Section):
+    """Model assets the pipeline needs, fetched into the artifact store by the download stage."""
+
+    checkpoint: AssetSource | None = Field(
+        default_factory=lambda: AssetSource(source="tiny://0"),
+        description="IndexTTS-2 checkpoint folder (config.yaml, gpt.pth, bpe.model, wav2vec2bert_stats.pt, ...); "
+        "default: tiny://0, a tiny random model written on the spot (the laptop demo).",
+    )
+    w2v_bert: AssetSource | None = Field(None, description="facebook/w2v-bert-2.0 folder (Hugging Face layout).")
+    semantic_codec: AssetSource | None = Field(None, description="MaskGCT semantic codec safetensors.")
+    hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
+    offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
+
+
+class ManifestSource(_Section):
+    """One input manifest: a JSONL file, an LJSpeech folder, or a folder of audio + .txt files."""
+
+    path: str = Field(description="Path (relative to the dataset source unless absolute) or s3:// URI.")
+    format: Literal["auto", "jsonl", "ljspeech", "folder"] = "auto"
+    language: str | None = Field(None, description="Language for rows that do not name one.")
+    speaker: str | None = Field(None, description="Speaker for rows that do not name one.")
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(_LANGUAGE_PATTERN, v):
+            raise ValueError(f"not a language code like 'am' or 'pt-BR': {v!r}")
+        return v
+
+
+class DatasetConfig(_Section):
+    """Ingest: which manifests make the dataset, how rows are validated and split."""
+
+    source: AssetSource = Field(
+        default_factory=lambda: AssetSource(source=str(DEMO_DATASET_DIR)),
+        description="Dataset root fetched by the download stage (default: the bundled demo).",
+    )
+    manifests: list[ManifestSource] = Field(
+        default_factory=lambda: [ManifestSource(path="manifest.jsonl", format="jsonl")],
+        min_length=1,
+    )
+    min_duration_s: float = Field(0.5, ge=0, description="Shorter clips are rejected.")
+    max_duration_s: float = Field(30.0, gt=0, description="Longer clips are rejected (model limit: ~36 s).")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each speaker's clips held out.")
+    val_min_speaker_clips: int = Field(
+        3, ge=2, description="Speakers (per language) with fewer clips stay entirely in train."
+    )
+    val_speakers: list[str] = Field(
+        default_factory=list, description="Speakers held out entirely (all their clips in validation), so "
+        "validation also measures voices never trained on; reported separately as unseen_speakers.")
+    max_rejected_fraction: float = Field(
+        0.5, ge=0, le=1, description="Fail the stage when more than this share of rows is rejected."
+    )
+    workers: int = Field(0, ge=0, description="Audio decoding threads; 0 = one per CPU core.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DatasetConfig:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
+            )
+        return self
+
+
+class CorpusConfig(_Section):
+    """Corpus: the text the tokenizer stage learns the new language from."""
+
+    include_val: bool = Field(True, description="Also take text from the validation split.")
+
+
+class ExtendBpeConfig(_Section):
+    """Tokenizer extension: append the new language's pieces to the base SentencePiece model.
+
+    Ids 0..N-1 of the base stay byte-identical; see ``indextts_core.extend_bpe``.
+    """
+
+    base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")
+    target_size: PositiveInt = Field(24000, description="Total vocabulary after extension (not the number added).")
+    languages: list[str] | None = Field(None, description="Languages to mine; default: [language].")
+    max_base_drift: float = Field(0.0, ge=0, le=1, description="Allowed share of base probe sentences whose "
+                                  "segmentation changes.")
+    min_char_count: PositiveInt = Field(1, description="Characters seen this often get a piece (no <unk>).")
+    min_piece_count: PositiveInt = Field(2, description="A longer piece must be used this often in the corpus.")
+    heldout_fraction: float = Field(0.1, ge=0, lt=0.5, description="Lines held out for the report.")
+    probe_text: str | None = Field(None, description="Base-language probe text (one sentence per line); default: "
+                                   "the bundled English/Chinese probe.")
+    output_name: str = Field("extended_bpe.model", description="File name of the extended tokenizer.")
+
+
+class PreprocessConfig(_Section):
+    """Feature extraction: text ids, semantic codes, speaker latents, emotion vectors."""
+
+    batch_size: int | Literal["auto"] = Field("auto", description="Most clips per batch; 'auto' = no cap.")
+    max_batch_seconds: float | Literal["auto"] = Field(
+        "auto", description="Padded audio seconds per batch; 'auto' probes GPU memory on the longest clips "
+        "(CPU: 60).")
+    workers: int | Literal["auto"] = Field("auto", description="Audio decoding threads; 'auto' = CPU count.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    unit_clips: PositiveInt = Field(256, description="Clips per work unit (one shard file, one resume point).")
+    max_unk_share: float = Field(0.05, ge=0, le=1, description="Reject clips whose text is more <unk> than this.")
+    silence_dbfs: float = Field(-50.0, description="Reject clips quieter than this overall level.")
+    max_clipped_share: float = Field(0.001, ge=0, le=1, description="Reject clips with more full-scale samples.")
+    cond_max_seconds: float = Field(15.0, gt=0, description="Speaker/emotion conditioning uses at most this much "
+                                    "audio (inference crops prompts to 15 s).")
+    runner: Literal["local", "dask"] = Field("local", description="Where work units run: this process's threads, "
+                                             "or a Dask cluster (prefect-dask).")
+    parallel_units: PositiveInt = Field(1, description="Work units processed at once by the local runner.")
+    dask_address: str | None = Field(None, description="Dask scheduler (tcp://host:8786); None = a local cluster.")
+    dask_workers: PositiveInt = Field(2, description="Workers of the local Dask cluster.")
+
+
+class PairsConfig(_Section):
+    """Prompt/target pairs: each target gets prompts from other clips of its speaker."""
+
+    pairs_per_target: PositiveInt = 2
+    emotion_source: Literal["prompt", "target", "mix"] = "prompt"
+    allow_self_prompt: bool = Field(False, description="Let single-clip speakers prompt themselves.")
+
+
+class TrainConfig(_Section):
+    """GPT fine-tuning (``indextts-train train`` and the flow's train stage).
+
+    Batches are built to a token budget: ``batch_tokens`` padded tokens per optimizer step (all
+    GPUs together), cut into micro-batches that fit in memory (``micro_batch_tokens``; 'auto'
+    probes GPU memory on the longest sample) with gradient accumulation making up the rest.
+    """
+
+    epochs: PositiveInt = 2
+    batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "
+                                      "ranks together (a token is a conditioning, text or code position).")
+    micro_batch_tokens: PositiveInt | Literal["auto"] = Field(
+        "auto", description="Padded tokens per forward pass on one device; 'auto' = a GPU memory probe on the longest "
+        "sample (CPU: batch_tokens / ranks).")
+    memory_margin: float = Field(0.85, gt=0, le=1, description="Share of GPU memory the probe plans to use.")
+    learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate of the backbone (and unfrozen base rows).")
+    new_rows_learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate of the text rows the "
+                                          "tokenizer added.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of the backbone's matrices.")
+    new_rows_weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the new text rows.")
+    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up steps, then a cosine decay.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine ends at this share of the peak.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (0 = off).")
+    text_loss_weight: float = Field(0.2, ge=0)
+    mel_loss_weight: float = Field(0.8, ge=0)
+    val_interval: PositiveInt = Field(1000, description="Validate (and save a checkpoint) every this many optimiser "
+                                      "steps, and at every epoch end.")
+    keep_checkpoints: PositiveInt = Field(3, description="How many model_step{N}.pth to keep (best.pth is kept "
+                                          "apart).")
+    best_metric: str = Field("loss", description="Validation metric that picks best.pth: loss, mel_loss, or per "
+                             "language, e.g. am/loss.")
+    resume: str | None = Field(None, description="'auto' (latest.pth in the output folder, if any) or a checkpoint "
+                               "path.")
+    warm_start: bool = Field(False, description="With resume=<path>: take only its weights and start a new run.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on GPUs that have it, "
+                                                         "else fp16 with a gradient scaler; fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less "
+                                         "memory, about a third more compute).")
+    freeze_base_rows: bool = Field(True, description="Keep the base tokenizer's text rows byte-identical.")
+    freeze_conditioning: bool = Field(True, description="Also freeze the two speed rows of the prefix (the "
+                                      "conditioning encoders are always frozen: their outputs are precomputed).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="GPT dropout (the released model trains with 0.1).")
+    pad_at_end: bool = Field(True, description="Pack each sample as [prompt | text | codes] with its padding after "
+                             "it, so no position sees padding (as at inference) and a sample's loss does not depend "
+                             "on its batch; false = the released per-segment padding.")
+    fresh_prompts: bool = Field(False, description="Draw new same-speaker prompts every epoch instead of the pair "
+                                "file's.")
+    workers: int | Literal["auto"] = Field("auto", description="Batch-loading threads; 'auto' from the CPU count.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc_per_node: PositiveInt | Literal["auto"] = Field(
+        "auto", description="Data-parallel processes the flow's train stage starts on its machine (torchrun); "
+        "'auto' = one per visible GPU (one on CPU).  The CLI takes this from torchrun instead.")
+    deterministic: bool = Field(False, description="Deterministic GPU kernels, so a resumed run's weights are "
+                                "bitwise those of an uninterrupted one on GPUs too (CPU: always, for a fixed thread "
+                                "count); slower.")
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many optimizer steps (smoke runs).")
+    export: bool = Field(True, description="Export the best checkpoint in the official layout at the end.")
+    export_dtype: Literal["float32", "float16"] = "float32"
+    output_name: str = Field("trained_ckpts", description="Folder of checkpoints and logs (the flow puts it under "
+                             "run.output_dir).")
+    registered_model: str | None = Field(None, description="MLflow registered-model name for the export "
+                                         "(default: indextts2-<language>); the flow registers every finished run.")
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> TrainConfig:
+        if self.text_loss_weight == 0 and self.mel_loss_weight == 0:
+            raise ValueError("text_loss_weight and mel_loss_weight cannot both be 0")
+        return self
+
+
+class OrchestrationConfig(_Section):
+    """How the orchestrated flow runs stages: retries of transient faults and caching."""
+
+    retries: int = Field(2, ge=0, description="Retries of a stage after a transient fault (network, S3, GPU OOM).")
+    retry_delay_s: list[float] = Field([10.0, 60.0], description="Delay before each retry (the last repeats).")
+    refresh_cache: bool = Field(False, description="Recompute every stage even when a cached result exists.")
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else a sqlite mlflow.db next to "
+        "run.output_dir (runs/mlflow.db).",
+    )
+    experiment: str = "indextts2-finetune"
+
+
+class PipelineConfig(_Section):
+    """Everything one run needs, one section per stage."""
+
+    language: str = Field("am", pattern=_LANGUAGE_PATTERN, description="The language being taught.")
+    run: RunConfig = Field(default_factory=RunConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    extend_bpe: ExtendBpeConfig = Field(default_factory=ExtendBpeConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    pairs: PairsConfig = Field(default_factory=PairsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "language=ja"]`` into ``{"train.epochs": 3, "language": "ja"}``.
+
+    Values are parsed as YAML scalars/flow collections, so ``3`` is an int, ``null`` is None and
+    ``[a, b]`` is a list; anything else stays a string.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid field names at ``loc`` (for 'did you mean' hints)."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(current.model_fields)
+
+
+def _format_errors(err: ValidationError, source_of: Mapping[str, str], default_source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        source = next(
+            (src for key, src in source_of.items() if dotted == key or dotted.startswith(key + ".")),
+            default_source,
+        )
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+            close = difflib.get_close_matches(str(loc[-1]), _field_names(PipelineConfig, loc), n=1)
+            if close:
+                msg += f" (did you mean '{close[0]}'?)"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {dotted}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+) -> PipelineConfig:
+    """Build the run configuration from defaults, an optional YAML file and dotted overrides.
+
+    Raises :class:`ConfigError` naming the file (or the override) and the field for any problem.
+    """
+    data: dict[str, Any] = {}
+    file_label = "defaults"
+    if path is not None:
+        path = Path(path)
+        file_label = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+        data = loaded
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    source_of: dict[str, str] = {}
+    for key, value in overrides.items():
+        _set_dotted(data, key, value)
+        source_of[key] = f"override {key}={value!r}"
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source_of, file_label)) from None
+
+
+def config_to_dict(cfg: BaseModel, *, secrets: bool = False) -> dict[str, Any]:
+    """Plain-data view of a config (paths as strings).  Secrets are masked unless asked for."""
+    data = cfg.model_dump(mode="json")
+    if not secrets:
+        _mask_secrets(cfg, data)
+    return data
+
+
+def _mask_secrets(model: BaseModel, data: dict[str, Any]) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            data[name] = "**********"
+        elif isinstance(value, BaseModel):
+            _mask_secrets(value, data[name])
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    """YAML text of the resolved configuration with secrets masked (for display and run records)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)

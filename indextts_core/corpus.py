@@ -1,0 +1,84 @@
+"""Corpus stage: the text of the accepted clips, one file per language, with statistics.
+
+``<language>.txt`` has the text after light cleaning only (NFC, whitespace; see
+:mod:`indextts_core.text`), so the Ge'ez script and any other stays intact.  With a front-end,
+``<language>.frontend.txt`` has the same lines as the tokenizer will see them (normalised,
+CJK-split, upper-cased: :mod:`indextts_core.frontend`); the tokenizer stage mines those.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indextts_core.fileio import atomic_write, read_jsonl, sha256_file, write_json
+from indextts_core.text import clean_text, script_of
+
+#: Bump when the stage's outputs change for the same inputs (invalidates cached results).
+STAGE_VERSION = "2"
+
+
+@dataclass(frozen=True)
+class CorpusResult:
+    output_dir: Path
+    files: dict[str, Path]  # language -> corpus file
+    frontend_files: dict[str, Path]  # language -> front-end text (empty without a front-end)
+    stats_path: Path
+    stats: dict[str, Any] = field(default_factory=dict)  # language -> statistics
+    frontend: dict[str, Any] | None = None  # fingerprint of the front-end used, if any
+
+
+def corpus_stats(lines: Sequence[str]) -> dict[str, Any]:
+    """Line, character, word and script statistics of one language's corpus."""
+    chars: Counter[str] = Counter()
+    for line in lines:
+        chars.update(line)
+    total = sum(chars.values())
+    scripts: Counter[str] = Counter()
+    for ch, n in chars.items():
+        scripts[script_of(ch)] += n
+    return {
+        "lines": len(lines),
+        "characters": total,
+        "unique_characters": len(chars),
+        "words": sum(len(line.split()) for line in lines),
+        "mean_line_characters": round(total / len(lines), 2) if lines else 0,
+        "scripts": {k: round(v / total, 4) for k, v in scripts.most_common()} if total else {},
+        "top_characters": [[ch, n] for ch, n in chars.most_common(30)],
+    }
+
+
+def build_corpus(manifests: Sequence[Path], out_dir: Path, frontend: Any | None = None) -> CorpusResult:
+    """Write ``<language>.txt`` (one clip's text per line), ``<language>.frontend.txt`` when a
+    :class:`~indextts_core.frontend.TextFrontend` is given, and ``stats.json`` to ``out_dir``."""
+    by_language: dict[str, list[str]] = defaultdict(list)
+    for manifest in manifests:
+        for row in read_jsonl(manifest):
+            text = clean_text(row["text"])
+            if text:
+                by_language[row["language"]].append(text)
+    out_dir = Path(out_dir)
+    files: dict[str, Path] = {}
+    fe_files: dict[str, Path] = {}
+    stats: dict[str, Any] = {}
+    for lang, lines in sorted(by_language.items()):
+        path = out_dir / f"{lang}.txt"
+        with atomic_write(path) as f:
+            f.writelines(line + "\n" for line in lines)
+        files[lang] = path
+        stats[lang] = {"file": str(path), "sha256": sha256_file(path), **corpus_stats(lines)}
+        if frontend is not None:
+            fe_lines = [frontend(line, lang) for line in lines]
+            fe_path = out_dir / f"{lang}.frontend.txt"
+            with atomic_write(fe_path) as f:
+                f.writelines(line + "\n" for line in fe_lines)
+            fe_files[lang] = fe_path
+            stats[lang]["frontend"] = {"file": str(fe_path), "sha256": sha256_file(fe_path),
+                                       **corpus_stats(fe_lines)}
+    fingerprint = frontend.fingerprint() if frontend is not None else None
+    stats_path = out_dir / "stats.json"
+    write_json(stats_path, {"languages": stats, "frontend": fingerprint})
+    return CorpusResult(out_dir, files, fe_files, stats_path, stats, fingerprint)

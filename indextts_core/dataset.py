@@ -1,0 +1,267 @@
+"""Ingest stage: read manifests, validate every row, split train/val, write the dataset report.
+
+Every input row ends up in exactly one of two files: the accepted ``manifest.jsonl`` or
+``rejects.jsonl`` (with file, line and reason).  Checks, in order:
+
+1. the row parses (valid JSON object / CSV columns / transcript present)     ``invalid_row``
+2. it matches the schema (id, audio, text, speaker, language, ...)             ``schema``
+3. its id was not seen before                                                  ``duplicate_id``
+4. its text is non-empty after light cleaning (NFC, whitespace)                ``empty_text``
+5. its audio exists                                                            ``audio_missing``
+6. its audio decodes                                                           ``audio_decode``
+7. its decoded duration is within [min_duration_s, max_duration_s]             ``too_short`` / ``too_long``
+
+Outputs in ``out_dir``: ``manifest.jsonl`` (accepted rows, audio as absolute paths or s3 URIs,
+measured duration, sample rate and the audio file's sha256), ``train.jsonl``, ``val.jsonl``,
+``rejects.jsonl``, ``report.json``, ``report.md`` and ``durations.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indextts_core.audio import decode_audio
+from indextts_core.errors import AudioDecodeError, ManifestError
+from indextts_core.fileio import sha256_bytes, write_jsonl
+from indextts_core.manifest import RawRow, parse_row, read_manifest
+from indextts_core.progress import track
+from indextts_core.report import dataset_report, plot_durations, report_markdown, write_report
+from indextts_core.split import split_by_speaker
+from indextts_core.storage import ObjectNotFoundError, read_uri_bytes
+from indextts_core.text import clean_text
+
+log = logging.getLogger(__name__)
+
+#: Bump when the stage's outputs change for the same inputs (invalidates cached results).
+STAGE_VERSION = "2"
+
+#: Declared and measured durations may differ by this much before the row is counted as corrected.
+_DURATION_TOLERANCE_S = 0.1
+
+
+@dataclass(frozen=True)
+class ManifestInput:
+    """One manifest to ingest, already resolved to a local path."""
+
+    path: Path
+    format: str = "auto"
+    language: str | None = None
+    speaker: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    min_duration_s: float = 0.5
+    max_duration_s: float = 30.0
+    val_fraction: float = 0.1
+    val_min_speaker_clips: int = 3
+    max_rejected_fraction: float = 0.5
+    workers: int = 0
+    seed: int = 1234
+    val_speakers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    output_dir: Path
+    manifest: Path
+    train: Path
+    val: Path
+    rejects: Path
+    report_json: Path
+    report_md: Path
+    histogram: Path
+    rows_read: int
+    accepted: int
+    rejected: int
+    train_clips: int
+    val_clips: int
+    hours: float
+    speakers: int
+    languages: dict[str, int] = field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Rejection(Exception):
+    code: str
+    message: str
+
+
+def _reject_record(raw: RawRow, code: str, message: str, clip_id: str | None = None) -> dict[str, Any]:
+    return {
+        "source": raw.source,
+        "line": raw.line,
+        "id": clip_id if clip_id is not None else (raw.data or {}).get("id"),
+        "reason_code": code,
+        "reason": message,
+        "row": raw.data if raw.data is not None else raw.raw,
+    }
+
+
+def _resolve_audio(audio: str, base_dir: str) -> str:
+    if audio.startswith("s3://") or os.path.isabs(audio):
+        return audio
+    return str(Path(base_dir, audio).resolve())
+
+
+def _check_audio(uri: str, opts: IngestOptions, storage: Any) -> dict[str, Any]:
+    """Read, hash and decode one clip.  Raises _Rejection with the reason."""
+    try:
+        data = read_uri_bytes(uri, storage)
+    except (ObjectNotFoundError, IsADirectoryError, FileNotFoundError):
+        raise _Rejection("audio_missing", f"audio not found: {uri}") from None
+    except PermissionError as e:
+        raise _Rejection("audio_missing", f"audio not readable: {uri} ({e.strerror})") from None
+    try:
+        wav = decode_audio(data, name=uri)
+    except AudioDecodeError as e:
+        raise _Rejection("audio_decode", str(e)) from None
+    if wav.duration < opts.min_duration_s:
+        raise _Rejection("too_short", f"{wav.duration:.2f} s is below min_duration_s={opts.min_duration_s}")
+    if wav.duration > opts.max_duration_s:
+        raise _Rejection("too_long", f"{wav.duration:.2f} s is above max_duration_s={opts.max_duration_s}")
+    return {
+        "duration": round(wav.duration, 4),
+        "sample_rate": wav.sample_rate,
+        "channels": wav.channels,
+        "audio_sha256": sha256_bytes(data),
+    }
+
+
+def _rebase(accepted: list[dict[str, Any]], rejects: list[dict[str, Any]], root: Path, base: str) -> None:
+    def rel(path: str) -> str | None:
+        p = Path(path)
+        return p.relative_to(root).as_posix() if p.is_absolute() and p.is_relative_to(root) else None
+
+    for r in accepted:
+        audio = rel(r["audio"])
+        if audio is not None:
+            r["audio"] = f"{base}/{audio}"
+        file, _, line = r["source"].rpartition(":")
+        r["source"] = f"{rel(file) or file}:{line}"
+    for r in rejects:
+        file, _, line = r["source"].rpartition(":") if ":" in r["source"] else (r["source"], "", "")
+        r["source"] = f"{rel(file) or file}:{line}" if line else (rel(r["source"]) or r["source"])
+
+
+def ingest(
+    inputs: Sequence[ManifestInput],
+    out_dir: Path,
+    opts: IngestOptions = IngestOptions(),
+    storage: Any | None = None,
+    dataset_root: Path | None = None,
+    audio_base: str | None = None,
+) -> IngestResult:
+    """Validate, split and report on the rows of ``inputs``; write everything to ``out_dir``.
+
+    ``storage`` (a StorageConfig) supplies credentials for ``s3://`` audio URIs.  With
+    ``dataset_root`` (the local copy of a dataset held in the artifact store) and ``audio_base``
+    (that dataset's URI in the store), audio under the root is written as its store URI and row
+    sources relative to the root, so the outputs do not depend on where this machine keeps its copy
+    and any worker can read the audio.  Raises
+    :class:`ManifestError` when a manifest cannot be read, when nothing is accepted, or when the
+    share of rejected rows exceeds ``opts.max_rejected_fraction`` (the rejects file is written
+    first either way).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raws: list[RawRow] = []
+    for inp in inputs:
+        raws.extend(read_manifest(inp.path, inp.format, language=inp.language, speaker=inp.speaker))
+
+    rejects: list[dict[str, Any]] = []
+    candidates: list[tuple[RawRow, dict[str, Any]]] = []
+    first_seen: dict[str, str] = {}
+    for raw in raws:
+        if raw.error is not None:
+            rejects.append(_reject_record(raw, "invalid_row", f"{raw.where}: {raw.error}"))
+            continue
+        try:
+            row = parse_row(raw)
+        except ValueError as e:
+            rejects.append(_reject_record(raw, "schema", f"{raw.where}: {e}"))
+            continue
+        if row.id in first_seen:
+            rejects.append(_reject_record(raw, "duplicate_id", f"{raw.where}: duplicate id {row.id!r} "
+                                          f"(first seen at {first_seen[row.id]})", row.id))
+            continue
+        first_seen[row.id] = raw.where
+        text = clean_text(row.text)
+        if not text:
+            rejects.append(_reject_record(raw, "empty_text", f"{raw.where}: text is empty after cleaning", row.id))
+            continue
+        record = row.model_dump(exclude_none=True)
+        record.update(text=text, audio=_resolve_audio(row.audio, raw.base_dir), source=raw.where)
+        candidates.append((raw, record))
+
+    workers = opts.workers or os.cpu_count() or 1
+    accepted: list[dict[str, Any]] = []
+    corrected = 0
+
+    def check(item: tuple[RawRow, dict[str, Any]]) -> tuple[RawRow, dict[str, Any], dict[str, Any] | _Rejection]:
+        raw, record = item
+        try:
+            return raw, record, _check_audio(record["audio"], opts, storage)
+        except _Rejection as r:
+            return raw, record, r
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(check, candidates)
+        for raw, record, outcome in track(results, total=len(candidates), description="checking audio"):
+            if isinstance(outcome, _Rejection):
+                rejects.append(_reject_record(raw, outcome.code, f"{raw.where}: {outcome.message}", record["id"]))
+                continue
+            declared = record.get("duration")
+            if declared is not None and abs(declared - outcome["duration"]) > _DURATION_TOLERANCE_S:
+                corrected += 1
+                log.warning("%s: declared duration %.2f s, decoded %.2f s; using the decoded one",
+                            raw.where, declared, outcome["duration"])
+            record.update(outcome)
+            accepted.append(record)
+
+    if dataset_root is not None and audio_base is not None:
+        _rebase(accepted, rejects, Path(dataset_root).resolve(), audio_base.rstrip("/"))
+    missing = sorted(set(opts.val_speakers) - {r["speaker"] for r in accepted})
+    if missing:
+        raise ManifestError(f"dataset.val_speakers: {', '.join(missing)} not among the accepted rows' speakers")
+    train, val = split_by_speaker(accepted, opts.val_fraction, opts.val_min_speaker_clips, opts.seed,
+                                  opts.val_speakers)
+    paths = {name: out_dir / f"{name}.jsonl" for name in ("manifest", "train", "val", "rejects")}
+    write_jsonl(paths["manifest"], accepted)
+    write_jsonl(paths["train"], train)
+    write_jsonl(paths["val"], val)
+    write_jsonl(paths["rejects"], rejects)
+
+    report = dataset_report(accepted, train, val, rejects, rows_read=len(raws))
+    report["duration_corrected"] = corrected
+    report["bounds_s"] = [opts.min_duration_s, opts.max_duration_s]
+    histogram = out_dir / "durations.png"
+    plot_durations(train, val, histogram, bounds=(opts.min_duration_s, opts.max_duration_s))
+    outputs = {k: str(v) for k, v in paths.items()} | {"histogram": str(histogram)}
+    json_path, md_path = write_report(report, report_markdown(report, outputs), out_dir)
+
+    if rejects:
+        log.warning("%d of %d rows rejected (see %s)", len(rejects), len(raws), paths["rejects"])
+    if not accepted:
+        raise ManifestError(f"no usable rows: all {len(raws)} rows were rejected; reasons in {paths['rejects']}")
+    if len(rejects) > opts.max_rejected_fraction * len(raws):
+        raise ManifestError(
+            f"{len(rejects)} of {len(raws)} rows rejected ({len(rejects) / len(raws):.0%}), above "
+            f"max_rejected_fraction={opts.max_rejected_fraction}; reasons in {paths['rejects']}"
+        )
+    return IngestResult(
+        output_dir=out_dir, manifest=paths["manifest"], train=paths["train"], val=paths["val"],
+        rejects=paths["rejects"], report_json=json_path, report_md=md_path, histogram=histogram,
+        rows_read=len(raws), accepted=len(accepted), rejected=len(rejects),
+        train_clips=len(train), val_clips=len(val), hours=report["hours"], speakers=report["speakers"],
+        languages={k: v["clips"] for k, v in report["languages"].items()},
+        rejected_by_reason=report["rejected_by_reason"],
+    )
+

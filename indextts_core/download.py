@@ -1,0 +1,348 @@
+"""Download stage: bring every asset a run needs into the artifact store.
+
+An asset (the base checkpoint folder, the Wav2Vec2-BERT folder, the semantic codec, the dataset)
+comes from one of three kinds of source:
+
+* a local path (a folder, or a single file);
+* an ``s3://bucket/prefix`` (any S3-compatible endpoint, credentials as for the store);
+* the Hugging Face hub, ``hf://owner/name`` or ``hf://datasets/owner/name``, at a pinned revision,
+  through ``huggingface_hub`` (which keeps its own cache; ``offline`` uses only that cache).
+
+Each asset lands under ``assets/<name>/<id>/`` in the store, where ``<id>`` is derived from the
+source, revision and allow-list, next to a record ``assets/<name>/<id>.json`` with every file's
+size and sha256.  A second run reuses what is there: hub files at a pinned revision are immutable;
+local and S3 sources are re-checked (size and modification time or ETag, and the content hash
+when those changed) and fetched again only if their content changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from indextts_core.config import AssetSource, PipelineConfig
+from indextts_core.errors import DownloadError
+from indextts_core.fileio import sha256_file
+from indextts_core.storage import ArtifactStore, ObjectInfo, ObjectNotFoundError, open_store, split_s3_uri
+
+log = logging.getLogger(__name__)
+
+#: Version of the tiny bundle generator (part of a tiny:// asset's identity).
+TINY_VERSION = "2"
+
+#: Files fetched when an asset's ``files`` allow-list is left out.  ``None``: every file.
+#: The checkpoint default is what fine-tuning needs; list more files (s2mel.pth, feat1.pt,
+#: feat2.pt, qwen0.6bemo4-merge/...) to carry the complete official folder.
+DEFAULT_FILES: dict[str, dict[str, list[str] | None]] = {
+    "checkpoint": {"any": ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]},
+    "w2v_bert": {"hf": ["config.json", "model.safetensors", "preprocessor_config.json"], "any": None},
+    "semantic_codec": {"hf": ["semantic_codec/model.safetensors"], "any": None},
+    "dataset": {"any": None},
+}
+
+
+@dataclass(frozen=True)
+class FetchedAsset:
+    name: str
+    source: str
+    revision: str | None
+    prefix: str  # key prefix of the asset's folder in the store
+    uri: str  # URI of that folder
+    files: tuple[ObjectInfo, ...]
+    reused: bool
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _kind(source: str) -> str:
+    if source.startswith("tiny://"):
+        return "tiny"
+    if source.startswith("hf://"):
+        return "hf"
+    if source.startswith("s3://"):
+        return "s3"
+    return "local"
+
+
+def allow_list(name: str, src: AssetSource) -> list[str] | None:
+    if _kind(src.source) == "tiny":
+        return None  # the whole generated folder
+    if src.files is not None:
+        return list(src.files)
+    defaults = DEFAULT_FILES.get(name, {"any": None})
+    return defaults.get(_kind(src.source), defaults.get("any"))
+
+
+def asset_prefix(name: str, src: AssetSource) -> str:
+    """Store prefix of an asset; stable for the same source, revision and allow-list."""
+    ident = json.dumps(
+        {"source": src.source, "revision": src.revision, "files": allow_list(name, src)}, sort_keys=True
+    )
+    return f"assets/{name}/{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+# ------------------------------------------------------------------------ sources
+
+
+@dataclass
+class _Listing:
+    """What a source holds: relative path -> fingerprint (changes when the content may have)."""
+
+    files: dict[str, str]
+    fetch: Callable[[str, Path], Path]  # copy one relative path to a local staging file, return it
+
+
+def _local_listing(name: str, src: AssetSource) -> _Listing:
+    root = Path(src.source).expanduser()
+    if not root.exists():
+        raise DownloadError(f"{name}: source {root} does not exist")
+    if root.is_file():
+        single = root
+        root = root.parent
+        names = [single.name]
+    else:
+        wanted = allow_list(name, src)
+        names = wanted if wanted is not None else sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+        )
+    files = {}
+    for rel in names:
+        path = root / rel
+        if not path.is_file():
+            raise DownloadError(f"{name}: file '{rel}' not found in {root}")
+        st = path.stat()
+        files[rel] = f"{st.st_size}:{st.st_mtime_ns}"
+    return _Listing(files, lambda rel, _staging: root / rel)
+
+
+def _s3_listing(name: str, src: AssetSource, storage: Any) -> _Listing:
+    bucket, prefix = split_s3_uri(src.source)
+    store = open_store(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", storage)
+    wanted = allow_list(name, src)
+    available: dict[str, str] = {}
+    paginator = store.client.get_paginator("list_objects_v2")
+    strip = len(prefix) + 1 if prefix else 0
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+        for obj in page.get("Contents", []):
+            available[obj["Key"][strip:]] = f"{obj['Size']}:{obj['ETag']}"
+    if not available:
+        raise DownloadError(f"{name}: nothing found at {src.source}")
+    if wanted is not None:
+        missing = [f for f in wanted if f not in available]
+        if missing:
+            raise DownloadError(f"{name}: file '{missing[0]}' not found at {src.source}")
+        available = {f: available[f] for f in wanted}
+
+    def fetch(rel: str, staging: Path) -> Path:
+        return store.get_file(rel, staging / rel)
+
+    return _Listing(available, fetch)
+
+
+def _hf_listing(name: str, src: AssetSource, cache_dir: Path | None, offline: bool) -> _Listing:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo = src.source.removeprefix("hf://")
+    repo_type = "model"
+    if repo.startswith("datasets/"):
+        repo_type, repo = "dataset", repo.removeprefix("datasets/")
+    offline = offline or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    where = f"hf://{'datasets/' if repo_type == 'dataset' else ''}{repo}@{src.revision}"
+    wanted = allow_list(name, src)
+
+    def explain(e: Exception, rel: str | None) -> DownloadError:
+        what = f"file '{rel}'" if rel else "snapshot"
+        if isinstance(e, LocalEntryNotFoundError):
+            return DownloadError(
+                f"{name}: {what} of {where} is not in the Hugging Face cache"
+                f" ({cache_dir or 'default cache'}) and offline mode is on" if offline else
+                f"{name}: {what} of {where} could not be fetched: {e}"
+            )
+        if isinstance(e, RevisionNotFoundError):
+            return DownloadError(f"{name}: revision {src.revision!r} not found for {where}")
+        if isinstance(e, RepositoryNotFoundError):
+            return DownloadError(f"{name}: repository {repo!r} not found (or gated) for {where}")
+        if isinstance(e, EntryNotFoundError) or "404" in str(e):
+            return DownloadError(f"{name}: {what} not found in {where}")
+        return DownloadError(f"{name}: {what} of {where} could not be fetched: {e}")
+
+    paths: dict[str, Path] = {}
+    try:
+        if wanted is None:
+            snap = Path(snapshot_download(repo, repo_type=repo_type, revision=src.revision, cache_dir=cache_dir,
+                                          local_files_only=offline))
+            for p in sorted(snap.rglob("*")):
+                if p.is_file():
+                    paths[p.relative_to(snap).as_posix()] = p
+        else:
+            for rel in wanted:
+                try:
+                    paths[rel] = Path(hf_hub_download(repo, rel, repo_type=repo_type, revision=src.revision,
+                                                      cache_dir=cache_dir, local_files_only=offline))
+                except (EntryNotFoundError, HfHubHTTPError, OSError) as e:
+                    raise explain(e, rel) from None
+    except DownloadError:
+        raise
+    except (EntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise explain(e, None) from None
+    # a pinned revision is immutable: the fingerprint is the revision itself
+    return _Listing({rel: str(src.revision) for rel in paths}, lambda rel, _staging: paths[rel])
+
+
+# ------------------------------------------------------------------------ fetching
+
+
+def _reusable(store: ArtifactStore, record_key: str, prefix: str, listing: _Listing, kind: str,
+              sources: dict[str, Path] | None) -> dict[str, Any] | None:
+    """The stored record if the asset in the store still matches its source, else None."""
+    if not (store.exists(record_key) and store.dir_exists(prefix)):
+        return None
+    record = store.get_json(record_key)
+    stored = {f["key"]: f for f in record["files"]}
+    if set(stored) != set(listing.files):
+        return None
+    if record.get("fingerprints") == listing.files:
+        return record
+    if kind == "local" and sources is not None:
+        # size/mtime changed (touched, copied): same bytes?
+        if all(sha256_file(sources[rel]) == stored[rel]["sha256"] for rel in listing.files):
+            record["fingerprints"] = listing.files
+            store.put_json(record, record_key)
+            return record
+    return None
+
+
+def _tiny_seed(src: AssetSource) -> int:
+    seed_text = src.source.removeprefix("tiny://") or "0"
+    if not seed_text.isdigit():
+        raise DownloadError(f"{src.source}: expected tiny://<integer seed>")
+    return int(seed_text)
+
+
+def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
+    """tiny://<seed>: a tiny random checkpoint folder written on the spot (nothing is downloaded)."""
+    seed = _tiny_seed(src)
+    tag = f"tiny:{seed}:{TINY_VERSION}"
+    prefix = asset_prefix(name, src)
+    record_key = f"{prefix}.json"
+    record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
+    reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
+    if not reused:
+        from indextts_core.model.bundle import write_tiny_bundle
+
+        with tempfile.TemporaryDirectory(prefix="indextts-tiny-") as staging:
+            write_tiny_bundle(staging, seed=seed)
+            files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
+            info = store.put_files(files, prefix)
+        record = {"name": name, "source": src.source, "revision": None,
+                  "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
+                  "fingerprints": {f.key: tag for f in info.files}}
+        store.put_json(record, record_key)
+        log.info("%s: wrote a tiny random checkpoint (seed %d) to %s", name, seed, store.uri_for(prefix))
+    assert record is not None
+    files_ = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
+    return FetchedAsset(name, src.source, None, prefix, store.uri_for(prefix), files_, reused)
+
+
+def _listing(name: str, src: AssetSource, hf_cache_dir: Path | None, offline: bool, storage: Any) -> _Listing:
+    kind = _kind(src.source)
+    if kind == "hf":
+        return _hf_listing(name, src, hf_cache_dir, offline)
+    if kind == "s3":
+        return _s3_listing(name, src, storage)
+    return _local_listing(name, src)
+
+
+def source_fingerprint(name: str, src: AssetSource, storage: Any | None = None) -> str:
+    """A cheap identity of what the source holds now (sizes and modification times or ETags).
+
+    Nothing is downloaded: a hub source at a pinned revision is identified by the revision, a tiny
+    source by its seed.
+    """
+    if _kind(src.source) in ("hf", "tiny"):
+        files: Any = {"revision": src.revision, "files": allow_list(name, src), "tiny": TINY_VERSION}
+    else:
+        files = _listing(name, src, None, False, storage).files
+    ident = json.dumps({"source": src.source, "revision": src.revision, "files": files}, sort_keys=True)
+    return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def fetch_asset(
+    name: str,
+    src: AssetSource,
+    store: ArtifactStore,
+    *,
+    hf_cache_dir: Path | None = None,
+    offline: bool = False,
+    storage: Any | None = None,
+) -> FetchedAsset:
+    """Make sure ``store`` holds the asset ``name`` from ``src``; fetch only what is missing or changed."""
+    kind = _kind(src.source)
+    if kind == "tiny":
+        return _fetch_tiny(name, src, store)
+    listing = _listing(name, src, hf_cache_dir, offline, storage)
+    prefix = asset_prefix(name, src)
+    record_key = f"{prefix}.json"
+    local_sources = None
+    if kind == "local":
+        local_sources = {rel: listing.fetch(rel, Path()) for rel in listing.files}
+    record = _reusable(store, record_key, prefix, listing, kind, local_sources)
+    reused = record is not None
+    if record is None:
+        with tempfile.TemporaryDirectory(prefix="indextts-download-") as staging:
+            local = {rel: listing.fetch(rel, Path(staging)) for rel in listing.files}
+            info = store.put_files(local, prefix)
+        record = {
+            "name": name,
+            "source": src.source,
+            "revision": src.revision,
+            "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
+            "fingerprints": listing.files,
+        }
+        store.put_json(record, record_key)
+        log.info("%s: fetched %d file(s), %.1f MB from %s", name, len(info.files),
+                 info.total_bytes / 1e6, src.source)
+    else:
+        log.info("%s: reusing %s (%d file(s), unchanged at the source)", name, store.uri_for(prefix),
+                 len(record["files"]))
+    files = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
+    return FetchedAsset(name, src.source, src.revision, prefix, store.uri_for(prefix), files, reused)
+
+
+def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
+    """The assets a run needs, by name, in fetch order."""
+    assets = {
+        "checkpoint": cfg.download.checkpoint,
+        "w2v_bert": cfg.download.w2v_bert,
+        "semantic_codec": cfg.download.semantic_codec,
+        "dataset": cfg.dataset.source,
+    }
+    return {k: v for k, v in assets.items() if v is not None}
+
+
+def download(cfg: PipelineConfig, store: ArtifactStore) -> dict[str, FetchedAsset]:
+    """Fetch every configured asset into ``store``."""
+    out = {}
+    for name, src in configured_assets(cfg).items():
+        try:
+            out[name] = fetch_asset(name, src, store, hf_cache_dir=cfg.download.hf_cache_dir,
+                                    offline=cfg.download.offline, storage=cfg.storage)
+        except ObjectNotFoundError as e:
+            raise DownloadError(f"{name}: {e}") from None
+    return out

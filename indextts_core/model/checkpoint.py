@@ -1,0 +1,209 @@
+"""Reading the official ``gpt.pth`` and writing checkpoint folders in the official layout.
+
+* :func:`read_state_dict` loads a file a user hands us with ``torch.load(weights_only=True)``:
+  a plain state dict or one wrapped under ``"model"``, as the official loader accepts.
+* :func:`load_gpt` builds the model from ``config.yaml`` and loads strictly by default; any
+  missing, unexpected or mis-shaped key is reported by name (and the post-init alias keys
+  ``gpt.wte.weight`` / ``inference_model.*`` and ``module.`` prefixes are recognised and named).
+* :func:`export_checkpoint` writes a folder the official ``infer_v2`` loads unchanged: ``gpt.pth``
+  as a plain state dict with exactly the official keys (fp32 or fp16), ``config.yaml`` with
+  ``gpt.number_text_tokens`` and ``dataset.bpe_model`` updated (everything else, comments
+  included, left as it was), the tokenizer, and the base folder's licence and other files.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from indextts_core.errors import InputError
+from indextts_core.fileio import atomic_copy, atomic_write, sha256_file
+from indextts_core.model.config import GPTConfig, text_rows
+from indextts_core.model.unified_voice import UnifiedVoice
+
+ALIAS_PREFIXES = ("inference_model.",)
+ALIAS_KEYS = ("gpt.wte.weight",)
+#: Files of an official checkpoint folder that an export carries over from the base folder.
+CARRIED_FILES = ("LICENSE", "LICENSE.txt", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "s2mel.pth",
+                 "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "pinyin.vocab", "glossary.yaml")
+CARRIED_DIRS = ("qwen0.6bemo4-merge",)
+
+
+class CheckpointError(InputError):
+    """A checkpoint or its config does not fit the model; the message names the file and keys."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``gpt.pth``-style file (plain or under ``"model"``), loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle errors come in many types
+        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:300]})") from None
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors (or one under 'model')")
+    return dict(obj)
+
+
+def official_state_dict(model: UnifiedVoice) -> dict[str, torch.Tensor]:
+    """The model's state dict with exactly the official keys (no aliases, no prefixes)."""
+    sd = model.state_dict()
+    return {k: v for k, v in sd.items() if not k.startswith(ALIAS_PREFIXES) and k not in ALIAS_KEYS}
+
+
+def _describe_mismatch(path: Path, model_sd: Mapping[str, torch.Tensor], sd: Mapping[str, torch.Tensor]) -> str:
+    missing = [k for k in model_sd if k not in sd]
+    unexpected = [k for k in sd if k not in model_sd]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
+              for k in model_sd if k in sd and sd[k].shape != model_sd[k].shape]
+    lines = [f"{path}: does not match the model built from its config"]
+
+    def show(title: str, items: list[str]) -> None:
+        if items:
+            more = f" (and {len(items) - 10} more)" if len(items) > 10 else ""
+            lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:10]) + more)
+
+    show("missing", missing)
+    show("unexpected", unexpected)
+    show("wrong shape", shapes)
+    if any(k.startswith("module.") for k in unexpected):
+        lines.append("  hint: keys start with 'module.' (saved from DistributedDataParallel); strip the prefix")
+    if any(k.startswith(ALIAS_PREFIXES) or k in ALIAS_KEYS for k in unexpected):
+        lines.append("  hint: 'inference_model.*' / 'gpt.wte.weight' are aliases added after post_init_gpt2_config;"
+                     " the official loader rejects them")
+    if any(k.startswith("text_") for k in (s.split(":")[0] for s in shapes)):
+        rows = sd.get("text_embedding.weight")
+        if rows is not None:
+            lines.append(f"  hint: the file has {rows.shape[0]} text rows, i.e. a {rows.shape[0] - 1}-piece tokenizer;"
+                         f" config.yaml says number_text_tokens={model_sd['text_embedding.weight'].shape[0] - 1}")
+    return "\n".join(lines)
+
+
+def load_state_dict_into(model: UnifiedVoice, sd: Mapping[str, torch.Tensor], path: Path, strict: bool = True) -> None:
+    model_sd = official_state_dict(model)
+    bad_shape = any(k in sd and sd[k].shape != v.shape for k, v in model_sd.items())
+    if bad_shape or (strict and set(sd) != set(model_sd)):
+        raise CheckpointError(_describe_mismatch(path, model_sd, sd))
+    model.load_state_dict(dict(sd), strict=strict)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: config.yaml not found") from None
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict) or "gpt" not in data:
+        raise CheckpointError(f"{path}: no 'gpt:' section")
+    return data
+
+
+def load_gpt(checkpoint_dir: str | Path, strict: bool = True, config: GPTConfig | None = None,
+             weights: str | None = None) -> UnifiedVoice:
+    """Build ``UnifiedVoice`` from ``<dir>/config.yaml`` and load ``<dir>/gpt.pth`` (or ``gpt_checkpoint``)."""
+    root = Path(checkpoint_dir)
+    data = read_config(root / "config.yaml")
+    cfg = config or GPTConfig.from_dict(data["gpt"], f"{root / 'config.yaml'}: gpt")
+    path = root / (weights or data.get("gpt_checkpoint", "gpt.pth"))
+    model = UnifiedVoice(cfg)
+    load_state_dict_into(model, read_state_dict(path), path, strict=strict)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------ export
+
+_SECTION = re.compile(r"^(\S[^:#]*):\s*(#.*)?$")
+
+
+def update_config_text(text: str, vocab_size: int, bpe_model: str) -> str:
+    """Set ``gpt.number_text_tokens`` and ``dataset.bpe_model`` in a config.yaml, changing nothing else."""
+    out, section = [], None
+    done = {"gpt": False, "dataset": False}
+    for line in text.splitlines(keepends=True):
+        m = _SECTION.match(line.rstrip("\n"))
+        if m:
+            section = m.group(1).strip()
+        elif section == "gpt" and re.match(r"^\s+number_text_tokens\s*:", line):
+            line = re.sub(r"(number_text_tokens\s*:\s*)[^#\s]+", rf"\g<1>{vocab_size}", line)
+            done["gpt"] = True
+        elif section == "dataset" and re.match(r"^\s+bpe_model\s*:", line):
+            line = re.sub(r"(bpe_model\s*:\s*)[^#\s]+", rf"\g<1>{bpe_model}", line)
+            done["dataset"] = True
+        out.append(line)
+    new = "".join(out)
+    if not done["gpt"]:
+        raise CheckpointError("config.yaml: no gpt.number_text_tokens line to update")
+    if not done["dataset"]:  # the key may be absent: add it under dataset (or a new dataset section)
+        data = yaml.safe_load(new) or {}
+        if "dataset" in data:
+            new = re.sub(r"(?m)^dataset:\s*(#.*)?\n", lambda m: m.group(0) + f"  bpe_model: {bpe_model}\n", new, count=1)
+        else:
+            new = new.rstrip("\n") + f"\ndataset:\n  bpe_model: {bpe_model}\n"
+    parsed = yaml.safe_load(new)
+    if parsed["gpt"]["number_text_tokens"] != vocab_size or parsed["dataset"]["bpe_model"] != bpe_model:
+        raise CheckpointError("config.yaml: could not update number_text_tokens / bpe_model safely")
+    return new
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    output_dir: Path
+    gpt_path: Path
+    config_path: Path
+    tokenizer_path: Path
+    vocab_size: int
+    dtype: str
+    files: dict[str, str]  # name -> sha256
+
+
+def export_checkpoint(
+    model: UnifiedVoice,
+    output_dir: str | Path,
+    base_dir: str | Path,
+    tokenizer: str | Path,
+    vocab_size: int,
+    dtype: str = "float32",
+) -> ExportResult:
+    """Write an official-layout checkpoint folder for ``model`` (see the module docstring)."""
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    out, base, tokenizer = Path(output_dir), Path(base_dir), Path(tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = official_state_dict(model)
+    rows = sd["text_embedding.weight"].shape[0]
+    if rows != text_rows(vocab_size):
+        raise CheckpointError(f"model has {rows} text rows but the tokenizer has {vocab_size} pieces "
+                              f"(needs {text_rows(vocab_size)} rows)")
+    target = torch.float16 if dtype == "float16" else torch.float32
+    sd = {k: v.detach().to("cpu", target if v.is_floating_point() else v.dtype).contiguous().clone()
+          for k, v in sd.items()}
+    base_cfg = base / "config.yaml"
+    config_text = update_config_text(base_cfg.read_text(encoding="utf-8"), vocab_size, tokenizer.name)
+    gpt_name = (yaml.safe_load(config_text) or {}).get("gpt_checkpoint", "gpt.pth")
+    with atomic_write(out / gpt_name, "wb") as f:
+        torch.save(sd, f)
+    with atomic_write(out / "config.yaml") as f:
+        f.write(config_text)
+    atomic_copy(tokenizer, out / tokenizer.name)
+    for name in CARRIED_FILES:
+        if (base / name).is_file() and not (out / name).exists():
+            atomic_copy(base / name, out / name)
+    for name in CARRIED_DIRS:
+        if (base / name).is_dir() and not (out / name).exists():
+            shutil.copytree(base / name, out / name)
+    files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
+    return ExportResult(out, out / gpt_name, out / "config.yaml", out / tokenizer.name, vocab_size, dtype, files)

@@ -1,0 +1,339 @@
+"""Training data: preprocessed clips, prompt/target samples, token-budget batches.
+
+A *sample* is a target clip (its text ids and codes are learned) with a prompt clip (speaker
+latents) and an emotion clip (emotion vector).  Samples come from a pair file
+(``GPT_pairs_train.jsonl``, seed-compatible) or, with fresh prompts, from a
+:class:`~indextts_core.pairs.PairingPolicy` drawing new prompts every epoch.
+
+Batching works in two levels:
+
+* :func:`plan_epoch` cuts an epoch into *optimizer steps* of about ``step_tokens`` padded tokens:
+  samples are shuffled (seed, epoch), sorted by length within windows, packed greedily, and the
+  steps shuffled.  This depends on the data, the seed and the budget only, never on the hardware.
+* :func:`split_micro` cuts one step into micro-batches of at most ``micro_tokens`` padded tokens
+  (longest first), which is what fits in memory.  Losses are normalised by the whole step's token
+  counts and, with padding at the end of each sample (the default layout, see
+  :meth:`~indextts_core.model.unified_voice.UnifiedVoice.forward`), a sample's loss does not
+  depend on what it is batched with, so the split does not change the step's gradient.
+
+A sample's cost is ``34 + (text + 2) + (codes + 2)`` positions (conditioning prefix, framed text,
+framed codes); a micro-batch costs ``n x`` its longest sample (``n x`` its longest text plus its
+longest codes in the released per-segment layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from indextts_core.errors import InputError
+from indextts_core.fileio import read_jsonl, sha256_file
+from indextts_core.pairs import PairingPolicy
+from indextts_core.shards import ShardReader
+
+CONDS = 34  # 32 speaker latents + 2 speed rows
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+@dataclass(frozen=True)
+class Sample:
+    target: int  # row numbers in TrainingSet.rows
+    prompt: int
+    emotion: int
+
+
+def sample_cost(text_len: int, code_len: int) -> int:
+    return CONDS + text_len + 2 + code_len + 2
+
+
+def padded_cost(text_lens: Sequence[int], code_lens: Sequence[int], pad_at_end: bool = True) -> int:
+    """Positions a batch computes: ``n x`` its longest sample (padding at the end), or ``n x`` its
+    longest text plus its longest codes (the released per-segment padding)."""
+    if pad_at_end:
+        return len(text_lens) * max(sample_cost(t, c) for t, c in zip(text_lens, code_lens))
+    return len(text_lens) * (CONDS + max(text_lens) + 2 + max(code_lens) + 2)
+
+
+class TrainingSet:
+    """The index rows of one or more preprocessed manifests, with their text ids and feature shards."""
+
+    def __init__(self, manifests: Sequence[Path], feature_dir: Path | None = None):
+        from safetensors.torch import load_file
+
+        if not manifests:
+            raise InputError("no manifests to train on")
+        self.manifests = [Path(m) for m in manifests]
+        index_dir = self.manifests[0].parent
+        meta_path = index_dir / "preprocess.json"
+        if not meta_path.is_file():
+            raise InputError(f"{index_dir}: no preprocess.json next to {self.manifests[0].name} "
+                             "(is this the output of 'indextts-train preprocess'?)")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if feature_dir is None:
+            ref = self.meta["feature_dir"]
+            if ref.startswith("store:"):
+                raise InputError(f"{meta_path}: features are in the artifact store ({ref}); pass their local folder")
+            feature_dir = index_dir / ref
+        self.feature_dir = Path(feature_dir)
+        text = load_file(str(index_dir / "text_ids.safetensors"))
+        self._ids, self._offsets = text["ids"], text["offsets"]
+        self.rows: list[dict[str, Any]] = []
+        for m in self.manifests:
+            self.rows.extend(read_jsonl(m))
+        self.by_id = {r["id"]: i for i, r in enumerate(self.rows)}
+        if len(self.by_id) != len(self.rows):
+            raise InputError(f"duplicate clip ids across {', '.join(map(str, self.manifests))}")
+        self._shards: dict[str, ShardReader] = {}
+        self._lock = threading.Lock()  # loader threads open shards concurrently
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def max_text_id(self) -> int:
+        return int(self._ids.max()) if self._ids.numel() else 0
+
+    def cost(self, s: Sample) -> int:
+        r = self.rows[s.target]
+        return sample_cost(r["text_len"], r["code_len"])
+
+    def _shard(self, name: str) -> ShardReader:
+        with self._lock:
+            if name not in self._shards:
+                path = self.feature_dir / name
+                if not path.is_file():
+                    raise InputError(f"feature shard {name} not found in {self.feature_dir} (needed by the index "
+                                     f"{self.manifests[0].parent}; are the features where preprocess.json says?)")
+                self._shards[name] = ShardReader(path)
+            return self._shards[name]
+
+    def text_ids(self, i: int) -> torch.Tensor:
+        r = self.rows[i]["text_row"]
+        return self._ids[self._offsets[r]:self._offsets[r + 1]].long()
+
+    def codes(self, i: int) -> torch.Tensor:
+        r = self.rows[i]
+        return self._shard(r["shard"]).codes(r["row"]).long()
+
+    def speaker_latents(self, i: int) -> torch.Tensor:
+        r = self.rows[i]
+        return self._shard(r["shard"]).speaker_latents(r["row"]).float()
+
+    def emotion_vector(self, i: int) -> torch.Tensor:
+        r = self.rows[i]
+        return self._shard(r["shard"]).emotion_vector(r["row"]).float()
+
+    def fingerprint(self, extra: Sequence[Path] = ()) -> str:
+        """Hash of the index files (manifests, text ids) and the pair files this data comes from."""
+        h = hashlib.sha256()
+        files = {*self.manifests, self.manifests[0].parent / "text_ids.safetensors", *map(Path, extra)}
+        for p in sorted(files, key=lambda q: (q.name, str(q))):
+            h.update(p.name.encode() + sha256_file(p).encode())
+        h.update(json.dumps(self.meta.get("shards", []), sort_keys=True).encode())
+        return h.hexdigest()
+
+
+def load_pairs(path: Path, data: TrainingSet) -> list[Sample]:
+    """Samples of a pair file; every id must be in ``data``."""
+    samples = []
+    for lineno, row in enumerate(read_jsonl(path), start=1):
+        missing = [k for k in ("target", "prompt", "emotion") if k not in row]
+        if missing:
+            raise InputError(f"{path}:{lineno}: missing field(s) {', '.join(missing)} (a pair file has target, prompt "
+                             "and emotion clip ids; is this the output of 'indextts-train build-pairs'?)")
+        try:
+            samples.append(Sample(data.by_id[row["target"]], data.by_id[row["prompt"]], data.by_id[row["emotion"]]))
+        except KeyError as e:
+            raise InputError(f"{path}:{lineno}: clip {e.args[0]!r} is not in the index "
+                             f"({', '.join(m.name for m in data.manifests)})") from None
+    if not samples:
+        raise InputError(f"{path}: no pairs")
+    return samples
+
+
+def pairs_manifests(path: Path) -> list[Path]:
+    """The index manifests a pair file refers to (its .json sidecar), or the standard ones next to it."""
+    side = path.with_suffix(".json")
+    if side.is_file():
+        return [path.parent / m for m in json.loads(side.read_text(encoding="utf-8"))["manifests"]]
+    found = [path.parent / n for n in ("train_manifest.jsonl", "val_manifest.jsonl") if (path.parent / n).is_file()]
+    if not found:
+        raise InputError(f"{path}: cannot tell which index it belongs to (no {side.name}, no train_manifest.jsonl "
+                         "next to it)")
+    return found
+
+
+def fresh_samples(data: TrainingSet, targets: Sequence[int], policy: PairingPolicy, epoch: int) -> list[Sample]:
+    """New prompts for every target, drawn for this epoch from all clips of ``data``."""
+    rows = [data.rows[i] for i in targets]
+    pairs, _ = policy.pairs(rows, data.rows, epoch=epoch)
+    return [Sample(data.by_id[p.target], data.by_id[p.prompt], data.by_id[p.emotion]) for p in pairs]
+
+
+def _rng(seed: int, epoch: int, salt: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}\x00{epoch}\x00{salt}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _pack(data: TrainingSet, samples: Sequence[Sample], ordered: Sequence[int], budget: int,
+          pad_at_end: bool = True) -> list[list[int]]:
+    """Greedy packing of ``ordered`` into groups whose padded cost stays within ``budget`` (one sample at least)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    max_text = max_code = max_total = 0
+    for i in ordered:
+        r = data.rows[samples[i].target]
+        t, c = max(max_text, r["text_len"]), max(max_code, r["code_len"])
+        total = max(max_total, sample_cost(r["text_len"], r["code_len"]))
+        width = total if pad_at_end else CONDS + t + 2 + c + 2
+        if current and (len(current) + 1) * width > budget:
+            groups.append(current)
+            current, t, c, total = [], r["text_len"], r["code_len"], sample_cost(r["text_len"], r["code_len"])
+        current.append(i)
+        max_text, max_code, max_total = t, c, total
+    if current:
+        groups.append(current)
+    return groups
+
+
+def plan_epoch(data: TrainingSet, samples: Sequence[Sample], step_tokens: int, seed: int, epoch: int,
+               window: int = 512, min_per_step: int = 1, pad_at_end: bool = True) -> list[list[int]]:
+    """Optimizer steps for one epoch: lists of indices into ``samples`` (see the module docstring)."""
+    order = list(range(len(samples)))
+    _rng(seed, epoch, "order").shuffle(order)
+    steps: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: (-data.cost(samples[i]), i))
+        steps.extend(_pack(data, samples, chunk, step_tokens, pad_at_end))
+    _rng(seed, epoch, "steps").shuffle(steps)
+    if min_per_step > 1:  # every data-parallel rank needs at least one sample per step
+        merged: list[list[int]] = []
+        for s in steps:
+            if merged and len(s) < min_per_step:
+                merged[-1] = merged[-1] + s
+            else:
+                merged.append(s)
+        if len(merged) > 1 and len(merged[0]) < min_per_step:
+            merged[1] = merged[0] + merged[1]
+            merged = merged[1:]
+        steps = merged
+    return steps
+
+
+def by_cost(data: TrainingSet, samples: Sequence[Sample], indices: Sequence[int]) -> list[int]:
+    """``indices`` longest first (ties by index), the order micro-batches and rank shares are cut in."""
+    return sorted(indices, key=lambda i: (-data.cost(samples[i]), i))
+
+
+def rank_share(data: TrainingSet, samples: Sequence[Sample], step: Sequence[int], rank: int, world: int) -> list[int]:
+    """This rank's samples of a step: dealt longest first, so every rank gets a similar amount of work."""
+    return by_cost(data, samples, step)[rank::world]
+
+
+def split_micro(data: TrainingSet, samples: Sequence[Sample], step: Sequence[int], micro_tokens: int,
+                pad_at_end: bool = True) -> list[list[int]]:
+    """Micro-batches of one step, longest first, each within ``micro_tokens`` (one sample at least)."""
+    return _pack(data, samples, by_cost(data, samples, step), micro_tokens, pad_at_end)
+
+
+def step_counts(data: TrainingSet, samples: Sequence[Sample], step: Sequence[int]) -> tuple[int, int]:
+    """Counted (text, mel) target positions of a step: each sample's tokens plus its first stop token."""
+    rows = [data.rows[samples[i].target] for i in step]
+    return sum(r["text_len"] + 1 for r in rows), sum(r["code_len"] + 1 for r in rows)
+
+
+@dataclass
+class LoadedSample:
+    text_ids: torch.Tensor
+    codes: torch.Tensor
+    speaker_latents: torch.Tensor
+    emotion_vector: torch.Tensor
+    language: str
+    speaker: str
+    ids: tuple[str, str, str]  # target, prompt, emotion clip ids
+
+
+def load_sample(data: TrainingSet, s: Sample) -> LoadedSample:
+    r = data.rows[s.target]
+    return LoadedSample(data.text_ids(s.target), data.codes(s.target), data.speaker_latents(s.prompt),
+                        data.emotion_vector(s.emotion), r["language"], r["speaker"],
+                        (r["id"], data.rows[s.prompt]["id"], data.rows[s.emotion]["id"]))
+
+
+@dataclass
+class Batch:
+    speaker_latents: torch.Tensor  # (B, 32, D)
+    emotion_vectors: torch.Tensor  # (B, D)
+    text_ids: torch.Tensor  # (B, L) padded with 0 (replaced by stop tokens in the model)
+    text_lengths: torch.Tensor
+    codes: torch.Tensor  # (B, M)
+    code_lengths: torch.Tensor
+    languages: list[str]
+    speakers: list[str]
+    sample_ids: list[tuple[str, str, str]]
+    real_tokens: int
+    padded_tokens: int
+
+    def to(self, device: torch.device) -> Batch:
+        nb = device.type == "cuda"
+        return Batch(self.speaker_latents.to(device, non_blocking=nb), self.emotion_vectors.to(device, non_blocking=nb),
+                     self.text_ids.to(device, non_blocking=nb), self.text_lengths.to(device),
+                     self.codes.to(device, non_blocking=nb), self.code_lengths.to(device), self.languages,
+                     self.speakers, self.sample_ids, self.real_tokens, self.padded_tokens)
+
+
+def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool = True) -> Batch:
+    tl = torch.tensor([len(x.text_ids) for x in loaded])
+    cl = torch.tensor([len(x.codes) for x in loaded])
+    b = Batch(
+        speaker_latents=torch.stack([x.speaker_latents for x in loaded]),
+        emotion_vectors=torch.stack([x.emotion_vector for x in loaded]),
+        text_ids=torch.nn.utils.rnn.pad_sequence([x.text_ids for x in loaded], batch_first=True),
+        text_lengths=tl,
+        codes=torch.nn.utils.rnn.pad_sequence([x.codes for x in loaded], batch_first=True),
+        code_lengths=cl,
+        languages=[x.language for x in loaded],
+        speakers=[x.speaker for x in loaded],
+        sample_ids=[x.ids for x in loaded],
+        real_tokens=int(sum(sample_cost(int(a), int(c)) for a, c in zip(tl, cl))),
+        padded_tokens=padded_cost(tl.tolist(), cl.tolist(), pad_at_end),
+    )
+    if pin:
+        b.speaker_latents, b.emotion_vectors = b.speaker_latents.pin_memory(), b.emotion_vectors.pin_memory()
+        b.text_ids, b.codes = b.text_ids.pin_memory(), b.codes.pin_memory()
+    return b
+
+
+def prefetch(fn: Callable[[T], U], items: Iterable[T], workers: int, lookahead: int = 4) -> Iterator[U]:
+    """``fn(item)`` for every item, in order, computed up to ``lookahead`` items ahead on ``workers`` threads.
+
+    Loading is deterministic (no random generator is touched), so threads change timing only.
+    """
+    if workers <= 0:
+        for item in items:
+            yield fn(item)
+        return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="indextts-loader") as pool:
+        pending: deque[Future[U]] = deque()
+        it = iter(items)
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= lookahead:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result

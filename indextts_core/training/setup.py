@@ -1,0 +1,182 @@
+"""Model set-up for fine-tuning: the base checkpoint, resized to the tokenizer, with the right parts frozen.
+
+Everything a mismatched set of files would silently break is checked here, before any step, and
+the error says which file is which (the seed's "training losses stuck" cause):
+
+* the tokenizer must *extend* the checkpoint's ``bpe.model``: same pieces at ids ``0..N-1``;
+* the vocabulary size comes from the tokenizer (``V`` pieces -> ``V + 1`` text rows, one rule in
+  :func:`indextts_core.model.config.text_rows`), never from tensor shapes;
+* the index's text ids must have been made with this tokenizer, and its speaker latents and
+  emotion vectors with this base GPT (``preprocess.json`` records both).
+
+Frozen by construction:
+
+* base text rows (embedding, head weight and bias) are constants (:func:`split_text_rows`), so no
+  gradient, weight decay or optimizer state can touch them;
+* the conditioning encoders, perceivers and emotion projections always: their outputs were
+  precomputed by preprocessing from the base model, so training them would have no effect on the
+  loss, and keeping them at the base weights keeps the export consistent with the cached latents;
+* ``freeze_conditioning`` also freezes the two speed rows that follow the latents in the prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from indextts_core.errors import InputError
+from indextts_core.fileio import sha256_file
+from indextts_core.model.bundle import ModelBundle
+from indextts_core.model.config import GPTConfig, text_rows, vocab_size_from_rows
+from indextts_core.model.unified_voice import UnifiedVoice
+from indextts_core.model.vocab import ResizeReport, resize_text_vocab, split_text_rows
+from indextts_core.tokenizer import load_sentencepiece, new_piece_decompositions
+
+log = logging.getLogger(__name__)
+
+#: Modules whose outputs preprocessing caches; never trained here.
+PRECOMPUTED = ("conditioning_encoder", "perceiver_encoder", "emo_conditioning_encoder", "emo_perceiver_encoder",
+               "emo_layer", "emovec_layer")
+
+
+@dataclass(frozen=True)
+class TokenizerCheck:
+    path: Path
+    sha256: str
+    vocab_size: int
+    base_vocab: int
+    base_sha256: str
+    notes: list[str] = field(default_factory=list)
+
+
+def check_tokenizer(base_tokenizer: Path, tokenizer: Path, checkpoint_rows: int, checkpoint: Path) -> TokenizerCheck:
+    """Refuse a tokenizer that is not an extension of the checkpoint's (see the module docstring)."""
+    base_sp, ext_sp = load_sentencepiece(base_tokenizer), load_sentencepiece(tokenizer)
+    n_model = vocab_size_from_rows(checkpoint_rows)
+    n_base = base_sp.GetPieceSize()
+    if n_base != n_model:
+        raise InputError(f"{checkpoint}: the checkpoint has {checkpoint_rows} text rows (a {n_model}-piece vocabulary) "
+                         f"but its tokenizer {base_tokenizer} has {n_base} pieces: the checkpoint folder is "
+                         "inconsistent (was it exported with another tokenizer?)")
+    vocab = ext_sp.GetPieceSize()
+    if vocab < n_base:
+        raise InputError(f"--tokenizer {tokenizer} has {vocab} pieces, fewer than the {n_base} of the checkpoint's "
+                         f"tokenizer {base_tokenizer}: it is not an extension of this checkpoint's vocabulary (wrong "
+                         "--tokenizer, or wrong --checkpoint?)")
+    for i in range(n_base):
+        if base_sp.IdToPiece(i) != ext_sp.IdToPiece(i):
+            raise InputError(f"--tokenizer {tokenizer}: id {i} is {ext_sp.IdToPiece(i)!r} there but "
+                             f"{base_sp.IdToPiece(i)!r} in the checkpoint's tokenizer {base_tokenizer}: the tokenizer "
+                             "was not extended from this checkpoint's bpe.model, so every base embedding would be "
+                             "read for the wrong piece (the 'losses stuck' failure)")
+    base_sha = sha256_file(base_tokenizer)
+    notes = []
+    side = Path(tokenizer).with_suffix(".json")
+    if side.is_file():
+        recorded = (json.loads(side.read_text(encoding="utf-8")).get("base") or {}).get("sha256")
+        if recorded and recorded != base_sha:
+            notes.append(f"{side.name} records base tokenizer {recorded[:12]}, the checkpoint has {base_sha[:12]}; "
+                         f"the first {n_base} pieces agree, so training goes on")
+    if vocab == n_base:
+        notes.append(f"--tokenizer {tokenizer} adds no pieces to the checkpoint's {n_base}: a new script would be "
+                     "mostly <unk>; is this the extended tokenizer?")
+    for note in notes:
+        log.warning("%s", note)
+    return TokenizerCheck(Path(tokenizer), sha256_file(tokenizer), vocab, n_base, base_sha, notes)
+
+
+def check_index(meta: Mapping[str, Any], index_dir: Path, tokenizer: TokenizerCheck, base_gpt_sha256: str,
+                max_text_id: int) -> None:
+    """Refuse an index made with another tokenizer or another base GPT."""
+    recorded = (meta.get("tokenizer") or {})
+    if recorded.get("sha256") and recorded["sha256"] != tokenizer.sha256:
+        raise InputError(f"{index_dir / 'preprocess.json'}: the text ids were made with tokenizer "
+                         f"{recorded.get('file')} ({recorded['sha256'][:12]}), but --tokenizer is {tokenizer.path} "
+                         f"({tokenizer.sha256[:12]}); re-run preprocess with this tokenizer, or train with the one it "
+                         "used")
+    gpt = meta.get("base_gpt_sha256")
+    if gpt and gpt != base_gpt_sha256:
+        raise InputError(f"{index_dir / 'preprocess.json'}: speaker latents and emotion vectors were computed with base "
+                         f"GPT {gpt[:12]}, but the checkpoint's gpt.pth is {base_gpt_sha256[:12]}; re-run preprocess "
+                         "with this checkpoint")
+    if not gpt:
+        log.warning("%s: no base_gpt_sha256 recorded (older preprocess output); cannot check that the cached speaker "
+                    "latents come from this checkpoint", index_dir / "preprocess.json")
+    if max_text_id >= tokenizer.vocab_size:
+        raise InputError(f"{index_dir / 'text_ids.safetensors'}: text id {max_text_id} is outside the tokenizer's "
+                         f"{tokenizer.vocab_size} pieces")
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout probability of the GPT stack (embeddings, attention, residuals)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+        if hasattr(m, "attn_dropout"):
+            m.attn_dropout = p
+
+
+def config_digest(cfg: GPTConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ModelSetup:
+    model: UnifiedVoice
+    tokenizer: TokenizerCheck
+    resize: ResizeReport
+    base_gpt_sha256: str
+    config_sha256: str
+    frozen: list[str]  # top-level modules without trainable parameters
+    trainable_parameters: int
+    frozen_parameters: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def base_vocab(self) -> int:
+        return self.tokenizer.base_vocab
+
+    def describe(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size, "base_vocab": self.base_vocab, "text_rows": text_rows(self.vocab_size),
+                "new_rows_from_pieces": self.resize.from_pieces, "new_rows_from_mean": self.resize.from_mean,
+                "frozen_modules": self.frozen, "trainable_parameters": self.trainable_parameters,
+                "frozen_parameters": self.frozen_parameters, "tokenizer_sha256": self.tokenizer.sha256,
+                "base_gpt_sha256": self.base_gpt_sha256, "config_sha256": self.config_sha256}
+
+
+def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool = True,
+                  freeze_conditioning: bool = True, dropout: float = 0.1,
+                  gradient_checkpointing: bool = False) -> ModelSetup:
+    """Load the base GPT strictly, resize it to ``tokenizer`` and freeze what must not train."""
+    base_sha = sha256_file(bundle.gpt_path)
+    model = bundle.load_gpt(strict=True)
+    rows = model.text_embedding.weight.shape[0]
+    tok = check_tokenizer(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
+    decompositions = new_piece_decompositions(load_sentencepiece(bundle.tokenizer_path), load_sentencepiece(tokenizer))
+    report = resize_text_vocab(model, tok.vocab_size, decompositions)
+    if tok.vocab_size > tok.base_vocab:
+        split_text_rows(model, tok.base_vocab, freeze=freeze_base_rows)
+    elif freeze_base_rows:
+        log.warning("no new pieces: with freeze_base_rows the text rows stay frozen entirely")
+        for p in (*model.text_embedding.parameters(), *model.text_head.parameters()):
+            p.requires_grad_(False)
+    frozen = list(PRECOMPUTED) + (["speed_emb"] if freeze_conditioning else [])
+    for name in frozen:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+    set_dropout(model, dropout)
+    model.gpt.gradient_checkpointing = gradient_checkpointing
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) + \
+        sum(b.numel() for n, b in model.named_buffers() if n.endswith("_base"))
+    return ModelSetup(model, tok, report, base_sha, config_digest(model.cfg), frozen, n_train, n_frozen)

@@ -1,0 +1,226 @@
+"""Preprocessing stage tasks: plan, work units (run in parallel on the chosen task runner), assemble.
+
+* ``preprocess-plan`` tokenizes and gates the text and lists the audio that still needs features
+  (features live in the artifact store under ``features/<feature set>/``, one shard and one record
+  per unit, so any worker, machine or later run sees what is done);
+* ``preprocess-unit`` processes one unit (skipped if its record is already in the store) and uploads
+  its shard, then its record;
+* ``preprocess`` (the stage's cached task) writes the index from the records.
+
+GPU out-of-memory inside a unit halves the batch down to one clip; every backoff is recorded on the
+stage's MLflow run; a unit that still fails is retried by Prefect from a smaller batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from indextts_core import preprocess as core
+from indextts_core.config import PipelineConfig
+from indextts_core.fileio import sha256_file
+from indextts_core.frontend import TextFrontend
+from indextts_core.model.bundle import ModelBundle, open_bundle
+from indextts_core.stages import clips_from_manifests, preprocess_options
+from indextts_core.storage import ArtifactStore, open_store
+from indextts_core.tokenizer import load_sentencepiece
+from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
+from tasks.context import RunContext
+from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, attempt_batch_size, config_subset, stage_cache
+from tasks.tracking import attach_stage_run, close_stage_run, open_stage_run
+
+CONFIG_KEYS = (
+    "preprocess.unit_clips", "preprocess.max_unk_share", "preprocess.silence_dbfs", "preprocess.max_clipped_share",
+    "preprocess.cond_max_seconds", "dataset.min_duration_s", "dataset.max_duration_s",
+)
+
+
+class PreprocessPlan(BaseModel):
+    featureset: str
+    units: list[list[tuple[str, str]]]  # [(audio key, audio URI)] per unit
+    clips: int
+    text_rejects: int
+    stage_run_id: str | None = None
+
+
+def _feature_prefix(featureset: str) -> str:
+    return f"features/{featureset}"
+
+
+def _bundle(cfg: PipelineConfig, store: ArtifactStore, checkpoint: ArtifactRef,
+            w2v: ArtifactRef | None, codec: ArtifactRef | None) -> ModelBundle:
+    root = fetch_dir(store, checkpoint, cfg.storage.cache_dir)
+    w2v_dir = fetch_dir(store, w2v, cfg.storage.cache_dir) if w2v else None
+    codec_file = None
+    if codec:
+        files = sorted(fetch_dir(store, codec, cfg.storage.cache_dir).rglob("*.safetensors"))
+        codec_file = files[0] if files else None
+    return open_bundle(root, w2v_dir, codec_file)
+
+
+def _models_digest(checkpoint: ArtifactRef, w2v: ArtifactRef | None, codec: ArtifactRef | None) -> dict[str, str]:
+    """Model identity from the assets' content digests (no need to hash gigabytes again)."""
+    return {"checkpoint": checkpoint.digest, "w2v_bert": w2v.digest if w2v else "", "codec": codec.digest if codec else ""}
+
+
+def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
+    records = core.UnitRecords()
+    for key in store.list(_feature_prefix(featureset)):
+        if key.rsplit("/", 1)[-1].startswith("unit-") and key.endswith(".json"):
+            records.add(store.get_json(key))
+    return records
+
+
+def _clips_and_text(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, tokenizer: ArtifactRef,
+                    bundle: ModelBundle) -> tuple[list[core.Clip], Path, dict[str, core.TextItem], list[dict[str, Any]]]:
+    from indextts_core.extend_bpe import check_frontend
+
+    ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
+    clips = clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
+    tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
+    fe = TextFrontend()
+    check_frontend(tok_path, fe.fingerprint())
+    texts, rejects = core.tokenize(clips, load_sentencepiece(tok_path), fe, bundle.gpt_config.max_text_tokens,
+                                   cfg.preprocess.max_unk_share)
+    return clips, tok_path, texts, rejects
+
+
+@task(name="preprocess-plan", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
+def preprocess_plan_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
+                         w2v: ArtifactRef | None, codec: ArtifactRef | None, ctx: RunContext) -> PreprocessPlan:
+    store = open_store(cfg.storage.uri, cfg.storage)
+    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+    opts = preprocess_options(cfg)
+    clips, _tok, texts, rejects = _clips_and_text(cfg, store, dataset, tokenizer, bundle)
+    fset = core.featureset_id(_models_digest(checkpoint, w2v, codec), opts, bundle.hidden_layer)
+    keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
+    plan = core.make_plan(Path(), fset, texts, rejects, keys, _records(store, fset), opts.unit_clips, {})
+    run_id = None
+    if plan.units and ctx.tracking is not None:  # one MLflow run for the work, closed by the assemble task
+        run = open_stage_run(ctx.tracking, "preprocess")
+        run.log_params(config_subset(cfg, CONFIG_KEYS) | {"featureset": fset, "units": len(plan.units)})
+        run_id = run.run_id
+    get_run_logger().info("preprocess: %d clips, %d units of new audio (feature set %s)", len(clips), len(plan.units),
+                          fset)
+    return PreprocessPlan(featureset=fset, units=plan.units, clips=len(clips), text_rejects=len(rejects),
+                          stage_run_id=run_id)
+
+
+_MODELS: dict[tuple[str, str], tuple[core.FeatureExtractor, float]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _extractor(bundle: ModelBundle, cfg: PipelineConfig, sample: list[tuple[str, str]]) -> tuple[core.FeatureExtractor, float]:
+    """Models loaded once per worker process and device, with the probed batch budget."""
+    opts = preprocess_options(cfg)
+    device = opts.resolved_device()
+    key = (str(bundle.checkpoint_dir), str(device))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            torch.set_grad_enabled(False)
+            extractor = core.FeatureExtractor(bundle, device, opts.cond_max_seconds)
+            if opts.max_batch_seconds:
+                seconds = opts.max_batch_seconds
+            elif device.type != "cuda":
+                seconds = core.CPU_BATCH_SECONDS
+            else:
+                waves = [w for w in (core._decode(uri, opts, cfg.storage)[0] for _, uri in sample[:32]) if w is not None]
+                seconds = core.probe_batch_seconds(extractor, waves, device)
+            _MODELS[key] = (extractor, seconds)
+        return _MODELS[key]
+
+
+@task(name="preprocess-unit", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
+def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featureset: str, checkpoint: ArtifactRef,
+                         w2v: ArtifactRef | None, codec: ArtifactRef | None, stage_run_id: str | None,
+                         ctx: RunContext) -> dict[str, Any]:
+    store = open_store(cfg.storage.uri, cfg.storage)
+    name = core.unit_name([k for k, _ in unit])
+    prefix = _feature_prefix(featureset)
+    if store.exists(f"{prefix}/{name}.json"):
+        return {"unit": name, "skipped": True}
+    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+    extractor, seconds = _extractor(bundle, cfg, unit)
+    opts = preprocess_options(cfg)
+    if opts.batch_size:  # a Prefect retry after an out-of-memory at the floor starts from a smaller batch
+        from dataclasses import replace
+
+        opts = replace(opts, batch_size=attempt_batch_size(opts.batch_size))
+    else:
+        seconds = attempt_batch_size(max(int(seconds), 1))
+    run = attach_stage_run(ctx.tracking, stage_run_id, "preprocess") if ctx.tracking and stage_run_id else None
+    recorder = OomRecorder(run, get_run_logger())
+    with tempfile.TemporaryDirectory(prefix="indextts-unit-") as tmp:
+        work = Path(tmp)
+        result = core.process_unit(unit, extractor, work, opts, bundle.gpt_config.max_mel_tokens, seconds,
+                                   cfg.storage, recorder)
+        for shard in work.glob("*.safetensors"):
+            store.put_file(shard, f"{prefix}/{shard.name}")
+        store.put_file(work / f"{name}.json", f"{prefix}/{name}.json")  # last: the unit is now complete
+    return {"unit": name, "skipped": False, "processed": result.processed, "rejected": len(result.rejected),
+            "audio_seconds": result.audio_seconds, "seconds": result.seconds, "backoffs": result.backoffs,
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+@task(name="preprocess", cache_policy=stage_cache("preprocess", core.STAGE_VERSION, CONFIG_KEYS,
+                                                  ignore=("cfg", "ctx", "plan", "units")), **STAGE_TASK_OPTIONS)
+def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
+                    w2v: ArtifactRef | None, codec: ArtifactRef | None, frontend: str, plan: PreprocessPlan,
+                    units: list[dict[str, Any]], ctx: RunContext) -> StageResult:
+    """Assemble the index from the unit records (the cached stage; ``plan``/``units`` are not in the key)."""
+    start = time.monotonic()
+    store = open_store(cfg.storage.uri, cfg.storage)
+    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+    clips, tok_path, texts, rejects = _clips_and_text(cfg, store, dataset, tokenizer, bundle)
+    keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
+    records = _records(store, plan.featureset)
+    limits = {"max_text_tokens": bundle.gpt_config.max_text_tokens, "max_mel_tokens": bundle.gpt_config.max_mel_tokens}
+    p = core.make_plan(Path(), plan.featureset, texts, rejects, keys, records, 10**9, limits)
+    out = cfg.run.output_dir / "processed"
+    shutil.rmtree(out, ignore_errors=True)
+    done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
+            for u in units if not u.get("skipped")]
+    run = attach_stage_run(ctx.tracking, plan.stage_run_id, "preprocess") if ctx.tracking and plan.stage_run_id \
+        else (open_stage_run(ctx.tracking, "preprocess") if ctx.tracking else None)
+    status = "FAILED"
+    try:
+        result = core.assemble(clips, p, records, out, tok_path, TextFrontend().fingerprint(), done,
+                               f"store:{_feature_prefix(plan.featureset)}", start,
+                               base_gpt_sha256=sha256_file(bundle.gpt_path))
+        ref = publish_dir(store, out, "preprocess")
+        report = result.report_json.read_text(encoding="utf-8")
+        import json
+
+        numbers = json.loads(report)
+        metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",
+                                           "features_reused", "oom_backoffs") if numbers.get(k) is not None}
+        metrics |= {k: numbers[k] for k in ("clips_per_second", "audio_seconds_per_second") if numbers.get(k)}
+        metrics |= {f"rejected.{k}": v for k, v in result.rejected_by_reason.items()}
+        metrics["units_run"] = len(done)
+        metrics["unit_workers"] = len({u["worker"] for u in units if not u.get("skipped")})
+        if run is not None:
+            run.log_metrics(metrics)
+            for path in (result.report_json, result.report_md, result.report_png, result.rejects):
+                run.log_artifact(path, "reports")
+            run.log_input("dataset", dataset.uri, dataset.digest, context="source")
+            run.set_tags({"output.uri": ref.uri, "output.digest": ref.digest, "featureset": plan.featureset})
+        status = "FINISHED"
+    finally:
+        if run is not None:
+            close_stage_run(run, status)
+    return StageResult(stage="preprocess", artifact=ref, metrics=metrics,
+                       outputs={"train": "train_manifest.jsonl", "val": "val_manifest.jsonl",
+                                "rejects": "rejects.jsonl", "report": "report.md", "plot": "lengths.png"},
+                       mlflow_run_id=run.run_id if run else None, flow_run_id=ctx.flow_run_id,
+                       seconds=time.monotonic() - start)

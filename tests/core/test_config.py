@@ -1,0 +1,104 @@
+"""Configuration: defaults, YAML, overrides, and errors that name the field and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indextts_core.config import PipelineConfig, dump_config, load_config, parse_overrides
+from indextts_core.errors import ConfigError
+
+
+def test_defaults_work_and_point_at_the_demo():
+    cfg = load_config()
+    assert isinstance(cfg, PipelineConfig)
+    assert Path(cfg.dataset.source.source, "manifest.jsonl").is_file()
+    assert cfg.extend_bpe.target_size == 24000
+    assert cfg.train.val_interval == 1000 and cfg.train.keep_checkpoints == 3
+
+
+def test_yaml_file_and_overrides_merge(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text("language: ja\ntrain:\n  epochs: 5\n  learning_rate: 1.0e-4\n", encoding="utf-8")
+    cfg = load_config(path, ["train.epochs=7", "dataset.val_fraction=0.2"])
+    assert cfg.language == "ja"
+    assert cfg.train.epochs == 7  # override beats file
+    assert cfg.train.learning_rate == pytest.approx(1e-4)  # file beats default
+    assert cfg.dataset.val_fraction == pytest.approx(0.2)
+
+
+def test_wrong_type_names_field_and_file(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset:\n  min_duration_s: short\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"{path}: dataset.min_duration_s:" in str(e.value)
+    assert "'short'" in str(e.value)
+
+
+def test_unknown_field_suggests_the_right_one(tmp_path: Path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("dataset:\n  max_duraton_s: 12\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: dataset\.max_duraton_s: unknown field \(did you mean 'max_duration_s'\?\)"):
+        load_config(path)
+
+
+def test_every_bad_field_is_reported_at_once(tmp_path: Path):
+    path = tmp_path / "many.yaml"
+    path.write_text("train:\n  epochs: 0\n  amp: maybe\nlanguage: Amharic\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    for field in ("train.epochs", "train.amp", "language"):
+        assert f"{path}: {field}:" in msg
+
+
+def test_cross_field_check(tmp_path: Path):
+    with pytest.raises(ConfigError, match="min_duration_s .* must be below max_duration_s"):
+        load_config(overrides=["dataset.min_duration_s=10", "dataset.max_duration_s=5"])
+
+
+def test_override_errors_name_the_override():
+    with pytest.raises(ConfigError, match=r"override train\.epochs='many': train\.epochs:"):
+        load_config(overrides=["train.epochs=many"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["train.epochs"])
+    with pytest.raises(ConfigError, match="'epochs' is a value, not a section"):
+        load_config(overrides=["train.epochs=2", "train.epochs.x=1"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  epochs: 2\n  lr: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
+
+
+def test_override_values_are_typed():
+    parsed = parse_overrides(["a=3", "b=0.5", "c=null", "d=[x, y]", "e=hello world", "f="])
+    assert parsed == {"a": 3, "b": 0.5, "c": None, "d": ["x", "y"], "e": "hello world", "f": ""}
+
+
+def test_hub_source_needs_a_pinned_revision():
+    with pytest.raises(ConfigError, match="download.checkpoint: .*pin a revision"):
+        load_config(overrides={"download.checkpoint": {"source": "hf://IndexTeam/IndexTTS-2"}})
+
+
+def test_secrets_are_masked_and_dump_round_trips(tmp_path: Path):
+    cfg = load_config(overrides=["storage.secret_access_key=very-secret", "train.epochs=4"])
+    text = dump_config(cfg)
+    assert "very-secret" not in text and "very-secret" not in repr(cfg)
+    assert cfg.storage.secret_access_key.get_secret_value() == "very-secret"
+    path = tmp_path / "dumped.yaml"
+    path.write_text(dump_config(load_config(overrides=["train.epochs=4"])), encoding="utf-8")
+    assert load_config(path) == load_config(overrides=["train.epochs=4"])

@@ -1,0 +1,160 @@
+"""The finetune flow on the demo dataset with real Prefect and MLflow: lineage, caching, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.finetune import finetune
+from flows.runtime import RunSummary
+from indextts_core.errors import ManifestError
+from indextts_core.fileio import read_jsonl
+from tasks.tracking import search_runs
+from tests_support import STAGES, expect, make_cfg, mlflow_runs, statuses
+
+
+def _children(runs, parent_id: str) -> dict[str, object]:
+    return {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+
+
+def test_demo_run_records_lineage(tmp_path: Path):
+    cfg = make_cfg(tmp_path)
+    summary = finetune(cfg)
+    assert isinstance(summary, RunSummary) and summary.status == "completed"
+    assert statuses(summary) == expect("ran")
+
+    # stage outputs are content-addressed in the store and checked out into the run folder
+    ingest = summary.results["ingest"]
+    assert ingest["artifact"]["uri"].startswith(str(tmp_path / "store" / "artifacts" / "ingest"))
+    assert len(read_jsonl(cfg.run.output_dir / "dataset" / "manifest.jsonl")) == 60
+    assert (cfg.run.output_dir / "corpus" / "am.txt").is_file()
+    assert (cfg.run.output_dir / "corpus" / "am.frontend.txt").is_file()
+    assert (cfg.run.output_dir / "tokenizer" / "extended_bpe.model").is_file()
+    assert summary.results["extend-bpe"]["metrics"]["base_drift"] == 0.0
+    assert "| ingest | ran |" in (cfg.run.output_dir / "summary.md").read_text()
+
+    # MLflow: one parent, one child per stage, tagged with the Prefect flow run and the commit
+    runs = mlflow_runs(cfg)
+    parent = next(r for r in runs if r.info.run_id == summary.mlflow_parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == summary.flow_run_id
+    assert parent.data.tags["git.commit"] and parent.data.params["dataset.min_duration_s"] == "0.5"
+    children = _children(runs, parent.info.run_id)
+    assert set(children) == set(STAGES)
+    for child in children.values():
+        assert child.data.tags["prefect.flow_run_id"] == summary.flow_run_id
+        assert child.data.tags["git.commit"] == parent.data.tags["git.commit"]
+        assert child.info.status == "FINISHED"
+    ing = children["ingest"]
+    assert ing.data.metrics["accepted"] == 60 and ing.data.params["dataset.val_fraction"] == "0.1"
+    assert ing.data.tags["output.digest"] == ingest["artifact"]["digest"]
+    (inp,) = ing.inputs.dataset_inputs
+    assert inp.dataset.name == "dataset" and inp.tags[0].value == "source"
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    reports = {a.path for a in client.list_artifacts(ing.info.run_id, "reports")}
+    assert {"reports/report.md", "reports/rejects.jsonl", "reports/durations.png"} <= reports
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"config.yaml", "summary.md"}
+
+    # training: step metrics on the train run, the export registered with its lineage
+    tr = children["train"]
+    assert {"train/loss", "train/text_loss", "train/mel_loss", "train/mel_top1", "train/lr", "train/grad_norm",
+            "train/tokens_per_s", "train/padding_share", "val/loss", "val/am/loss"} <= set(tr.data.metrics)
+    steps = [m.step for m in client.get_metric_history(tr.info.run_id, "train/loss")]
+    assert steps == list(range(1, len(steps) + 1))
+    trained = summary.results["train"]
+    assert trained["metrics"]["export_verified"] == 1 and trained["metrics"]["base_rows_unchanged"] == 1
+    version = client.get_model_version("indextts2-am", trained["outputs"]["registered_version"])
+    assert version.source == trained["artifact"]["uri"] and version.run_id == tr.info.run_id
+    assert version.tags["prefect.flow_run_id"] == summary.flow_run_id
+    assert version.tags["data.digest"] == summary.results["pairs"]["artifact"]["digest"]
+    assert version.tags["tokenizer.sha256"] and version.tags["base_checkpoint.gpt_sha256"]
+    assert (cfg.run.output_dir / "model" / "gpt.pth").is_file()
+    tr_reports = {a.path for a in client.list_artifacts(tr.info.run_id, "reports")}
+    assert {"reports/train_summary.json", "reports/indextts-export.json"} <= tr_reports
+
+    # the Prefect run carries the summary as a markdown and a table artifact
+    with get_client(sync_client=True) as pc:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["finetune-summary"])))
+        assert any(str(a.flow_run_id) == summary.flow_run_id and "| corpus | ran |" in a.data for a in arts)
+
+
+def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp_path: Path):
+    cfg = make_cfg(tmp_path)
+    first = finetune(cfg)
+    second = finetune(cfg)
+    assert statuses(second) == expect("cached", download="reused")
+    # cached stages point at the MLflow runs that produced their outputs, and create none
+    assert second.results["ingest"]["mlflow_run_id"] == first.results["ingest"]["mlflow_run_id"]
+    children = _children(mlflow_runs(cfg), second.mlflow_parent_run_id)
+    assert set(children) == {"download"}
+    parent = next(r for r in mlflow_runs(cfg) if r.info.run_id == second.mlflow_parent_run_id)
+    assert parent.data.tags["stage.ingest.status"] == "cached"
+    assert parent.data.tags["stage.ingest.produced_by_run"] == first.results["ingest"]["mlflow_run_id"]
+
+    # a corpus setting changes only the corpus stage
+    third = finetune(make_cfg(tmp_path, {"corpus.include_val": False}))
+    assert statuses(third) == expect("ran", download="reused", ingest="cached")
+    assert third.results["preprocess"]["metrics"]["audio_processed_now"] == 0  # re-tokenized, audio reused
+    # a dataset setting reruns ingest and what depends on it; a held-out speaker is validated apart
+    fourth = finetune(make_cfg(tmp_path, {"dataset.val_fraction": 0.2, "dataset.val_speakers": ["spk04"]}))
+    assert statuses(fourth) == expect("ran", download="reused")
+    trained = fourth.results["train"]["metrics"]
+    assert {"final.unseen_speakers/loss", "final.seen_speakers/loss", "baseline.unseen_speakers/loss"} <= set(trained)
+    # a setting that does not change any output (decoding threads) keeps the cache
+    fifth = finetune(make_cfg(tmp_path, {"dataset.workers": 1}))
+    assert statuses(fifth) == expect("cached", download="reused")
+    # a tokenizer setting reruns only the tokenizer stage
+    sixth = finetune(make_cfg(tmp_path, {"extend_bpe.min_piece_count": 3}))
+    assert statuses(sixth) == expect("ran", download="reused", ingest="cached", corpus="cached")
+    # and the run folder is complete on cached runs too
+    assert len(read_jsonl(make_cfg(tmp_path).run.output_dir / "dataset" / "val.jsonl")) == 8
+
+
+def test_cached_result_whose_artifact_vanished_is_recomputed(tmp_path: Path):
+    cfg = make_cfg(tmp_path)
+    first = finetune(cfg)
+    shutil.rmtree(first.results["ingest"]["artifact"]["uri"])
+    again = finetune(cfg)
+    assert statuses(again)["ingest"] == "ran"
+    assert Path(again.results["ingest"]["artifact"]["uri"]).is_dir()
+
+
+def test_bad_dataset_fails_once_and_keeps_the_evidence(tmp_path: Path, demo_copy: Path):
+    lines = (demo_copy / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[5] = "{not json"
+    (demo_copy / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = make_cfg(tmp_path, {"dataset.source": {"source": str(demo_copy)}, "dataset.max_rejected_fraction": 0.0,
+                              "orchestration.retries": 3})
+    with pytest.raises(ManifestError, match="1 of 60 rows rejected"):
+        finetune(cfg)
+    rejects = read_jsonl(cfg.run.output_dir / "dataset" / "rejects.jsonl")
+    assert rejects[0]["line"] == 6
+    runs = mlflow_runs(cfg)
+    ingest_runs = [r for r in runs if r.data.tags.get("stage") == "ingest"]
+    assert len(ingest_runs) == 1, "a deterministic error must not be retried"
+    assert ingest_runs[0].info.status == "FAILED"
+    from mlflow import MlflowClient
+
+    arts = {a.path for a in MlflowClient(cfg.tracking.tracking_uri).list_artifacts(ingest_runs[0].info.run_id, "reports")}
+    assert "reports/rejects.jsonl" in arts
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.info.status == "FAILED"
+    summary = json.loads((cfg.run.output_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["stages"][-1] == {**summary["stages"][-1], "stage": "ingest",
+                                                                     "status": "failed"}
+
+
+def test_tracking_goes_to_the_configured_uri(tmp_path: Path):
+    cfg = make_cfg(tmp_path, {"tracking.experiment": "elsewhere"})
+    summary = finetune(cfg)
+    runs = search_runs(cfg.tracking.tracking_uri, "elsewhere")
+    assert summary.mlflow_parent_run_id in {r.info.run_id for r in runs}

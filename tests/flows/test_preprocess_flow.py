@@ -1,0 +1,41 @@
+"""The preprocessing stage in the flow: work units on two local Dask workers; resuming from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.finetune import finetune
+from indextts_core.fileio import read_jsonl
+from tests_support import make_cfg, statuses
+
+pytestmark = pytest.mark.slow
+
+
+def test_units_spread_over_two_dask_workers(tmp_path: Path):
+    cfg = make_cfg(tmp_path, {"preprocess.runner": "dask", "preprocess.dask_workers": 2,
+                              "preprocess.unit_clips": 6})
+    summary = finetune(cfg)
+    metrics = summary.results["preprocess"]["metrics"]
+    assert statuses(summary)["preprocess"] == "ran"
+    assert metrics["units_run"] == 10 and metrics["unit_workers"] == 2
+    index = read_jsonl(cfg.run.output_dir / "processed_data" / "train_manifest.jsonl")
+    assert metrics["indexed"] == len(index) + len(read_jsonl(cfg.run.output_dir / "processed_data" /
+                                                             "val_manifest.jsonl"))
+
+
+def test_units_already_in_the_store_are_not_redone(tmp_path: Path):
+    first = finetune(make_cfg(tmp_path, {"preprocess.unit_clips": 16}))
+    store = Path(first.store)
+    records = sorted(store.glob("features/*/unit-*.json"))
+    assert len(records) == 4
+    # lose the index and one unit (as if a run had stopped after three units), then run again
+    import shutil
+
+    shutil.rmtree(first.results["preprocess"]["artifact"]["uri"])
+    records[0].unlink()
+    again = finetune(make_cfg(tmp_path, {"preprocess.unit_clips": 16}))
+    metrics = again.results["preprocess"]["metrics"]
+    assert statuses(again)["preprocess"] == "ran" and metrics["units_run"] == 1
+    assert metrics["indexed"] == first.results["preprocess"]["metrics"]["indexed"]

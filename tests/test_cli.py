@@ -1,0 +1,138 @@
+"""The ``indextts-train`` console script, run as a user runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests_support import DEMO_DIR, expect
+
+CLI = str(Path(sys.executable).parent / "indextts-train")
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no test harness leaking in
+    env = {**base, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def test_help_lists_every_stage():
+    out = cli("--help").stdout
+    for command in ("run", "download", "ingest", "corpus", "extend-bpe", "preprocess", "build-pairs", "train",
+                    "normalize", "config"):
+        assert command in out
+    ingest_help = cli("ingest", "--help").stdout
+    for flag in ("--manifest", "--output-dir", "--language", "--min-duration", "--val-fraction"):
+        assert flag in ingest_help
+    train_help = cli("train", "--help").stdout
+    for flag in ("--train-manifest", "--val-manifest", "--tokenizer", "--epochs", "--resume", "--val-interval",
+                 "--keep-checkpoints", "--warm-start", "--batch-tokens", "--fresh-prompts", "torchrun"):
+        assert flag in train_help, flag
+
+
+@pytest.mark.slow
+def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path):
+    """The README's main command on the embedded defaults, twice, in separate processes.
+
+    Prefect runs in ephemeral mode (no server); the second run's stages come from the cache that
+    the first persisted in the local artifact store.
+    """
+    env = {"PREFECT_HOME": str(tmp_path / "prefect-home")}
+    out = cli("run", cwd=tmp_path, env=env).stdout
+    assert "rows read: 60, accepted: 60, 0 rejected" in out
+    assert "language am" in out and "split val" in out
+    run_dir = tmp_path / "runs" / "demo"
+    for name in ("manifest.jsonl", "train.jsonl", "val.jsonl", "rejects.jsonl", "report.json", "report.md",
+                 "durations.png"):
+        assert (run_dir / "dataset" / name).is_file(), name
+    assert (run_dir / "corpus" / "am.txt").is_file()
+    report = json.loads((run_dir / "dataset" / "report.json").read_text(encoding="utf-8"))
+    assert report["speakers"] == 4 and report["languages"]["am"]["clips"] == 48
+    first = json.loads((run_dir / "summary.json").read_text())
+    assert [s["status"] for s in first["stages"]] == ["ran"] * 7
+    assert (run_dir / "processed_data" / "GPT_pairs_train.jsonl").is_file()
+    # the demo trains the tiny model and its validation losses fall; the export is the official layout
+    train = first["results"]["train"]["metrics"]
+    assert train["final.loss"] < train["baseline.loss"] - 0.3 and train["final.mel_top1"] > train["baseline.mel_top1"]
+    assert "training: " in out and "export verified: True" in out
+    assert {"gpt.pth", "config.yaml", "extended_bpe.model"} <= {p.name for p in (run_dir / "model").iterdir()}
+    (ckpts,) = (run_dir / "trained_ckpts").iterdir()
+    assert {"best.pth", "latest.pth", "metrics.jsonl", "logs"} <= {p.name for p in ckpts.iterdir()}
+    assert (run_dir / "tokenizer" / "extended_bpe.model").is_file()
+    assert (tmp_path / "runs" / "mlflow.db").is_file()
+
+    cli("run", cwd=tmp_path, env=env)
+    second = json.loads((run_dir / "summary.json").read_text())
+    assert {s["stage"]: s["status"] for s in second["stages"]} == expect("cached", download="reused")
+    assert second["flow_run_id"] != first["flow_run_id"]
+
+
+def test_ingest_and_corpus_commands(tmp_path: Path):
+    cli("ingest", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "ds"),
+        "--val-fraction", "0.2", "--seed", "9")
+    assert len((tmp_path / "ds" / "val.jsonl").read_text().splitlines()) == 12
+    out = cli("corpus", "--manifest", str(tmp_path / "ds" / "manifest.jsonl"), "--output-dir",
+              str(tmp_path / "corpus")).stdout
+    assert "am" in out and (tmp_path / "corpus" / "en.txt").is_file()
+
+
+def test_bad_manifest_row_is_reported_not_dropped(tmp_path: Path):
+    lines = (DEMO_DIR / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:4]
+    lines[2] = lines[2][:-5]  # break the JSON of line 3
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.symlink(DEMO_DIR / "audio", tmp_path / "audio")
+    proc = cli("ingest", "--manifest", str(manifest), "--output-dir", str(tmp_path / "ds"))
+    assert "1 rejected (invalid_row: 1)" in proc.stdout
+    (reject,) = [json.loads(x) for x in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["line"] == 3 and f"{manifest}:3: invalid JSON" in reject["reason"]
+
+
+def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("train:\n  epochs: lots\n", encoding="utf-8")
+    proc = cli("run", "--config", str(bad), check=False)
+    assert proc.returncode == 2
+    assert f"{bad}: train.epochs:" in proc.stderr
+    proc = cli("config", "--set", "dataset.val_fraction=2", check=False)
+    assert proc.returncode == 2 and "dataset.val_fraction" in proc.stderr
+
+
+def test_config_command_prints_resolved_yaml():
+    out = cli("config", "--set", "train.epochs=5", "--set", "storage.secret_access_key=hush").stdout
+    assert "epochs: 5" in out and "hush" not in out
+
+
+@pytest.mark.slow
+def test_seed_commands_preprocess_and_build_pairs(tmp_path: Path, tiny_bundle):
+    """The seed's steps 1-3, with its flag names, on the demo data and the tiny bundle."""
+    ckpt = tiny_bundle.checkpoint_dir
+    cli("ingest", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "dataset"))
+    cli("extend-bpe", "--base-model", str(ckpt / "bpe.model"), "--manifests", str(tmp_path / "dataset" / "manifest.jsonl"),
+        "--output-model", str(tmp_path / "tokenizers" / "extended_bpe.model"), "--target-size", "24000")
+    out = cli("preprocess", "--manifest", str(tmp_path / "dataset" / "manifest.jsonl"), "--output-dir",
+              str(tmp_path / "processed_data"), "--tokenizer", str(tmp_path / "tokenizers" / "extended_bpe.model"),
+              "--language", "am", "--checkpoint", str(ckpt)).stdout
+    assert "clips: 60; indexed: 60" in out and "audio processed now: 60" in out
+    again = cli("preprocess", "--manifest", str(tmp_path / "dataset" / "manifest.jsonl"), "--output-dir",
+                str(tmp_path / "processed_data"), "--tokenizer", str(tmp_path / "tokenizers" / "extended_bpe.model"),
+                "--language", "am", "--checkpoint", str(ckpt)).stdout
+    assert "audio processed now: 0; features reused: 60" in again
+    for split in ("train", "val"):
+        out = cli("build-pairs", "--manifest", str(tmp_path / "processed_data" / f"{split}_manifest.jsonl"),
+                  "--output", str(tmp_path / "processed_data" / f"GPT_pairs_{split}.jsonl"),
+                  "--pairs-per-target", "2").stdout
+        pairs = [json.loads(x) for x in (tmp_path / "processed_data" / f"GPT_pairs_{split}.jsonl").read_text().splitlines()]
+        assert pairs and all(p["prompt"] != p["target"] for p in pairs)
+        assert f"pairs: {len(pairs)}" in out
+    assert "--pairs-per-target" in cli("build-pairs", "--help").stdout
+    assert "--tokenizer" in cli("preprocess", "--help").stdout

@@ -1,0 +1,99 @@
+"""The platform as users run it: a real Prefect server, a process worker, a UI-style REST trigger.
+
+Started and stopped by PID (worker first, then server).  The run's outputs, Prefect results and
+MLflow database all go to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests_support import REPO, free_port, stop_process, wait_for_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("prefect server did not become healthy")
+
+
+def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=open(logs / "server.log", "wb"), stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        wait_for_port(port, server, timeout=120)
+        _wait_healthy(api, server)
+        subprocess.run([sys.executable, "deployments/bootstrap.py", "--pools", "local-process"], cwd=REPO, env=env,
+                       check=True, capture_output=True, timeout=120)
+        deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file",
+                                 "deployments/prefect.yaml", "--name", "finetune"],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "local-process"], cwd=tmp_path,
+                                  env=env, stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT)
+
+        deployment = httpx.get(f"{api}/deployments/name/finetune/finetune", timeout=30).json()
+        assert deployment["work_pool_name"] == "local-process"
+        url = f"{api}/deployments/{deployment['id']}/create_flow_run"
+        # the UI validates parameters against the PipelineConfig schema before creating a run
+        bad = httpx.post(url, json={"parameters": {"cfg": {"train": {"epochs": 0}}}}, timeout=30)
+        assert bad.status_code in (409, 422) and "epochs" in bad.text
+        cfg = {
+            "run": {"name": "from-ui", "output_dir": str(tmp_path / "runs" / "from-ui")},
+            "storage": {"uri": str(tmp_path / "store")},
+            "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        }
+        created = httpx.post(url, json={"parameters": {"cfg": cfg}, "tags": ["ui"]}, timeout=30)
+        assert created.status_code == 201, created.text
+        run_id = created.json()["id"]
+
+        deadline = time.monotonic() + 400
+        state = None
+        while time.monotonic() < deadline:
+            state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+            if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(2)
+        worker_log = (logs / "worker.log").read_text(errors="replace")
+        assert state and state["type"] == "COMPLETED", f"{state}\n--- worker log ---\n{worker_log[-4000:]}"
+    finally:
+        if worker is not None:
+            stop_process(worker, timeout=30)
+        stop_process(server, timeout=30)
+
+    assert (tmp_path / "runs" / "from-ui" / "dataset" / "report.md").is_file()
+    from tasks.tracking import search_runs
+
+    runs = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "indextts2-finetune",
+                       filter_string=f"tags.`prefect.flow_run_id` = '{run_id}'")
+    stages = {r.data.tags.get("stage", "parent") for r in runs}
+    assert stages == {"parent", "download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train"}
+    parent = next(r for r in runs if "stage" not in r.data.tags)
+    assert parent.data.tags["prefect.deployment"] == "finetune" and parent.info.status == "FINISHED"

@@ -1,0 +1,107 @@
+"""Helpers shared by test modules (fixtures live in the conftest files)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_DIR = REPO / "examples" / "demo"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stop a process we started, by its PID: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def sine(seconds: float, sr: int, freq: float = 440.0, amp: float = 0.5, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def write_audio(path: Path, seconds: float = 1.0, sr: int = 22050, freq: float = 440.0, **kw: Any) -> Path:
+    """Write a sine tone; the format follows the suffix (.wav, .flac, .ogg, .mp3)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+           ".mp3": ("MP3", "MPEG_LAYER_III")}[path.suffix]
+    sf.write(path, sine(seconds, sr, freq, **kw), sr, format=fmt[0], subtype=fmt[1])
+    return path
+
+
+STAGES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train")
+
+
+def expect(default: str, **overrides: str) -> dict[str, str]:
+    """Expected {stage: status}: ``default`` for every stage, except ``overrides`` (extend_bpe= for extend-bpe)."""
+    return {stage: overrides.get(stage.replace("-", "_"), default) for stage in STAGES}
+
+
+def statuses(summary: Any) -> dict[str, str]:
+    """{stage: status} of a run summary."""
+    return {row.stage: row.status for row in summary.stages}
+
+
+def make_cfg(tmp_path: Path, overrides: dict[str, Any] | None = None, name: str = "t") -> Any:
+    """A run configuration whose every output (run folder, store, MLflow) is under ``tmp_path``."""
+    from indextts_core.config import load_config
+
+    base = {
+        "run.name": name,
+        "run.output_dir": str(tmp_path / "runs" / name),
+        "storage.uri": str(tmp_path / "store"),
+        "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "orchestration.retry_delay_s": [0],
+    }
+    return load_config(overrides={**base, **(overrides or {})})
+
+
+def mlflow_runs(cfg: Any, experiment: str | None = None) -> list[Any]:
+    from tasks.tracking import search_runs
+
+    return search_runs(cfg.tracking.tracking_uri, experiment or cfg.tracking.experiment)
+
+
+def append_pieces(base_model: Path, pieces: list[str], dest: Path, score: float = -20.0) -> Path:
+    """A copy of a SentencePiece model with ``pieces`` appended (ids after the base's), for model tests."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(Path(base_model).read_bytes())
+    for p in pieces:
+        proto.pieces.append(pb.ModelProto.SentencePiece(piece=p, score=score, type=pb.ModelProto.SentencePiece.NORMAL))
+    dest.write_bytes(proto.SerializeToString())
+    return dest

@@ -1,0 +1,48 @@
+"""A preprocessed copy of the demo dataset (tiny bundle, extended tokenizer, features, pairs), built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests_support import DEMO_DIR
+
+
+@dataclass(frozen=True)
+class Processed:
+    checkpoint: Path
+    tokenizer: Path
+    data: Path  # processed_data: index, text ids, features/, pair files
+
+    @property
+    def train_pairs(self) -> Path:
+        return self.data / "GPT_pairs_train.jsonl"
+
+    @property
+    def val_pairs(self) -> Path:
+        return self.data / "GPT_pairs_val.jsonl"
+
+
+@pytest.fixture(scope="session")
+def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processed:
+    from indextts_core.config import load_config
+    from indextts_core.dataset import IngestOptions, ManifestInput, ingest
+    from indextts_core.frontend import TextFrontend
+    from indextts_core.pairs import PairingPolicy, build_pairs
+    from indextts_core.preprocess import preprocess
+    from indextts_core.stages import clips_from_manifests, preprocess_options, run_extend_bpe
+
+    root = tmp_path_factory.mktemp("processed")
+    ingested = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], root / "dataset", IngestOptions(seed=1234))
+    clips = clips_from_manifests({"train": ingested.train, "val": ingested.val})
+    fe = TextFrontend()
+    corpus = {"am": [fe(c.text, "am") for c in clips if c.language == "am"]}
+    tokenizer = run_extend_bpe(load_config(), tiny_bundle.tokenizer_path, corpus, root / "tokenizer", fe).model_path
+    out = root / "processed_data"
+    preprocess(clips, tiny_bundle, tokenizer, fe, out, opts=preprocess_options(load_config()))
+    pool = [out / "train_manifest.jsonl", out / "val_manifest.jsonl"]
+    build_pairs(pool[0], out / "GPT_pairs_train.jsonl", PairingPolicy(seed=1234), pool)
+    build_pairs(pool[1], out / "GPT_pairs_val.jsonl", PairingPolicy(seed=1234), pool)
+    return Processed(tiny_bundle.checkpoint_dir, tokenizer, out)
