@@ -102,3 +102,11 @@ def test_secrets_are_masked_and_dump_round_trips(tmp_path: Path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_config(load_config(overrides=["train.epochs=4"])), encoding="utf-8")
     assert load_config(path) == load_config(overrides=["train.epochs=4"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path):
+    """Every configuration under configs/ is valid as shipped (a stale example fails here, not at a user's desk)."""
+    cfg = load_config(path)
+    assert cfg.run.name and cfg.train.epochs >= 1

@@ -1,4 +1,4 @@
-"""Padding at the end of each sample: every sample gets its solo numbers, whatever its batch."""
+"""Padding at the end of each sample: every sample gets its solo numbers (to float tolerance), whatever its batch."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def test_pad_at_end_equals_solo_and_the_released_layout_does_not(tiny_bundle):
         for i in range(3):
             solo = model(lat[i:i + 1], emo[i:i + 1], text[i:i + 1, :tl[i]], tl[i:i + 1], codes[i:i + 1, :cl[i]],
                          cl[i:i + 1])
-            assert torch.equal(packed.mel_logits[i, :cl[i] + 2], solo.mel_logits[0])
-            assert torch.equal(packed.text_logits[i, :tl[i] + 2], solo.text_logits[0])
+            # equal up to float summation order (batched and solo matmuls may block differently on
+            # some CPUs); a padding leak moves logits by orders of magnitude more than this
+            torch.testing.assert_close(packed.mel_logits[i, :cl[i] + 2], solo.mel_logits[0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(packed.text_logits[i, :tl[i] + 2], solo.text_logits[0], atol=1e-5, rtol=1e-4)
         assert packed.mel_logits.shape == released.mel_logits.shape
         assert packed.text_logits.shape == released.text_logits.shape
         # the released layout leaks padding into shorter samples (their mel positions see padded text)
