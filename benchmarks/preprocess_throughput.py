@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from indextts_core.audio import load_audio  # noqa: E402
+from indextts_core.data.audio import load_audio  # noqa: E402
 from indextts_core.model.bundle import open_bundle, write_tiny_bundle  # noqa: E402
 from indextts_core.preprocess import (  # noqa: E402
     CPU_BATCH_SECONDS,
@@ -80,7 +80,7 @@ def main() -> int:
     clips = [Clip(id=f"c{i}", audio=a, text=rows[i % len(rows)]["text"], speaker=rows[i % len(rows)]["speaker"],
                   language=rows[i % len(rows)]["language"], split="train") for i, a in enumerate(audio)]
     tok = bundle.tokenizer_path
-    from indextts_core.frontend import TextFrontend
+    from indextts_core.text.frontend import TextFrontend
 
     start = time.perf_counter()
     result = preprocess(clips, bundle, tok, TextFrontend(), tmp / "out",

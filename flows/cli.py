@@ -220,7 +220,7 @@ def ingest(
     overrides: SetOpt = None,
 ) -> None:
     """Validate manifests, split train/val per speaker and write the dataset report."""
-    from indextts_core import dataset, stages
+    from indextts_core.data import ingest, stages
 
     try:
         cfg = _config(config, overrides, **{
@@ -245,10 +245,10 @@ def corpus(
     output_dir: Annotated[Path, typer.Option(help="Where <language>.txt and stats.json go.")] = Path("corpus"),
 ) -> None:
     """Collect the text of ingested manifests into one corpus file per language, with statistics."""
-    from indextts_core.corpus import build_corpus
+    from indextts_core.text.corpus import build_corpus
 
     try:
-        from indextts_core.frontend import TextFrontend
+        from indextts_core.text.frontend import TextFrontend
 
         result = build_corpus(manifest, output_dir, TextFrontend())
     except (InputError, ValueError, FileNotFoundError) as e:
@@ -302,7 +302,7 @@ def extend_bpe(
             "extend_bpe.probe_text": str(probe_text) if probe_text else None,
             "extend_bpe.languages": language, "extend_bpe.output_name": output_model.name,
         })
-        from indextts_core.frontend import TextFrontend
+        from indextts_core.text.frontend import TextFrontend
 
         fe = TextFrontend()
         languages = stages.extend_languages(cfg)
@@ -357,7 +357,7 @@ def preprocess(
     index or in rejects.jsonl.
     """
     from indextts_core import stages
-    from indextts_core.frontend import TextFrontend
+    from indextts_core.text.frontend import TextFrontend
     from indextts_core.model.bundle import open_bundle
     from indextts_core.preprocess import preprocess as run_preprocess
 
@@ -415,7 +415,7 @@ def build_pairs_cmd(
     prompt.  The same policy draws fresh prompts every epoch when training with --fresh-prompts.
     """
     from indextts_core import stages
-    from indextts_core.pairs import build_pairs
+    from indextts_core.preprocess.pairs import build_pairs
 
     try:
         cfg = _config(config, overrides, **{
@@ -542,7 +542,7 @@ def normalize(
     language: Annotated[str, typer.Option(help="Language of the text (e.g. am, en, zh).")] = "am",
 ) -> None:
     """Print text as the tokenizer sees it (the platform's front-end), e.g. for the official inference code."""
-    from indextts_core.frontend import TextFrontend
+    from indextts_core.text.frontend import TextFrontend
 
     fe = TextFrontend()
     lines = [" ".join(text)] if text else [line.rstrip("\n") for line in sys.stdin]

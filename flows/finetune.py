@@ -25,7 +25,7 @@ from prefect import flow
 
 from flows.runtime import PipelineRun, RunSummary
 from indextts_core.config import PipelineConfig
-from indextts_core.frontend import TextFrontend
+from indextts_core.text.frontend import TextFrontend
 from tasks.corpus import corpus_task
 from tasks.download import download_task
 from flows.preprocess import run_units

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from flows.finetune import finetune
 from flows.runtime import RunSummary
 from indextts_core.config import PipelineConfig
-from indextts_core.storage import open_store
+from indextts_core.store.objects import open_store
 from tasks.download import dataset_fingerprint_task
 
 

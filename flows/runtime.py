@@ -22,8 +22,8 @@ from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
-from indextts_core.fileio import atomic_write, write_json
-from indextts_core.storage import ArtifactStore, open_store
+from indextts_core.utils.fileio import atomic_write, write_json
+from indextts_core.store.objects import ArtifactStore, open_store
 from tasks.artifacts import StageResult, checkout, is_present
 from tasks.download import DownloadResult
 from tasks.context import RunContext

@@ -87,7 +87,7 @@ class AssetSource(_Section):
 
     Hub sources are written ``hf://owner/name`` (models) or ``hf://datasets/owner/name`` and must
     pin a ``revision`` (a commit hash or tag).  ``files`` is an allow-list; when it is left out,
-    each asset has a default (see :mod:`indextts_core.download`).
+    each asset has a default (see :mod:`indextts_core.store.download`).
     """
 
     source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed> "
@@ -178,7 +178,7 @@ class CorpusConfig(_Section):
 class ExtendBpeConfig(_Section):
     """Tokenizer extension: append the new language's pieces to the base SentencePiece model.
 
-    Ids 0..N-1 of the base stay byte-identical; see ``indextts_core.extend_bpe``.
+    Ids 0..N-1 of the base stay byte-identical; see ``indextts_core.text.extend_bpe``.
     """
 
     base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from indextts_core.errors import ManifestError
-from indextts_core.text import clean_text
+from indextts_core.text.clean import clean_text
 
 
 def read_manifest_texts(manifests: Sequence[Path], languages: Sequence[str]) -> dict[str, list[str]]:

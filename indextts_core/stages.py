@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from indextts_core.config import PipelineConfig
-from indextts_core.corpus import CorpusResult, build_corpus
+from indextts_core.text.corpus import CorpusResult, build_corpus
 from indextts_core.errors import InputError
-from indextts_core.extend_bpe import ExtendOptions, ExtendResult, extend_sentencepiece
-from indextts_core.frontend import TextFrontend
-from indextts_core.pairs import PairingPolicy
+from indextts_core.text.extend_bpe import ExtendOptions, ExtendResult, extend_sentencepiece
+from indextts_core.text.frontend import TextFrontend
+from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess import Clip, PreprocessOptions
-from indextts_core.dataset import IngestOptions, IngestResult, ManifestInput, ingest
-from indextts_core.download import FetchedAsset, download
-from indextts_core.storage import ArtifactStore, materialize_dir, open_store
+from indextts_core.data.ingest import IngestOptions, IngestResult, ManifestInput, ingest
+from indextts_core.store.download import FetchedAsset, download
+from indextts_core.store.objects import ArtifactStore, materialize_dir, open_store
 from indextts_core.training.trainer import TrainOptions
 
 
@@ -125,7 +125,7 @@ def clips_from_manifests(splits: dict[str, Path], language: str | None = None) -
     Relative audio paths are resolved against the manifest's folder.
     """
     from indextts_core.errors import ManifestError
-    from indextts_core.manifest import parse_row, read_jsonl_manifest
+    from indextts_core.data.manifest import parse_row, read_jsonl_manifest
 
     clips = []
     for split, path in splits.items():
@@ -150,7 +150,7 @@ def clips_for_manifest(cfg: PipelineConfig, manifest: Path, language: str | None
     """
     from dataclasses import replace
 
-    from indextts_core.split import split_by_speaker
+    from indextts_core.data.split import split_by_speaker
 
     train, val = manifest.parent / "train.jsonl", manifest.parent / "val.jsonl"
     if manifest.name == "manifest.jsonl" and train.is_file() and val.is_file():

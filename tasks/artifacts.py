@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from indextts_core.download import FetchedAsset
-from indextts_core.fileio import sha256_file
-from indextts_core.storage import ArtifactStore, ObjectInfo, directory_digest, materialize_dir
+from indextts_core.store.download import FetchedAsset
+from indextts_core.utils.fileio import sha256_file
+from indextts_core.store.objects import ArtifactStore, ObjectInfo, directory_digest, materialize_dir
 
 
 class ArtifactRef(BaseModel, frozen=True):

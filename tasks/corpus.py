@@ -7,10 +7,10 @@ import time
 
 from prefect import task
 
-from indextts_core import corpus as core
+from indextts_core.text import corpus as core
 from indextts_core.config import PipelineConfig
-from indextts_core.frontend import TextFrontend
-from indextts_core.storage import open_store
+from indextts_core.text.frontend import TextFrontend
+from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache

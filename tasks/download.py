@@ -13,8 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
-from indextts_core.download import configured_assets, download, source_fingerprint
-from indextts_core.storage import open_store
+from indextts_core.store.download import configured_assets, download, source_fingerprint
+from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, asset_ref
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from prefect import task
 
-from indextts_core import extend_bpe as core
+from indextts_core.text import extend_bpe as core
 from indextts_core.config import PipelineConfig
-from indextts_core.frontend import TextFrontend
+from indextts_core.text.frontend import TextFrontend
 from indextts_core.model.bundle import open_bundle
 from indextts_core.stages import extend_languages, read_frontend_corpus, run_extend_bpe
-from indextts_core.storage import open_store
+from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache

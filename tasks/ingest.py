@@ -7,11 +7,11 @@ import time
 
 from prefect import task
 
-from indextts_core import dataset as core
+from indextts_core.data import ingest as core
 from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
 from indextts_core.stages import ingest_options, manifest_inputs
-from indextts_core.storage import open_store
+from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache

@@ -12,10 +12,10 @@ import time
 
 from prefect import task
 
-from indextts_core import pairs as core
+from indextts_core.preprocess import pairs as core
 from indextts_core.config import PipelineConfig
 from indextts_core.stages import pairing_policy
-from indextts_core.storage import open_store
+from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache

@@ -26,7 +26,7 @@ from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from indextts_core.errors import InputError, StorageError
-from indextts_core.oom import BackoffEvent, GpuOOM, batch_for_attempt
+from indextts_core.utils.oom import BackoffEvent, GpuOOM, batch_for_attempt
 
 log = logging.getLogger(__name__)
 

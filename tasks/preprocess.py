@@ -29,12 +29,12 @@ from pydantic import BaseModel
 
 from indextts_core import preprocess as core
 from indextts_core.config import PipelineConfig
-from indextts_core.fileio import sha256_file
-from indextts_core.frontend import TextFrontend
+from indextts_core.utils.fileio import sha256_file
+from indextts_core.text.frontend import TextFrontend
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.stages import clips_from_manifests, preprocess_options
-from indextts_core.storage import ArtifactStore, open_store
-from indextts_core.tokenizer import load_sentencepiece
+from indextts_core.store.objects import ArtifactStore, open_store
+from indextts_core.text.tokenizer import load_sentencepiece
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, attempt_batch_size, config_subset, stage_cache
@@ -84,7 +84,7 @@ def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
 
 def _clips_and_text(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, tokenizer: ArtifactRef,
                     bundle: ModelBundle) -> tuple[list[core.Clip], Path, dict[str, core.TextItem], list[dict[str, Any]]]:
-    from indextts_core.extend_bpe import check_frontend
+    from indextts_core.text.extend_bpe import check_frontend
 
     ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
     clips = clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})

@@ -1,7 +1,7 @@
 """Prefect result storage in the project's artifact store.
 
 :class:`StoreResults` is a Prefect ``WritableFileSystem`` block backed by
-:mod:`indextts_core.storage`, so Prefect's result records (which carry the cache) live in the
+:mod:`indextts_core.store.objects`, so Prefect's result records (which carry the cache) live in the
 same local folder or S3 bucket as the artifacts, written atomically, with the same endpoint
 settings.  Prefect 3.9 requires result storage blocks to be saved server-side; the flow saves one
 per store URI (idempotent) at the start of every run.  Credentials are not stored in the block:
@@ -17,7 +17,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 
 from indextts_core.config import StorageConfig
-from indextts_core.storage import ArtifactStore, open_store
+from indextts_core.store.objects import ArtifactStore, open_store
 
 RESULTS_PREFIX = "prefect-results"
 

@@ -31,9 +31,9 @@ from prefect import get_run_logger, task
 
 from indextts_core.config import PipelineConfig, TrainConfig, dump_config
 from indextts_core.errors import InputError
-from indextts_core.fileio import atomic_write, read_json
+from indextts_core.utils.fileio import atomic_write, read_json
 from indextts_core.stages import pairing_policy, train_options
-from indextts_core.storage import ArtifactStore, open_store
+from indextts_core.store.objects import ArtifactStore, open_store
 from indextts_core.training import TrainInputs, TrainResult, train
 from indextts_core.training.metrics import read_metrics
 from indextts_core.training.trainer import STAGE_VERSION
@@ -64,7 +64,7 @@ def feature_folder(store: ArtifactStore, index_dir: Path, cache_dir: Path | None
     local = store.local_path(prefix)
     if local is not None:
         return local
-    from indextts_core.storage import default_cache_dir
+    from indextts_core.store.objects import default_cache_dir
 
     dest = Path(cache_dir or default_cache_dir()) / "features" / prefix.rsplit("/", 1)[-1]
     for name in meta.get("shards", []):

@@ -65,7 +65,7 @@ def demo_copy(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def base_tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small unigram base model with the official special ids, trained on English/Chinese text."""
-    from indextts_core.frontend import split_cjk
+    from indextts_core.text.frontend import split_cjk
     from indextts_core.model.bundle import RESOURCES, train_base_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "bpe.model"

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import atomic_write, sha256_file, write_json
+from indextts_core.utils.fileio import atomic_write, sha256_file, write_json
 from indextts_core.model.checkpoint import load_gpt, read_config
 from indextts_core.model.codec import CodecConfig, SemanticCodec, load_codec
 from indextts_core.model.config import GPTConfig
@@ -141,7 +141,7 @@ def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) ->
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
     from transformers.utils import logging as hf_logging
 
-    from indextts_core.frontend import split_cjk
+    from indextts_core.text.frontend import split_cjk
 
     hf_logging.disable_progress_bar()
     root = Path(dest)

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import atomic_copy, atomic_write, sha256_file
+from indextts_core.utils.fileio import atomic_copy, atomic_write, sha256_file
 from indextts_core.model.config import GPTConfig, text_rows
 from indextts_core.model.unified_voice import UnifiedVoice
 

@@ -35,8 +35,8 @@ def probe_micro_tokens(measure: Callable[[int], int], longest_cost: int, capacit
 
     ``measure(n)`` runs forward + backward on ``n`` longest samples and returns the peak bytes.
     """
-    from indextts_core.oom import free_accelerator_memory
-    from indextts_core.oom import is_oom as default_is_oom
+    from indextts_core.utils.oom import free_accelerator_memory
+    from indextts_core.utils.oom import is_oom as default_is_oom
 
     is_oom = is_oom or default_is_oom
     try:

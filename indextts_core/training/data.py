@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 import torch
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import read_jsonl, sha256_file
-from indextts_core.pairs import PairingPolicy
-from indextts_core.shards import ShardReader
+from indextts_core.utils.fileio import read_jsonl, sha256_file
+from indextts_core.preprocess.pairs import PairingPolicy
+from indextts_core.preprocess.shards import ShardReader
 
 CONDS = 34  # 32 speaker latents + 2 speed rows
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from indextts_core.fileio import atomic_write
+from indextts_core.utils.fileio import atomic_write
 
 
 class MetricSink(Protocol):

@@ -32,12 +32,12 @@ from typing import Any
 from torch import nn
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import sha256_file
+from indextts_core.utils.fileio import sha256_file
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.config import GPTConfig, text_rows, vocab_size_from_rows
 from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.model.vocab import ResizeReport, resize_text_vocab, split_text_rows
-from indextts_core.tokenizer import load_sentencepiece, new_piece_decompositions
+from indextts_core.text.tokenizer import load_sentencepiece, new_piece_decompositions
 
 log = logging.getLogger(__name__)
 

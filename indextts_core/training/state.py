@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import atomic_write
+from indextts_core.utils.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from indextts_core.errors import InputError
-from indextts_core.fileio import read_jsonl, write_json
+from indextts_core.utils.fileio import read_jsonl, write_json
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.checkpoint import (
     CheckpointError,
@@ -53,9 +53,9 @@ from indextts_core.model.checkpoint import (
 )
 from indextts_core.model.losses import token_sums
 from indextts_core.model.vocab import base_rows_digest
-from indextts_core.oom import BackoffEvent, is_oom, run_with_oom_backoff
-from indextts_core.pairs import PairingPolicy
-from indextts_core.progress import StepProgress
+from indextts_core.utils.oom import BackoffEvent, is_oom, run_with_oom_backoff
+from indextts_core.preprocess.pairs import PairingPolicy
+from indextts_core.utils.progress import StepProgress
 from indextts_core.training import data as D
 from indextts_core.training import distributed as dd
 from indextts_core.training.autosize import loader_workers, probe_micro_tokens

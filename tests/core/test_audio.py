@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from tests_support import sine, write_audio
-from indextts_core.audio import decode_audio, load_audio, resample
+from indextts_core.data.audio import decode_audio, load_audio, resample
 from indextts_core.errors import AudioDecodeError
 
 

@@ -6,9 +6,9 @@ import json
 import unicodedata
 from pathlib import Path
 
-from indextts_core.corpus import build_corpus
-from indextts_core.fileio import read_json
-from indextts_core.text import clean_text, script_of
+from indextts_core.text.corpus import build_corpus
+from indextts_core.utils.fileio import read_json
+from indextts_core.text.clean import clean_text, script_of
 
 
 def test_clean_text_is_light():

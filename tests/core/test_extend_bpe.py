@@ -11,8 +11,8 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from indextts_core.errors import ConfigError, InputError
-from indextts_core.extend_bpe import ExtendOptions, check_frontend, extend_sentencepiece, read_sidecar
-from indextts_core.frontend import TextFrontend
+from indextts_core.text.extend_bpe import ExtendOptions, check_frontend, extend_sentencepiece, read_sidecar
+from indextts_core.text.frontend import TextFrontend
 from indextts_core.stages import RESOURCES
 from tests_support import DEMO_DIR
 

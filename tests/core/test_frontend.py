@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indextts_core.frontend import (
+from indextts_core.text.frontend import (
     AmharicNormalizer,
     OfficialNormalizer,
     TextFrontend,

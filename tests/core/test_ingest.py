@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests_support import DEMO_DIR, write_audio
-from indextts_core.dataset import IngestOptions, ManifestInput, ingest
+from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
 from indextts_core.errors import ManifestError
-from indextts_core.fileio import read_json, read_jsonl, sha256_file
-from indextts_core.storage import open_store
+from indextts_core.utils.fileio import read_json, read_jsonl, sha256_file
+from indextts_core.store.objects import open_store
 
 
 def _row(i: str, audio: str, text: str = "ሰላም ነው", speaker: str = "s1", **kw: object) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from tests_support import write_audio
 from indextts_core.errors import ManifestError
-from indextts_core.manifest import detect_format, parse_row, read_manifest
+from indextts_core.data.manifest import detect_format, parse_row, read_manifest
 
 
 def test_jsonl_rows_carry_file_and_line(tmp_path: Path):

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from indextts_core.oom import BackoffEvent, GpuOOM, batch_for_attempt, is_oom, run_with_oom_backoff
+from indextts_core.utils.oom import BackoffEvent, GpuOOM, batch_for_attempt, is_oom, run_with_oom_backoff
 
 
 def _fits_at_most(limit: int, calls: list[int]):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from indextts_core.fileio import read_jsonl, write_jsonl
-from indextts_core.pairs import PairingPolicy, build_pairs
+from indextts_core.utils.fileio import read_jsonl, write_jsonl
+from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
 
 
 def _rows(counts: dict[str, int]) -> list[dict]:

@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from indextts_core.fileio import read_jsonl
-from indextts_core.frontend import TextFrontend
+from indextts_core.utils.fileio import read_jsonl
+from indextts_core.text.frontend import TextFrontend
 from indextts_core.preprocess import Clip, FeatureExtractor, PreprocessOptions, preprocess
-from indextts_core.shards import ShardReader
+from indextts_core.preprocess.shards import ShardReader
 from indextts_core.stages import clips_from_manifests, run_extend_bpe
 from indextts_core.config import load_config
 from tests_support import DEMO_DIR, sine
@@ -27,7 +27,7 @@ def fe() -> TextFrontend:
 
 @pytest.fixture(scope="module")
 def demo_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
-    from indextts_core.dataset import IngestOptions, ManifestInput, ingest
+    from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
 
     out = tmp_path_factory.mktemp("ingest")
     result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], out, IngestOptions(seed=1234))
@@ -48,7 +48,7 @@ def extractor(tiny_bundle) -> FeatureExtractor:
 
 
 def _waves(clips: list[Clip], n: int) -> list[np.ndarray]:
-    from indextts_core.audio import load_audio
+    from indextts_core.data.audio import load_audio
 
     return [load_audio(c.audio, 16000).samples for c in clips[:n]]
 
@@ -130,7 +130,7 @@ def test_interrupted_run_resumes_with_identical_shards(tiny_bundle, tokenizer, d
 
 def test_injected_oom_loses_nothing(tiny_bundle, tokenizer, demo_clips, fe, extractor, tmp_path: Path):
     victim = demo_clips[3]
-    from indextts_core.audio import load_audio
+    from indextts_core.data.audio import load_audio
 
     victim_len = len(load_audio(victim.audio, 16000).samples)
     events = []

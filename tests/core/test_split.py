@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from indextts_core.split import split_by_speaker
+from indextts_core.data.split import split_by_speaker
 
 
 def _rows(counts: dict[str, int], lang: str = "am") -> list[dict]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from indextts_core.config import StorageConfig
-from indextts_core.fileio import atomic_write, sha256_file
-from indextts_core.storage import (
+from indextts_core.utils.fileio import atomic_write, sha256_file
+from indextts_core.store.objects import (
     DIR_MANIFEST,
     ArtifactStore,
     ObjectNotFoundError,

@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 from flows.finetune import finetune
 from flows.runtime import RunSummary
 from indextts_core.errors import ManifestError
-from indextts_core.fileio import read_jsonl
+from indextts_core.utils.fileio import read_jsonl
 from tasks.tracking import search_runs
 from tests_support import STAGES, expect, make_cfg, mlflow_runs, statuses
 

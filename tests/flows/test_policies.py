@@ -10,7 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from indextts_core.errors import ConfigError, StorageError
-from indextts_core.oom import GpuOOM, run_with_oom_backoff
+from indextts_core.utils.oom import GpuOOM, run_with_oom_backoff
 from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, StageCache, attempt_batch_size, is_transient
 from tasks.tracking import TrackingRef, stage_run, start_parent_run
 from tests_support import make_cfg, mlflow_runs

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.finetune import finetune
-from indextts_core.fileio import read_jsonl
+from indextts_core.utils.fileio import read_jsonl
 from tests_support import make_cfg, statuses
 
 pytestmark = pytest.mark.slow

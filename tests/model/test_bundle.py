@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import pytest
 
-from indextts_core.audio import load_audio
+from indextts_core.data.audio import load_audio
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import open_bundle
-from indextts_core.tokenizer import load_sentencepiece
+from indextts_core.text.tokenizer import load_sentencepiece
 from tests_support import DEMO_DIR
 
 

@@ -12,7 +12,7 @@ import torch
 from indextts_core.model.checkpoint import export_checkpoint, load_gpt, official_state_dict
 from indextts_core.model.config import text_rows
 from indextts_core.model.vocab import freeze_base_rows, new_row_parameters, resize_text_vocab
-from indextts_core.tokenizer import load_sentencepiece, new_piece_decompositions
+from indextts_core.text.tokenizer import load_sentencepiece, new_piece_decompositions
 from tests_support import FIXTURES, append_pieces
 
 NEW_PIECES = ["▁ሰላም", "ነው", "▁THEWEATHER", "HER", "ሰ"]

@@ -28,9 +28,9 @@ class Processed:
 @pytest.fixture(scope="session")
 def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processed:
     from indextts_core.config import load_config
-    from indextts_core.dataset import IngestOptions, ManifestInput, ingest
-    from indextts_core.frontend import TextFrontend
-    from indextts_core.pairs import PairingPolicy, build_pairs
+    from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
+    from indextts_core.text.frontend import TextFrontend
+    from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
     from indextts_core.preprocess import preprocess
     from indextts_core.stages import clips_from_manifests, preprocess_options, run_extend_bpe
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from indextts_core.errors import InputError
-from indextts_core.pairs import PairingPolicy
+from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.training import data as D
 
 

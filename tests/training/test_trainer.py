@@ -15,7 +15,7 @@ import torch
 
 from indextts_core.errors import InputError
 from indextts_core.model.checkpoint import load_gpt, read_state_dict
-from indextts_core.oom import GpuOOM
+from indextts_core.utils.oom import GpuOOM
 from indextts_core.training import TrainInputs, TrainOptions, train
 from indextts_core.training.metrics import read_metrics
 

@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indextts_core.audio import decode_audio
+from indextts_core.data.audio import decode_audio
 from indextts_core.errors import AudioDecodeError, ManifestError
-from indextts_core.fileio import sha256_bytes, write_jsonl
-from indextts_core.manifest import RawRow, parse_row, read_manifest
-from indextts_core.progress import track
-from indextts_core.report import dataset_report, plot_durations, report_markdown, write_report
-from indextts_core.split import split_by_speaker
-from indextts_core.storage import ObjectNotFoundError, read_uri_bytes
-from indextts_core.text import clean_text
+from indextts_core.utils.fileio import sha256_bytes, write_jsonl
+from indextts_core.data.manifest import RawRow, parse_row, read_manifest
+from indextts_core.utils.progress import track
+from indextts_core.data.report import dataset_report, plot_durations, report_markdown, write_report
+from indextts_core.data.split import split_by_speaker
+from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
+from indextts_core.text.clean import clean_text
 
 log = logging.getLogger(__name__)
 

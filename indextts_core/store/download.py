@@ -29,8 +29,8 @@ from typing import Any
 
 from indextts_core.config import AssetSource, PipelineConfig
 from indextts_core.errors import DownloadError
-from indextts_core.fileio import sha256_file
-from indextts_core.storage import ArtifactStore, ObjectInfo, ObjectNotFoundError, open_store, split_s3_uri
+from indextts_core.utils.fileio import sha256_file
+from indextts_core.store.objects import ArtifactStore, ObjectInfo, ObjectNotFoundError, open_store, split_s3_uri
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
-log = logging.getLogger("indextts_core.progress")
+log = logging.getLogger("indextts_core.utils.progress")
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "working",

@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from indextts_core.audio import load_audio
+from indextts_core.data.audio import load_audio
 from indextts_core.errors import AudioDecodeError, InputError
-from indextts_core.fileio import atomic_write, read_json, sha256_bytes, sha256_file, write_json, write_jsonl
+from indextts_core.utils.fileio import atomic_write, read_json, sha256_bytes, sha256_file, write_json, write_jsonl
 from indextts_core.model.bundle import ModelBundle
-from indextts_core.oom import BackoffEvent, GpuOOM, is_oom, run_with_oom_backoff
-from indextts_core.shards import ClipFeatures, write_shard
-from indextts_core.storage import ObjectNotFoundError, read_uri_bytes
+from indextts_core.utils.oom import BackoffEvent, GpuOOM, is_oom, run_with_oom_backoff
+from indextts_core.preprocess.shards import ClipFeatures, write_shard
+from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
 
 log = logging.getLogger(__name__)
 
@@ -573,8 +573,8 @@ def preprocess(
     Features go to ``feature_root/<feature set>/`` (default ``out_dir/features``); ``extract``
     replaces the models (tests inject faults through it).
     """
-    from indextts_core.extend_bpe import check_frontend
-    from indextts_core.tokenizer import load_sentencepiece
+    from indextts_core.text.extend_bpe import check_frontend
+    from indextts_core.text.tokenizer import load_sentencepiece
 
     started = time.monotonic()
     check_frontend(tokenizer_path, frontend.fingerprint())
@@ -586,7 +586,7 @@ def preprocess(
     if p.units:
         extract = extract or FeatureExtractor(bundle, device, opts.cond_max_seconds)
         batch_seconds = opts.max_batch_seconds or _probe_on_longest(extract, p, opts, device, storage)
-        from indextts_core.progress import track
+        from indextts_core.utils.progress import track
 
         for unit in track(p.units, description="preprocessing"):
             units.append(process_unit(unit, extract, p.feature_dir, opts, bundle.gpt_config.max_mel_tokens,

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from indextts_core.audio import AUDIO_EXTENSIONS
+from indextts_core.data.audio import AUDIO_EXTENSIONS
 from indextts_core.errors import ManifestError
 
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from indextts_core.errors import InputError, StorageError
-from indextts_core.fileio import atomic_copy, atomic_write, sha256_bytes, sha256_file
+from indextts_core.utils.fileio import atomic_copy, atomic_write, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Corpus stage: the text of the accepted clips, one file per language, with statistics.
 
 ``<language>.txt`` has the text after light cleaning only (NFC, whitespace; see
-:mod:`indextts_core.text`), so the Ge'ez script and any other stays intact.  With a front-end,
+:mod:`indextts_core.text.clean`), so the Ge'ez script and any other stays intact.  With a front-end,
 ``<language>.frontend.txt`` has the same lines as the tokenizer will see them (normalised,
-CJK-split, upper-cased: :mod:`indextts_core.frontend`); the tokenizer stage mines those.
+CJK-split, upper-cased: :mod:`indextts_core.text.frontend`); the tokenizer stage mines those.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indextts_core.fileio import atomic_write, read_jsonl, sha256_file, write_json
-from indextts_core.text import clean_text, script_of
+from indextts_core.utils.fileio import atomic_write, read_jsonl, sha256_file, write_json
+from indextts_core.text.clean import clean_text, script_of
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
 STAGE_VERSION = "2"

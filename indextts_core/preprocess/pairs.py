@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from indextts_core.fileio import atomic_write, read_jsonl, write_json, write_jsonl
+from indextts_core.utils.fileio import atomic_write, read_jsonl, write_json, write_jsonl
 
 #: Bump when the pair files change for the same inputs (invalidates cached results).
 STAGE_VERSION = "1"

@@ -1,6 +1,6 @@
 """Tokenizer extension: append a new language's pieces to the base SentencePiece model.
 
-Input is front-end text (see :mod:`indextts_core.frontend`): exactly what the tokenizer will see.
+Input is front-end text (see :mod:`indextts_core.text.frontend`): exactly what the tokenizer will see.
 Steps:
 
 1. **Split** the new-language lines into a mining set and a held-out slice (for the report).
@@ -40,7 +40,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from indextts_core.errors import ConfigError, InputError
-from indextts_core.fileio import atomic_write, sha256_bytes, write_json
+from indextts_core.utils.fileio import atomic_write, sha256_bytes, write_json
 from indextts_core.model.config import text_rows
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).

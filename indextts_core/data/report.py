@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indextts_core.fileio import atomic_write, write_json
+from indextts_core.utils.fileio import atomic_write, write_json
 
 
 def _durations(rows: Sequence[dict[str, Any]]) -> list[float]:

@@ -1,0 +1,1 @@
+"""The dataset: audio decoding, manifests, the ingest stage (validation, split, report)."""

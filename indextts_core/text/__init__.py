@@ -1,0 +1,1 @@
+"""Text: cleaning, the official front-end, SentencePiece helpers, the corpus and extend-bpe stages."""
