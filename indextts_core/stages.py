@@ -164,9 +164,7 @@ def clips_for_manifest(cfg: PipelineConfig, manifest: Path, language: str | None
 
 
 def pairing_policy(cfg: PipelineConfig) -> PairingPolicy:
-    p = cfg.pairs
-    return PairingPolicy(pairs_per_target=p.pairs_per_target, emotion_source=p.emotion_source,
-                         allow_self_prompt=p.allow_self_prompt, seed=cfg.run.seed)
+    return PairingPolicy(cfg.pairs, seed=cfg.run.seed)
 
 
 def train_options(cfg: PipelineConfig) -> TrainOptions:

@@ -19,7 +19,9 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
+
+from indextts_core.config import PairsConfig
 
 from indextts_core.utils.fileio import atomic_write, read_jsonl, write_json, write_jsonl
 
@@ -50,12 +52,12 @@ class PairingStats:
 
 @dataclass(frozen=True)
 class PairingPolicy:
-    pairs_per_target: int = 2
-    emotion_source: Literal["prompt", "target", "mix"] = "prompt"
-    allow_self_prompt: bool = False
+    """How prompts are drawn: the ``pairs:`` section of the run configuration plus the run's seed."""
+
+    config: PairsConfig = field(default_factory=PairsConfig)
     seed: int = 1234
-    mix_target_share: float = 0.5
-    imbalance_warning: float = 5.0
+    mix_target_share: ClassVar[float] = 0.5
+    imbalance_warning: ClassVar[float] = 5.0
 
     def _rng(self, epoch: int, target: str) -> random.Random:
         digest = hashlib.sha256(f"{self.seed}\x00{epoch}\x00{target}".encode()).digest()
@@ -81,20 +83,20 @@ class PairingPolicy:
             others = [i for i in by_speaker.get(spk, []) if i != tid]
             rng = self._rng(epoch, tid)
             if not others:
-                if not self.allow_self_prompt:
+                if not self.config.allow_self_prompt:
                     stats.skipped_speakers[spk] = stats.skipped_speakers.get(spk, 0) + 1
                     continue
                 prompts = [tid]
                 stats.self_prompted += 1
             else:
-                k = min(self.pairs_per_target, len(others))
-                if k < self.pairs_per_target:
+                k = min(self.config.pairs_per_target, len(others))
+                if k < self.config.pairs_per_target:
                     stats.short_of_prompts += 1
                 prompts = rng.sample(others, k)
             for prompt in prompts:
-                if self.emotion_source == "prompt":
+                if self.config.emotion_source == "prompt":
                     emotion = prompt
-                elif self.emotion_source == "target":
+                elif self.config.emotion_source == "target":
                     emotion = tid
                 else:
                     emotion = tid if rng.random() < self.mix_target_share else prompt
@@ -144,7 +146,7 @@ def build_pairs(index: Path, output: Path, policy: PairingPolicy, prompt_pool: S
         "policy": asdict(policy), "stats": asdict(stats),
     })
     lines = [f"# Pairs: {output.name}", "", f"- targets: {stats.targets}, pairs: {stats.pairs} "
-             f"({policy.pairs_per_target} per target, emotion from {policy.emotion_source})",
+             f"({policy.config.pairs_per_target} per target, emotion from {policy.config.emotion_source})",
              f"- speakers paired: {len(stats.per_speaker)}; skipped (single clip): {len(stats.skipped_speakers)}; "
              f"self-prompted: {stats.self_prompted}; targets short of prompts: {stats.short_of_prompts}",
              f"- imbalance (most / median pairs per speaker): {stats.imbalance}"]

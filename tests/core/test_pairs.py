@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from indextts_core.utils.fileio import read_jsonl, write_jsonl
+from indextts_core.config import PairsConfig
 from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
 
 
@@ -17,7 +18,7 @@ def _rows(counts: dict[str, int]) -> list[dict]:
 
 def test_prompts_are_other_clips_of_the_same_speaker_and_deterministic():
     rows = _rows({"a": 6, "b": 3, "c": 2})
-    policy = PairingPolicy(pairs_per_target=2, seed=7)
+    policy = PairingPolicy(PairsConfig(pairs_per_target=2), seed=7)
     pairs, stats = policy.pairs(rows)
     assert all(p.prompt != p.target for p in pairs)
     speaker = {r["id"]: r["speaker"] for r in rows}
@@ -28,15 +29,15 @@ def test_prompts_are_other_clips_of_the_same_speaker_and_deterministic():
     for p in pairs:
         per_target.setdefault(p.target, []).append(p.prompt)
     assert all(len(set(v)) == len(v) for v in per_target.values())  # distinct prompts per target
-    again, _ = PairingPolicy(pairs_per_target=2, seed=7).pairs(list(reversed(rows)))
+    again, _ = PairingPolicy(PairsConfig(pairs_per_target=2), seed=7).pairs(list(reversed(rows)))
     assert sorted(pairs, key=lambda p: (p.target, p.prompt)) == sorted(again, key=lambda p: (p.target, p.prompt))
-    other_seed, _ = PairingPolicy(pairs_per_target=2, seed=8).pairs(rows)
+    other_seed, _ = PairingPolicy(PairsConfig(pairs_per_target=2), seed=8).pairs(rows)
     assert other_seed != pairs
 
 
 def test_fresh_prompts_each_epoch():
     rows = _rows({"a": 20})
-    policy = PairingPolicy(pairs_per_target=1, seed=1)
+    policy = PairingPolicy(PairsConfig(pairs_per_target=1), seed=1)
     e0, e1 = policy.pairs(rows, epoch=0)[0], policy.pairs(rows, epoch=1)[0]
     assert e0 == policy.pairs(rows, epoch=0)[0]
     assert sum(a.prompt != b.prompt for a, b in zip(e0, e1)) > 10
@@ -47,14 +48,14 @@ def test_single_clip_speakers_are_reported_or_self_prompted():
     pairs, stats = PairingPolicy().pairs(rows)
     assert "lonely" not in {p.speaker for p in pairs} and stats.skipped_speakers == {"lonely": 1}
     assert any("single clip" in w for w in stats.warnings)
-    pairs, stats = PairingPolicy(allow_self_prompt=True).pairs(rows)
+    pairs, stats = PairingPolicy(PairsConfig(allow_self_prompt=True)).pairs(rows)
     (solo,) = [p for p in pairs if p.speaker == "lonely"]
     assert solo.prompt == solo.target == "lonely_0" and stats.self_prompted == 1
 
 
 @pytest.mark.parametrize("source", ["prompt", "target", "mix"])
 def test_emotion_source(source: str):
-    pairs, _ = PairingPolicy(pairs_per_target=3, emotion_source=source, seed=3).pairs(_rows({"a": 30}))
+    pairs, _ = PairingPolicy(PairsConfig(pairs_per_target=3, emotion_source=source), seed=3).pairs(_rows({"a": 30}))
     from_target = sum(p.emotion == p.target for p in pairs)
     from_prompt = sum(p.emotion == p.prompt for p in pairs)
     assert from_target + from_prompt == len(pairs)
@@ -67,7 +68,7 @@ def test_emotion_source(source: str):
 
 
 def test_imbalance_warning():
-    _, stats = PairingPolicy(pairs_per_target=1).pairs(_rows({"big": 60, "s1": 3, "s2": 3, "s3": 3}))
+    _, stats = PairingPolicy(PairsConfig(pairs_per_target=1)).pairs(_rows({"big": 60, "s1": 3, "s2": 3, "s3": 3}))
     assert stats.imbalance == 20.0 and any("imbalance" in w for w in stats.warnings)
 
 
@@ -77,7 +78,7 @@ def test_build_pairs_files_with_a_val_pool(tmp_path: Path):
     write_jsonl(val, [{"id": "a_val", "speaker": "a", "language": "am"}, {"id": "b_val", "speaker": "b",
                                                                            "language": "am"}])
     # validation targets take prompts from every clip of their speaker (train included)
-    result = build_pairs(val, tmp_path / "GPT_pairs_val.jsonl", PairingPolicy(pairs_per_target=2), [train, val])
+    result = build_pairs(val, tmp_path / "GPT_pairs_val.jsonl", PairingPolicy(PairsConfig(pairs_per_target=2)), [train, val])
     pairs = read_jsonl(result.path)
     assert len(pairs) == 4 and all(p["prompt"] != p["target"] for p in pairs)
     meta = json.loads(result.report_json.read_text())
