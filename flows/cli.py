@@ -224,14 +224,14 @@ def ingest(
 
     try:
         cfg = _config(config, overrides, **{
-            "dataset.min_duration_s": min_duration, "dataset.max_duration_s": max_duration,
-            "dataset.val_fraction": val_fraction, "run.seed": seed, "dataset.val_speakers": val_speaker,
+            "ingest.min_duration_s": min_duration, "ingest.max_duration_s": max_duration,
+            "ingest.val_fraction": val_fraction, "run.seed": seed, "ingest.val_speakers": val_speaker,
         })
         sources = [ManifestSource(path=str(m), format=format, language=language, speaker=speaker)  # type: ignore[arg-type]
                    for m in manifest]
-        cfg.dataset.manifests = sources
+        cfg.ingest.manifests = sources
         inputs = stages.manifest_inputs(cfg, Path.cwd())
-        result = dataset.ingest(inputs, output_dir, stages.ingest_options(cfg), storage=cfg.storage)
+        result = dataset.ingest(inputs, output_dir, stages.cfg.ingest, seed=cfg.run.seed, storage=cfg.storage)
     except (InputError, ValueError) as e:
         raise _fail(e) from None
     print_ingest(result)

@@ -33,7 +33,7 @@ class RetrainResult(BaseModel):
 
 
 def _state_key(cfg: PipelineConfig) -> str:
-    source = hashlib.sha256(cfg.dataset.source.model_dump_json().encode()).hexdigest()[:12]
+    source = hashlib.sha256(cfg.ingest.source.model_dump_json().encode()).hexdigest()[:12]
     return f"state/retrain/{cfg.run.name}-{source}.json"
 
 
@@ -46,7 +46,7 @@ def scheduled_retrain(cfg: PipelineConfig = PipelineConfig(), force: bool = Fals
     fingerprint = dataset_fingerprint_task(cfg)
     last = store.get_json(key) if store.exists(key) else None
     if last is not None and last["fingerprint"] == fingerprint and not force:
-        reason = f"no new data at {cfg.dataset.source.source} since {last['at']} (flow run {last['flow_run_id']})"
+        reason = f"no new data at {cfg.ingest.source.source} since {last['at']} (flow run {last['flow_run_id']})"
         logger.info(reason)
         create_markdown_artifact(key="retrain-decision", markdown=f"# Skipped\n\n{reason}\n")
         return RetrainResult(ran=False, reason=reason, fingerprint=fingerprint)

@@ -135,7 +135,7 @@ class ManifestSource(_Section):
         return v
 
 
-class DatasetConfig(_Section):
+class IngestConfig(_Section):
     """Ingest: which manifests make the dataset, how rows are validated and split."""
 
     source: AssetSource = Field(
@@ -161,7 +161,7 @@ class DatasetConfig(_Section):
     workers: int = Field(0, ge=0, description="Audio decoding threads; 0 = one per CPU core.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> DatasetConfig:
+    def _bounds(self) -> IngestConfig:
         if self.min_duration_s >= self.max_duration_s:
             raise ValueError(
                 f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
@@ -320,7 +320,7 @@ class PipelineConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     extend_bpe: ExtendBpeConfig = Field(default_factory=ExtendBpeConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
@@ -402,6 +402,23 @@ def _format_errors(err: ValidationError, source_of: Mapping[str, str], default_s
     return "\n".join(lines)
 
 
+#: Sections renamed since earlier releases: old name -> current name (old files keep working).
+RENAMED_SECTIONS = {"dataset": "ingest"}
+
+
+def _renamed_key(key: str) -> str:
+    head, dot, rest = key.partition(".")
+    return RENAMED_SECTIONS.get(head, head) + dot + rest
+
+
+def _renamed_sections(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for old, new in RENAMED_SECTIONS.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | Iterable[str] = (),
@@ -432,6 +449,8 @@ def load_config(
         data = loaded
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
+    data = _renamed_sections(data)
+    overrides = {_renamed_key(k): v for k, v in overrides.items()}
     source_of: dict[str, str] = {}
     for key, value in overrides.items():
         _set_dotted(data, key, value)

@@ -16,7 +16,7 @@ from indextts_core.text.extend_bpe import ExtendOptions, ExtendResult, extend_se
 from indextts_core.text.frontend import TextFrontend
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess import Clip, PreprocessOptions
-from indextts_core.data.ingest import IngestOptions, IngestResult, ManifestInput, ingest
+from indextts_core.data.ingest import IngestResult, ManifestInput, ingest
 from indextts_core.store.download import FetchedAsset, download
 from indextts_core.store.objects import ArtifactStore, materialize_dir, open_store
 from indextts_core.training.trainer import TrainOptions
@@ -26,19 +26,10 @@ def store_for(cfg: PipelineConfig) -> ArtifactStore:
     return open_store(cfg.storage.uri, cfg.storage)
 
 
-def ingest_options(cfg: PipelineConfig) -> IngestOptions:
-    d = cfg.dataset
-    return IngestOptions(
-        min_duration_s=d.min_duration_s, max_duration_s=d.max_duration_s, val_fraction=d.val_fraction,
-        val_min_speaker_clips=d.val_min_speaker_clips, max_rejected_fraction=d.max_rejected_fraction,
-        workers=d.workers, seed=cfg.run.seed, val_speakers=tuple(d.val_speakers),
-    )
-
-
 def manifest_inputs(cfg: PipelineConfig, dataset_root: Path) -> list[ManifestInput]:
     """The configured manifests, relative paths resolved against the fetched dataset folder."""
     inputs = []
-    for m in cfg.dataset.manifests:
+    for m in cfg.ingest.manifests:
         path = Path(m.path)
         inputs.append(ManifestInput(
             path=path if path.is_absolute() else dataset_root / path,
@@ -56,7 +47,7 @@ def run_ingest(cfg: PipelineConfig, dataset: FetchedAsset, store: ArtifactStore 
     store = store or store_for(cfg)
     root = materialize_dir(store, dataset.prefix, cfg.storage.cache_dir)
     return ingest(manifest_inputs(cfg, root), out_dir or cfg.run.output_dir / "dataset",
-                  ingest_options(cfg), storage=cfg.storage, dataset_root=root, audio_base=store.uri_for(dataset.prefix))
+                  cfg.ingest, seed=cfg.run.seed, storage=cfg.storage, dataset_root=root, audio_base=store.uri_for(dataset.prefix))
 
 
 def run_corpus(cfg: PipelineConfig, ingested: IngestResult, out_dir: Path | None = None,
@@ -109,7 +100,7 @@ def run_extend_bpe(cfg: PipelineConfig, base_model: Path, corpus: dict[str, list
 
 
 def preprocess_options(cfg: PipelineConfig) -> PreprocessOptions:
-    p, d = cfg.preprocess, cfg.dataset
+    p, d = cfg.preprocess, cfg.ingest
     return PreprocessOptions(
         batch_size=None if p.batch_size == "auto" else p.batch_size,
         max_batch_seconds=None if p.max_batch_seconds == "auto" else p.max_batch_seconds,
@@ -157,8 +148,8 @@ def clips_for_manifest(cfg: PipelineConfig, manifest: Path, language: str | None
         return clips_from_manifests({"train": train, "val": val}, language=language)
     clips = clips_from_manifests({"train": manifest}, language=language)
     rows = [{"id": c.id, "speaker": c.speaker, "language": c.language} for c in clips]
-    _, val_rows = split_by_speaker(rows, cfg.dataset.val_fraction, cfg.dataset.val_min_speaker_clips, cfg.run.seed,
-                                   cfg.dataset.val_speakers)
+    _, val_rows = split_by_speaker(rows, cfg.ingest.val_fraction, cfg.ingest.val_min_speaker_clips, cfg.run.seed,
+                                   cfg.ingest.val_speakers)
     val_ids = {r["id"] for r in val_rows}
     return [replace(c, split="val") if c.id in val_ids else c for c in clips]
 

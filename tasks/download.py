@@ -60,4 +60,4 @@ def download_task(cfg: PipelineConfig, ctx: RunContext) -> DownloadResult:
 @task(name="dataset-fingerprint", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
 def dataset_fingerprint_task(cfg: PipelineConfig) -> str:
     """What the dataset location holds now (listing only, nothing fetched)."""
-    return source_fingerprint("dataset", cfg.dataset.source, cfg.storage)
+    return source_fingerprint("dataset", cfg.ingest.source, cfg.storage)

@@ -10,7 +10,7 @@ from prefect import task
 from indextts_core.data import ingest as core
 from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
-from indextts_core.stages import ingest_options, manifest_inputs
+from indextts_core.stages import manifest_inputs
 from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
@@ -19,8 +19,8 @@ from tasks.tracking import stage_run
 
 #: The configuration that determines this stage's output (and so its cache key).
 CONFIG_KEYS = (
-    "language", "run.seed", "dataset.manifests", "dataset.min_duration_s", "dataset.max_duration_s",
-    "dataset.val_fraction", "dataset.val_min_speaker_clips", "dataset.max_rejected_fraction", "dataset.val_speakers",
+    "language", "run.seed", "ingest.manifests", "ingest.min_duration_s", "ingest.max_duration_s",
+    "ingest.val_fraction", "ingest.val_min_speaker_clips", "ingest.max_rejected_fraction", "ingest.val_speakers",
 )
 REPORTS = ("report.json", "report.md", "durations.png", "rejects.jsonl")
 
@@ -37,7 +37,7 @@ def ingest_task(cfg: PipelineConfig, dataset: ArtifactRef, ctx: RunContext) -> S
             run.log_params(config_subset(cfg, CONFIG_KEYS))
             run.log_input("dataset", dataset.uri, dataset.digest, context="source")
         try:
-            result = core.ingest(manifest_inputs(cfg, root), out, ingest_options(cfg), storage=cfg.storage,
+            result = core.ingest(manifest_inputs(cfg, root), out, cfg.ingest, seed=cfg.run.seed, storage=cfg.storage,
                                  dataset_root=root, audio_base=store.uri_for(dataset.prefix))
         except InputError:
             if run is not None:  # keep the evidence of a failed run: rejects and report

@@ -100,7 +100,7 @@ def _stable(value: Any) -> Any:
 
 
 def config_subset(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:
-    """``{"dataset.min_duration_s": 0.5, ...}``: the named config fields as plain data."""
+    """``{"ingest.min_duration_s": 0.5, ...}``: the named config fields as plain data."""
     return {k: _stable(_dotted(cfg, k)) for k in keys}
 
 

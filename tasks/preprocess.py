@@ -42,7 +42,7 @@ from tasks.tracking import attach_stage_run, close_stage_run, open_stage_run
 
 CONFIG_KEYS = (
     "preprocess.unit_clips", "preprocess.max_unk_share", "preprocess.silence_dbfs", "preprocess.max_clipped_share",
-    "preprocess.cond_max_seconds", "dataset.min_duration_s", "dataset.max_duration_s",
+    "preprocess.cond_max_seconds", "ingest.min_duration_s", "ingest.max_duration_s",
 )
 
 

@@ -103,8 +103,8 @@ def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):
     proc = cli("run", "--config", str(bad), check=False)
     assert proc.returncode == 2
     assert f"{bad}: train.epochs:" in proc.stderr
-    proc = cli("config", "--set", "dataset.val_fraction=2", check=False)
-    assert proc.returncode == 2 and "dataset.val_fraction" in proc.stderr
+    proc = cli("config", "--set", "ingest.val_fraction=2", check=False)
+    assert proc.returncode == 2 and "ingest.val_fraction" in proc.stderr
 
 
 def test_config_command_prints_resolved_yaml():

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from indextts_core.data.audio import decode_audio
+from indextts_core.config import IngestConfig
 from indextts_core.errors import AudioDecodeError, ManifestError
 from indextts_core.utils.fileio import sha256_bytes, write_jsonl
 from indextts_core.data.manifest import RawRow, parse_row, read_manifest
@@ -53,18 +54,6 @@ class ManifestInput:
     format: str = "auto"
     language: str | None = None
     speaker: str | None = None
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    min_duration_s: float = 0.5
-    max_duration_s: float = 30.0
-    val_fraction: float = 0.1
-    val_min_speaker_clips: int = 3
-    max_rejected_fraction: float = 0.5
-    workers: int = 0
-    seed: int = 1234
-    val_speakers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +100,7 @@ def _resolve_audio(audio: str, base_dir: str) -> str:
     return str(Path(base_dir, audio).resolve())
 
 
-def _check_audio(uri: str, opts: IngestOptions, storage: Any) -> dict[str, Any]:
+def _check_audio(uri: str, opts: IngestConfig, storage: Any) -> dict[str, Any]:
     """Read, hash and decode one clip.  Raises _Rejection with the reason."""
     try:
         data = read_uri_bytes(uri, storage)
@@ -154,22 +143,27 @@ def _rebase(accepted: list[dict[str, Any]], rejects: list[dict[str, Any]], root:
 def ingest(
     inputs: Sequence[ManifestInput],
     out_dir: Path,
-    opts: IngestOptions = IngestOptions(),
+    cfg: IngestConfig | None = None,
+    *,
+    seed: int = 1234,
     storage: Any | None = None,
     dataset_root: Path | None = None,
     audio_base: str | None = None,
 ) -> IngestResult:
     """Validate, split and report on the rows of ``inputs``; write everything to ``out_dir``.
 
+    ``cfg`` is the ``ingest:`` section of the run configuration (its manifests and source are
+    already resolved into ``inputs``); ``seed`` draws the train/val split.
     ``storage`` (a StorageConfig) supplies credentials for ``s3://`` audio URIs.  With
     ``dataset_root`` (the local copy of a dataset held in the artifact store) and ``audio_base``
     (that dataset's URI in the store), audio under the root is written as its store URI and row
     sources relative to the root, so the outputs do not depend on where this machine keeps its copy
     and any worker can read the audio.  Raises
     :class:`ManifestError` when a manifest cannot be read, when nothing is accepted, or when the
-    share of rejected rows exceeds ``opts.max_rejected_fraction`` (the rejects file is written
+    share of rejected rows exceeds ``cfg.max_rejected_fraction`` (the rejects file is written
     first either way).
     """
+    opts = cfg or IngestConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     raws: list[RawRow] = []
@@ -230,8 +224,8 @@ def ingest(
         _rebase(accepted, rejects, Path(dataset_root).resolve(), audio_base.rstrip("/"))
     missing = sorted(set(opts.val_speakers) - {r["speaker"] for r in accepted})
     if missing:
-        raise ManifestError(f"dataset.val_speakers: {', '.join(missing)} not among the accepted rows' speakers")
-    train, val = split_by_speaker(accepted, opts.val_fraction, opts.val_min_speaker_clips, opts.seed,
+        raise ManifestError(f"ingest.val_speakers: {', '.join(missing)} not among the accepted rows' speakers")
+    train, val = split_by_speaker(accepted, opts.val_fraction, opts.val_min_speaker_clips, seed,
                                   opts.val_speakers)
     paths = {name: out_dir / f"{name}.jsonl" for name in ("manifest", "train", "val", "rejects")}
     write_jsonl(paths["manifest"], accepted)

@@ -331,7 +331,7 @@ def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
         "checkpoint": cfg.download.checkpoint,
         "w2v_bert": cfg.download.w2v_bert,
         "semantic_codec": cfg.download.semantic_codec,
-        "dataset": cfg.dataset.source,
+        "dataset": cfg.ingest.source,
     }
     return {k: v for k, v in assets.items() if v is not None}
 

@@ -13,7 +13,7 @@ from indextts_core.errors import ConfigError
 def test_defaults_work_and_point_at_the_demo():
     cfg = load_config()
     assert isinstance(cfg, PipelineConfig)
-    assert Path(cfg.dataset.source.source, "manifest.jsonl").is_file()
+    assert Path(cfg.ingest.source.source, "manifest.jsonl").is_file()
     assert cfg.extend_bpe.target_size == 24000
     assert cfg.train.val_interval == 1000 and cfg.train.keep_checkpoints == 3
 
@@ -21,26 +21,26 @@ def test_defaults_work_and_point_at_the_demo():
 def test_yaml_file_and_overrides_merge(tmp_path: Path):
     path = tmp_path / "run.yaml"
     path.write_text("language: ja\ntrain:\n  epochs: 5\n  learning_rate: 1.0e-4\n", encoding="utf-8")
-    cfg = load_config(path, ["train.epochs=7", "dataset.val_fraction=0.2"])
+    cfg = load_config(path, ["train.epochs=7", "ingest.val_fraction=0.2"])
     assert cfg.language == "ja"
     assert cfg.train.epochs == 7  # override beats file
     assert cfg.train.learning_rate == pytest.approx(1e-4)  # file beats default
-    assert cfg.dataset.val_fraction == pytest.approx(0.2)
+    assert cfg.ingest.val_fraction == pytest.approx(0.2)
 
 
 def test_wrong_type_names_field_and_file(tmp_path: Path):
     path = tmp_path / "bad.yaml"
-    path.write_text("dataset:\n  min_duration_s: short\n", encoding="utf-8")
+    path.write_text("ingest:\n  min_duration_s: short\n", encoding="utf-8")
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert f"{path}: dataset.min_duration_s:" in str(e.value)
+    assert f"{path}: ingest.min_duration_s:" in str(e.value)
     assert "'short'" in str(e.value)
 
 
 def test_unknown_field_suggests_the_right_one(tmp_path: Path):
     path = tmp_path / "typo.yaml"
-    path.write_text("dataset:\n  max_duraton_s: 12\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"typo\.yaml: dataset\.max_duraton_s: unknown field \(did you mean 'max_duration_s'\?\)"):
+    path.write_text("ingest:\n  max_duraton_s: 12\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: ingest\.max_duraton_s: unknown field \(did you mean 'max_duration_s'\?\)"):
         load_config(path)
 
 
@@ -56,7 +56,7 @@ def test_every_bad_field_is_reported_at_once(tmp_path: Path):
 
 def test_cross_field_check(tmp_path: Path):
     with pytest.raises(ConfigError, match="min_duration_s .* must be below max_duration_s"):
-        load_config(overrides=["dataset.min_duration_s=10", "dataset.max_duration_s=5"])
+        load_config(overrides=["ingest.min_duration_s=10", "ingest.max_duration_s=5"])
 
 
 def test_override_errors_name_the_override():
@@ -110,3 +110,11 @@ def test_shipped_configs_load(path: Path):
     """Every configuration under configs/ is valid as shipped (a stale example fails here, not at a user's desk)."""
     cfg = load_config(path)
     assert cfg.run.name and cfg.train.epochs >= 1
+
+
+def test_former_section_name_dataset_still_loads(tmp_path: Path):
+    """Files and overrides written for the section's former name (dataset:) keep working."""
+    path = tmp_path / "old.yaml"
+    path.write_text("dataset:\n  val_fraction: 0.25\n", encoding="utf-8")
+    cfg = load_config(path, ["dataset.min_duration_s=0.7"])
+    assert cfg.ingest.val_fraction == 0.25 and cfg.ingest.min_duration_s == 0.7

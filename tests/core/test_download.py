@@ -166,7 +166,7 @@ def test_download_stage_fetches_every_configured_asset(tmp_path: Path, monkeypat
         "download.w2v_bert": {"source": str(w2v)},
         "download.hf_cache_dir": str(cache),
         "download.offline": True,
-        "dataset.source": {"source": str(demo_copy)},
+        "ingest.source": {"source": str(demo_copy)},
     })
     assets = download(cfg, open_store(tmp_path / "store"))
     assert list(assets) == ["checkpoint", "w2v_bert", "dataset"]

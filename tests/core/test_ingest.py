@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests_support import DEMO_DIR, write_audio
-from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
+from indextts_core.config import IngestConfig
+from indextts_core.data.ingest import ManifestInput, ingest
 from indextts_core.errors import ManifestError
 from indextts_core.utils.fileio import read_json, read_jsonl, sha256_file
 from indextts_core.store.objects import open_store
@@ -49,7 +50,7 @@ def messy(tmp_path: Path) -> Path:
 
 def test_every_rejection_reason_is_reported(messy: Path, tmp_path: Path):
     out = tmp_path / "out"
-    opts = IngestOptions(min_duration_s=0.5, max_duration_s=3.0, max_rejected_fraction=1.0, val_fraction=0.0)
+    opts = IngestConfig(min_duration_s=0.5, max_duration_s=3.0, max_rejected_fraction=1.0, val_fraction=0.0)
     result = ingest([ManifestInput(messy / "manifest.jsonl")], out, opts)
     rejects = read_jsonl(result.rejects)
     by_line = {r["line"]: r for r in rejects}
@@ -74,14 +75,14 @@ def test_every_rejection_reason_is_reported(messy: Path, tmp_path: Path):
 
 def test_whitespace_only_text_is_rejected(messy: Path, tmp_path: Path):
     result = ingest([ManifestInput(messy / "manifest.jsonl")], tmp_path / "o",
-                    IngestOptions(max_duration_s=3.0, max_rejected_fraction=1.0))
+                    IngestConfig(max_duration_s=3.0, max_rejected_fraction=1.0))
     reasons = {r["line"]: r["reason_code"] for r in read_jsonl(result.rejects)}
     assert reasons[6] == "empty_text"
 
 
 def test_accepted_rows_are_complete(messy: Path, tmp_path: Path):
     result = ingest([ManifestInput(messy / "manifest.jsonl")], tmp_path / "o",
-                    IngestOptions(max_duration_s=3.0, max_rejected_fraction=1.0))
+                    IngestConfig(max_duration_s=3.0, max_rejected_fraction=1.0))
     rows = {r["id"]: r for r in read_jsonl(result.manifest)}
     good1 = rows["good1"]
     assert good1["audio"] == str((messy / "good1.wav").resolve())
@@ -94,7 +95,7 @@ def test_accepted_rows_are_complete(messy: Path, tmp_path: Path):
 def test_too_many_rejects_fail_after_writing_the_rejects_file(messy: Path, tmp_path: Path):
     out = tmp_path / "o"
     with pytest.raises(ManifestError, match=r"9 of 12 rows rejected \(75%\).*rejects\.jsonl"):
-        ingest([ManifestInput(messy / "manifest.jsonl")], out, IngestOptions(max_duration_s=3.0))
+        ingest([ManifestInput(messy / "manifest.jsonl")], out, IngestConfig(max_duration_s=3.0))
     assert len(read_jsonl(out / "rejects.jsonl")) == 9
 
 
@@ -112,7 +113,7 @@ def test_several_manifests_and_formats_together(tmp_path: Path):
     write_audio(folder / "spkA" / "y1.ogg", seconds=1.0)
     (folder / "spkA" / "y1.txt").write_text("second", encoding="utf-8")
     result = ingest([ManifestInput(lj, language="en", speaker="lj"), ManifestInput(folder, language="en")],
-                    tmp_path / "o", IngestOptions())
+                    tmp_path / "o", IngestConfig())
     rows = {r["id"]: r for r in read_jsonl(result.manifest)}
     assert rows["x1"]["speaker"] == "lj" and rows["spkA_y1"]["speaker"] == "spkA"
     assert result.rejected == 0
@@ -125,7 +126,7 @@ def test_s3_audio_uris(s3_bucket: str, tmp_path: Path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(_row("c", f"s3://{s3_bucket}/audio/c.flac") + "\n"
                         + _row("gone", f"s3://{s3_bucket}/audio/gone.flac") + "\n", encoding="utf-8")
-    result = ingest([ManifestInput(manifest)], tmp_path / "o", IngestOptions(max_rejected_fraction=1.0))
+    result = ingest([ManifestInput(manifest)], tmp_path / "o", IngestConfig(max_rejected_fraction=1.0))
     (row,) = read_jsonl(result.manifest)
     assert row["audio"] == f"s3://{s3_bucket}/audio/c.flac" and row["audio_sha256"] == sha256_file(clip)
     (rej,) = read_jsonl(result.rejects)
@@ -133,7 +134,7 @@ def test_s3_audio_uris(s3_bucket: str, tmp_path: Path):
 
 
 def test_demo_dataset_ingests_cleanly(tmp_path: Path):
-    result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], tmp_path / "o", IngestOptions(seed=1234))
+    result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], tmp_path / "o", IngestConfig(), seed=1234)
     assert (result.rows_read, result.accepted, result.rejected) == (60, 60, 0)
     assert result.speakers == 4 and result.languages == {"am": 48, "en": 12}
     val = read_jsonl(result.val)
@@ -145,7 +146,7 @@ def test_demo_dataset_ingests_cleanly(tmp_path: Path):
 def test_store_copy_of_a_dataset_gets_store_uris(tmp_path: Path, demo_copy: Path):
     """In the flow, audio is written as its URI in the artifact store, sources relative to the dataset."""
     out = tmp_path / "o"
-    result = ingest([ManifestInput(demo_copy / "manifest.jsonl")], out, IngestOptions(), dataset_root=demo_copy,
+    result = ingest([ManifestInput(demo_copy / "manifest.jsonl")], out, IngestConfig(), dataset_root=demo_copy,
                     audio_base="s3://bucket/store/assets/dataset/abc")
     row = read_jsonl(result.manifest)[0]
     assert row["audio"] == "s3://bucket/store/assets/dataset/abc/audio/spk01_am_001.flac"

@@ -27,10 +27,11 @@ def fe() -> TextFrontend:
 
 @pytest.fixture(scope="module")
 def demo_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
-    from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
+    from indextts_core.config import IngestConfig
+from indextts_core.data.ingest import ManifestInput, ingest
 
     out = tmp_path_factory.mktemp("ingest")
-    result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], out, IngestOptions(seed=1234))
+    result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], out, IngestConfig(), seed=1234)
     return clips_from_manifests({"train": result.train, "val": result.val})
 
 

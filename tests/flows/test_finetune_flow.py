@@ -42,7 +42,7 @@ def test_demo_run_records_lineage(tmp_path: Path):
     parent = next(r for r in runs if r.info.run_id == summary.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["prefect.flow_run_id"] == summary.flow_run_id
-    assert parent.data.tags["git.commit"] and parent.data.params["dataset.min_duration_s"] == "0.5"
+    assert parent.data.tags["git.commit"] and parent.data.params["ingest.min_duration_s"] == "0.5"
     children = _children(runs, parent.info.run_id)
     assert set(children) == set(STAGES)
     for child in children.values():
@@ -50,7 +50,7 @@ def test_demo_run_records_lineage(tmp_path: Path):
         assert child.data.tags["git.commit"] == parent.data.tags["git.commit"]
         assert child.info.status == "FINISHED"
     ing = children["ingest"]
-    assert ing.data.metrics["accepted"] == 60 and ing.data.params["dataset.val_fraction"] == "0.1"
+    assert ing.data.metrics["accepted"] == 60 and ing.data.params["ingest.val_fraction"] == "0.1"
     assert ing.data.tags["output.digest"] == ingest["artifact"]["digest"]
     (inp,) = ing.inputs.dataset_inputs
     assert inp.dataset.name == "dataset" and inp.tags[0].value == "source"
@@ -105,12 +105,12 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     assert statuses(third) == expect("ran", download="reused", ingest="cached")
     assert third.results["preprocess"]["metrics"]["audio_processed_now"] == 0  # re-tokenized, audio reused
     # a dataset setting reruns ingest and what depends on it; a held-out speaker is validated apart
-    fourth = finetune(make_cfg(tmp_path, {"dataset.val_fraction": 0.2, "dataset.val_speakers": ["spk04"]}))
+    fourth = finetune(make_cfg(tmp_path, {"ingest.val_fraction": 0.2, "ingest.val_speakers": ["spk04"]}))
     assert statuses(fourth) == expect("ran", download="reused")
     trained = fourth.results["train"]["metrics"]
     assert {"final.unseen_speakers/loss", "final.seen_speakers/loss", "baseline.unseen_speakers/loss"} <= set(trained)
     # a setting that does not change any output (decoding threads) keeps the cache
-    fifth = finetune(make_cfg(tmp_path, {"dataset.workers": 1}))
+    fifth = finetune(make_cfg(tmp_path, {"ingest.workers": 1}))
     assert statuses(fifth) == expect("cached", download="reused")
     # a tokenizer setting reruns only the tokenizer stage
     sixth = finetune(make_cfg(tmp_path, {"extend_bpe.min_piece_count": 3}))
@@ -132,7 +132,7 @@ def test_bad_dataset_fails_once_and_keeps_the_evidence(tmp_path: Path, demo_copy
     lines = (demo_copy / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     lines[5] = "{not json"
     (demo_copy / "manifest.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = make_cfg(tmp_path, {"dataset.source": {"source": str(demo_copy)}, "dataset.max_rejected_fraction": 0.0,
+    cfg = make_cfg(tmp_path, {"ingest.source": {"source": str(demo_copy)}, "ingest.max_rejected_fraction": 0.0,
                               "orchestration.retries": 3})
     with pytest.raises(ManifestError, match="1 of 60 rows rejected"):
         finetune(cfg)

@@ -110,17 +110,17 @@ def test_oom_backoff_in_process_then_prefect_retry(tmp_path: Path):
 def test_stage_cache_key_follows_declared_config_and_input_digests(tmp_path: Path):
     from tasks.artifacts import ArtifactRef
 
-    policy = StageCache(stage="ingest", version="1", config_keys=("dataset.val_fraction",))
+    policy = StageCache(stage="ingest", version="1", config_keys=("ingest.val_fraction",))
     ref = ArtifactRef(stage="x", uri="/a", prefix="p", digest="d1", files=1, bytes=1)
     base = make_cfg(tmp_path)
     key = policy.compute_key(None, {"cfg": base, "dataset": ref, "ctx": object()}, {})
-    same = policy.compute_key(None, {"cfg": make_cfg(tmp_path, {"dataset.workers": 3}), "ctx": object(),
+    same = policy.compute_key(None, {"cfg": make_cfg(tmp_path, {"ingest.workers": 3}), "ctx": object(),
                                      "dataset": ref.model_copy(update={"uri": "/elsewhere", "prefix": "q"})}, {})
     assert key == same  # undeclared config, run context and where the input lives do not matter
-    changed_cfg = policy.compute_key(None, {"cfg": make_cfg(tmp_path, {"dataset.val_fraction": 0.3}),
+    changed_cfg = policy.compute_key(None, {"cfg": make_cfg(tmp_path, {"ingest.val_fraction": 0.3}),
                                             "dataset": ref, "ctx": None}, {})
     changed_input = policy.compute_key(None, {"cfg": base, "dataset": ref.model_copy(update={"digest": "d2"}),
                                               "ctx": None}, {})
-    changed_code = StageCache(stage="ingest", version="2", config_keys=("dataset.val_fraction",)).compute_key(
+    changed_code = StageCache(stage="ingest", version="2", config_keys=("ingest.val_fraction",)).compute_key(
         None, {"cfg": base, "dataset": ref, "ctx": None}, {})
     assert len({key, changed_cfg, changed_input, changed_code}) == 4

@@ -34,7 +34,7 @@ def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_b
 
 
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, demo_copy: Path):
-    cfg = make_cfg(tmp_path, {"dataset.source": {"source": str(demo_copy)}})
+    cfg = make_cfg(tmp_path, {"ingest.source": {"source": str(demo_copy)}})
     first = scheduled_retrain(cfg)
     assert first.ran and first.reason == "first run"
     assert statuses(first.summary) == expect("ran")

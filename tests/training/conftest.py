@@ -28,14 +28,15 @@ class Processed:
 @pytest.fixture(scope="session")
 def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processed:
     from indextts_core.config import load_config
-    from indextts_core.data.ingest import IngestOptions, ManifestInput, ingest
+    from indextts_core.config import IngestConfig
+from indextts_core.data.ingest import ManifestInput, ingest
     from indextts_core.text.frontend import TextFrontend
     from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
     from indextts_core.preprocess import preprocess
     from indextts_core.stages import clips_from_manifests, preprocess_options, run_extend_bpe
 
     root = tmp_path_factory.mktemp("processed")
-    ingested = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], root / "dataset", IngestOptions(seed=1234))
+    ingested = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], root / "dataset", IngestConfig(), seed=1234)
     clips = clips_from_manifests({"train": ingested.train, "val": ingested.val})
     fe = TextFrontend()
     corpus = {"am": [fe(c.text, "am") for c in clips if c.language == "am"]}
