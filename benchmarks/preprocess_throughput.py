@@ -25,13 +25,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from indextts_core.config import PreprocessConfig  # noqa: E402
 from indextts_core.data.audio import load_audio  # noqa: E402
 from indextts_core.model.bundle import open_bundle, write_tiny_bundle  # noqa: E402
 from indextts_core.preprocess import (  # noqa: E402
     CPU_BATCH_SECONDS,
     Clip,
     FeatureExtractor,
-    PreprocessOptions,
     length_batches,
     preprocess,
     probe_batch_seconds,
@@ -84,8 +84,8 @@ def main() -> int:
 
     start = time.perf_counter()
     result = preprocess(clips, bundle, tok, TextFrontend(), tmp / "out",
-                        opts=PreprocessOptions(device=str(device), max_batch_seconds=budget, max_unk_share=1.0),
-                        extract=extract)
+                        cfg=PreprocessConfig(device=device.type, max_batch_seconds=budget, max_unk_share=1.0),
+                        extract=extract, min_duration_s=0.5, max_duration_s=36.0)  # the model's ~36 s limit
     stage = time.perf_counter() - start
 
     n = len(waves)

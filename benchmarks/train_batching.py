@@ -38,8 +38,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from indextts_core.model import GPTConfig, UnifiedVoice  # noqa: E402
-from indextts_core.model.losses import token_sums  # noqa: E402
-from indextts_core.training.data import Sample, padded_cost, plan_epoch, sample_cost  # noqa: E402
+from indextts_core.training.data import (  # noqa: E402
+    Batch,
+    Sample,
+    conditioning_positions,
+    padded_cost,
+    plan_epoch,
+    sample_cost,
+)
+from indextts_core.training.objective import loss_sums  # noqa: E402
 
 #: Dense bf16 tensor-core peaks (FLOP/s) of common training GPUs, by a substring of the device name.
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
@@ -57,18 +64,19 @@ class Lengths:
     """The two things batching looks at, for synthetic samples (``plan_epoch`` reads rows and costs)."""
 
     rows: list[dict[str, int]]
+    conds: int  # conditioning prefix positions (``conditioning_positions`` of the model config)
 
     def cost(self, s: Sample) -> int:
         r = self.rows[s.target]
-        return sample_cost(r["text_len"], r["code_len"])
+        return sample_cost(r["text_len"], r["code_len"], conds=self.conds)
 
 
-def length_mix(n: int, seed: int, max_text: int, max_codes: int) -> Lengths:
+def length_mix(n: int, seed: int, max_text: int, max_codes: int, conds: int) -> Lengths:
     rng = np.random.default_rng(seed)
     seconds = np.clip(rng.lognormal(math.log(6.0), 0.55, n), 1.0, 30.0)
     codes = np.minimum(np.round(seconds * 50), max_codes).astype(int)
     text = np.minimum(np.round(seconds * rng.uniform(7, 12, n)), max_text).astype(int)
-    return Lengths([{"text_len": int(t), "code_len": int(c)} for t, c in zip(text, codes)])
+    return Lengths([{"text_len": int(t), "code_len": int(c)} for t, c in zip(text, codes)], conds)
 
 
 def fixed_batches(data: Lengths, budget: int, seed: int) -> list[list[int]]:
@@ -100,16 +108,15 @@ def run(model: UnifiedVoice, data: Lengths, batches: list[list[int]], pad_at_end
         tl = torch.tensor([r["text_len"] for r in rows])
         cl = torch.tensor([r["code_len"] for r in rows])
         b = len(rows)
-        inputs = (torch.randn(b, 32, cfg.model_dim, generator=g), torch.randn(b, cfg.model_dim, generator=g),
-                  torch.randint(2, cfg.number_text_tokens, (b, int(tl.max())), generator=g), tl,
-                  torch.randint(0, cfg.number_mel_codes - 2, (b, int(cl.max())), generator=g), cl)
-        inputs = tuple(x.to(device) for x in inputs)
+        inputs = Batch(torch.randn(b, cfg.condition_num_latent, cfg.model_dim, generator=g),
+                       torch.randn(b, cfg.model_dim, generator=g),
+                       torch.randint(2, cfg.number_text_tokens, (b, int(tl.max())), generator=g), tl,
+                       torch.randint(0, cfg.number_mel_codes - 2, (b, int(cl.max())), generator=g), cl,
+                       [], [], [], 0, 0).to(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out = model(*inputs, pad_at_end=pad_at_end)
-        ts = token_sums(out)
+        ts = loss_sums(model, inputs, amp, pad_at_end)
         loss = 0.2 * ts.text_loss.sum() / ts.text_tokens.sum() + 0.8 * ts.mel_loss.sum() / ts.mel_tokens.sum()
         loss.backward()
         opt.step()
@@ -118,10 +125,10 @@ def run(model: UnifiedVoice, data: Lengths, batches: list[list[int]], pad_at_end
             torch.cuda.synchronize(device)
         if k >= warmup:
             seconds += time.perf_counter() - start
-            real += sum(sample_cost(r["text_len"], r["code_len"]) for r in rows)
-            padded += padded_cost(tl.tolist(), cl.tolist(), pad_at_end)
+            real += sum(data.cost(Sample(i, i, i)) for i in batch)
+            padded += padded_cost(tl.tolist(), cl.tolist(), pad_at_end, conds=data.conds)
             samples += b
-            lens_sum += sum(sample_cost(r["text_len"], r["code_len"]) ** 2 for r in rows)
+            lens_sum += sum(data.cost(Sample(i, i, i)) ** 2 for i in batch)
     return {"batches": len(batches) - warmup, "samples": samples, "seconds": round(seconds, 3),
             "padding_share": round(1 - real / padded, 4), "tokens_per_s": round(real / seconds, 1),
             "samples_per_s": round(samples / seconds, 3), "mean_len": lens_sum / max(real, 1)}
@@ -153,7 +160,8 @@ def main() -> int:
                  "emo_layer", "emovec_layer"):
         getattr(template, name).requires_grad_(False)
     state = {k: v.clone() for k, v in template.state_dict().items()}
-    data = length_mix(args.samples, args.seed, cfg.max_text_tokens, cfg.max_mel_tokens)
+    data = length_mix(args.samples, args.seed, cfg.max_text_tokens, cfg.max_mel_tokens,
+                      conditioning_positions(cfg))
     samples = [Sample(i, i, i) for i in range(len(data.rows))]
     strategies = {
         "fixed-random": (fixed_batches(data, args.budget, args.seed), False),

@@ -1,15 +1,17 @@
 """``indextts-train``: one command line for every stage of the pipeline.
 
 Every subcommand reads the same run configuration (``--config run.yaml``, defaults otherwise),
-applies its own flags and any ``--set section.key=value`` overrides, and calls the same stage
-function the orchestrated flow calls.
+applies its own flags and any ``--set section.key=value`` overrides.  ``run`` runs the ``finetune``
+flow; each stage command runs that stage's task as a flow run of its own (:mod:`flows.stage`):
+the same code, cache, artifact store and MLflow tracking as the flow, with local paths given on
+the command line published as the artifacts they are.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from indextts_core.config import ManifestSource, PipelineConfig, dump_config, load_config
+from indextts_core.config import PipelineConfig, dump_config, load_config
 from indextts_core.errors import InputError
 
 app = typer.Typer(
@@ -28,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: flag names never truncated, readable at 80 columns
 )
 console = Console()
 #: The configuration `run` uses without --config: the bundled demo, training sized for 60 clips.
@@ -73,7 +76,7 @@ def _fail(e: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def print_ingest_report(report: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+def print_ingest_report(report: dict[str, Any]) -> None:
     table = Table(title="Dataset", show_header=True, header_style="bold")
     for col in ("", "clips", "minutes", "speakers"):
         table.add_column(col, justify="right" if col else "left")
@@ -91,12 +94,6 @@ def print_ingest_report(report: dict[str, Any], metrics: dict[str, Any] | None =
     console.print(f"rows read: {report['rows_read']}, accepted: {report['clips']}, {rejected}")
     d = report["duration_s"]
     console.print(f"clip durations: min {d['min']} s, median {d['median']} s, max {d['max']} s")
-
-
-def print_ingest(result: Any) -> None:
-    print_ingest_report(json.loads(Path(result.report_json).read_text(encoding="utf-8")))
-    if result.rejected:
-        console.print(f"rejected rows and reasons: {result.rejects}")
 
 
 def print_outputs(title: str, outputs: dict[str, Any]) -> None:
@@ -152,9 +149,7 @@ def print_summary(summary: Any) -> None:
     results = summary.results
     ingest = results.get("ingest")
     if ingest:
-        report = Path(summary.output_dir) / "dataset" / "report.json"
-        if report.is_file():
-            print_ingest_report(json.loads(report.read_text(encoding="utf-8")), ingest["metrics"])
+        print_ingest_report(ingest["data"]["report"])
     tok = results.get("extend-bpe")
     if tok:
         m = tok["metrics"]
@@ -182,118 +177,140 @@ def print_summary(summary: Any) -> None:
     })
 
 
+def _run_stage(cfg: PipelineConfig, stage: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``stage`` as its own flow run (the flow's task, cache, store and MLflow); its result."""
+    prefect_defaults()
+    from flows.stage import stage_flow
+
+    summary = stage_flow(cfg, stage, given or {})
+    for row in summary.stages:
+        err_console.print(f"{row.stage}: {row.status} in {row.seconds:.1f} s", highlight=False)
+    return summary.results[stage]
+
+
+def _copy_result(cfg: PipelineConfig, result: dict[str, Any], dest: Path, names: list[str] | None = None) -> Path:
+    from flows.local_inputs import copy_out, store_for
+    from tasks.artifacts import ArtifactRef
+
+    return copy_out(store_for(cfg), ArtifactRef.model_validate(result["artifact"]), dest, cfg.storage.cache_dir, names)
+
+
 @app.command()
 def download(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
-    """Fetch the checkpoint, Wav2Vec2-BERT, semantic codec and dataset into the artifact store."""
-    from indextts_core import stages
-
+    """Fetch the checkpoint, encoders and dataset into the artifact store."""
     try:
-        cfg = _config(config, overrides)
-        assets = stages.run_download(cfg)
+        result = _run_stage(_config(config, overrides), "download")
     except InputError as e:
         raise _fail(e) from None
     table = Table(title="Assets")
-    for col in ("asset", "files", "MB", "store", "status"):
+    for col in ("asset", "store", "status"):
         table.add_column(col)
-    for a in assets.values():
-        table.add_row(a.name, str(len(a.files)), f"{a.total_bytes / 1e6:.1f}", a.uri, "reused" if a.reused else "fetched")
+    for name, ref in result["assets"].items():
+        table.add_row(name, ref["uri"], "reused" if result["reused"][name] else "fetched")
     console.print(table)
 
 
 @app.command()
 def ingest(
-    manifest: Annotated[list[Path], typer.Option(
-        "--manifest", "-m", help="A JSONL manifest, an LJSpeech folder (metadata.csv + wavs/) or a folder of "
-        "audio files with same-name .txt transcripts (repeatable).")],
-    output_dir: Annotated[Path, typer.Option(help="Where manifest/train/val/rejects and the report go.")] = Path("dataset"),
+    manifest: Annotated[list[Path] | None, typer.Option(
+        "--manifest", "-m", help="JSONL manifest, LJSpeech folder or folder of audio + .txt (repeatable; "
+        "default: the config's ingest.manifests).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where manifest/train/val/rejects and the report go.")]
+    = Path("dataset"),
     format: Annotated[str, typer.Option(help="auto, jsonl, ljspeech or folder.")] = "auto",
-    language: Annotated[str | None, typer.Option(help="Language for rows that do not name one (e.g. am).")] = None,
-    speaker: Annotated[str | None, typer.Option(help="Speaker for rows that do not name one.")] = None,
-    min_duration: Annotated[float | None, typer.Option(help="Reject clips shorter than this (s).")] = None,
-    max_duration: Annotated[float | None, typer.Option(help="Reject clips longer than this (s).")] = None,
+    language: Annotated[str | None, typer.Option(help="Language of rows that name none (e.g. am).")] = None,
+    speaker: Annotated[str | None, typer.Option(help="Speaker of rows that name none.")] = None,
+    min_duration: Annotated[float | None, typer.Option(help="Reject shorter clips (s).")] = None,
+    max_duration: Annotated[float | None, typer.Option(help="Reject longer clips (s).")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share of each speaker's clips held out.")] = None,
     val_speaker: Annotated[list[str] | None, typer.Option(
-        "--val-speaker", help="Hold this speaker out entirely, for validation on an unseen voice (repeatable).")]
-    = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for the train/val split.")] = None,
+        "--val-speaker", help="Hold this speaker out entirely (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the train/val split.")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Validate manifests, split train/val per speaker and write the dataset report."""
-    from indextts_core.data import ingest, stages
+    """Validate manifests, split train/val per speaker, write the dataset report (stage 'ingest')."""
+    from flows.local_inputs import store_for, use_manifests
 
     try:
         cfg = _config(config, overrides, **{
             "ingest.min_duration_s": min_duration, "ingest.max_duration_s": max_duration,
             "ingest.val_fraction": val_fraction, "run.seed": seed, "ingest.val_speakers": val_speaker,
         })
-        sources = [ManifestSource(path=str(m), format=format, language=language, speaker=speaker)  # type: ignore[arg-type]
-                   for m in manifest]
-        cfg.ingest.manifests = sources
-        inputs = stages.manifest_inputs(cfg, Path.cwd())
-        result = dataset.ingest(inputs, output_dir, stages.cfg.ingest, seed=cfg.run.seed, storage=cfg.storage)
+        if manifest:
+            use_manifests(cfg, manifest, store_for(cfg), format, language, speaker, raw=True)
+        result = _run_stage(cfg, "ingest")
+        _copy_result(cfg, result, output_dir)
     except (InputError, ValueError) as e:
         raise _fail(e) from None
-    print_ingest(result)
-    print_outputs("Outputs", {"manifest": result.manifest, "train": result.train, "val": result.val,
-                              "rejects": result.rejects, "report": result.report_md, "histogram": result.histogram})
+    print_ingest_report(result["data"]["report"])
+    if result["metrics"].get("rejected"):
+        console.print(f"rejected rows and reasons: {output_dir / 'rejects.jsonl'}")
+    print_outputs("Outputs", {k: output_dir / v for k, v in result["outputs"].items()})
 
 
 @app.command()
 def corpus(
-    manifest: Annotated[list[Path], typer.Option("--manifest", "-m", help="Ingested manifest(s) (repeatable).")],
+    manifest: Annotated[list[Path] | None, typer.Option(
+        "--manifest", "-m", help="Ingested manifest (dataset/manifest.jsonl) or raw manifest(s) (repeatable; "
+        "default: the config's dataset).")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where <language>.txt and stats.json go.")] = Path("corpus"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
 ) -> None:
-    """Collect the text of ingested manifests into one corpus file per language, with statistics."""
-    from indextts_core.text.corpus import build_corpus
+    """Collect the dataset's text, one file per language, with statistics (stage 'corpus')."""
+    from flows.local_inputs import store_for, use_manifests
 
     try:
-        from indextts_core.text.frontend import TextFrontend
-
-        result = build_corpus(manifest, output_dir, TextFrontend())
+        cfg = _config(config, overrides)
+        given = use_manifests(cfg, manifest, store_for(cfg)) if manifest else {}
+        result = _run_stage(cfg, "corpus", given)
+        _copy_result(cfg, result, output_dir)
     except (InputError, ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
     table = Table(title="Corpus")
     for col in ("language", "lines", "characters", "unique chars", "file"):
         table.add_column(col)
-    for lang, s in result.stats.items():
-        table.add_row(lang, str(s["lines"]), str(s["characters"]), str(s["unique_characters"]), s["file"])
+    for lang, s in result["data"]["stats"].items():
+        table.add_row(lang, str(s["lines"]), str(s["characters"]), str(s["unique_characters"]),
+                      str(output_dir / s["file"]))
     console.print(table)
 
 
 @app.command("extend-bpe")
 def extend_bpe(
-    base_model: Annotated[Path, typer.Option(help="The base SentencePiece model (the checkpoint's bpe.model).")],
-    manifests: Annotated[list[Path], typer.Option(
-        "--manifests", help="JSONL manifest(s) whose 'text' is mined (repeat the flag for several).")],
-    output_model: Annotated[Path, typer.Option(help="Where to write the extended model; a .json sidecar (base hash, "
-                                               "front-end fingerprint) goes next to it.")],
-    target_size: Annotated[int, typer.Option(help="Total vocabulary after extension, base included (e.g. 24000 = "
-                                             "12000 base + 12000 new); the model gets target+1 text rows.")] = 24000,
+    base_model: Annotated[Path | None, typer.Option(
+        help="Base SentencePiece model (default: the checkpoint's bpe.model).")] = None,
+    manifests: Annotated[list[Path] | None, typer.Option(
+        "--manifests", help="Manifest(s) whose text is mined: dataset/manifest.jsonl or raw ones (repeatable; "
+        "default: the config's dataset).")] = None,
+    output_model: Annotated[Path, typer.Option(
+        help="Extended model to write; its .json sidecar and reports go next to it.")]
+    = Path("tokenizers/extended_bpe.model"),
+    target_size: Annotated[int | None, typer.Option(
+        help="Total vocabulary after extension, base included (e.g. 24000).")] = None,
     language: Annotated[list[str] | None, typer.Option(
-        "--language", help="Language(s) of the rows to mine (default: the run's language, 'am').")] = None,
-    max_base_drift: Annotated[float, typer.Option(help="Largest allowed share of base-language probe sentences whose "
-                                                  "segmentation changes (0 = none may change).")] = 0.0,
-    min_char_count: Annotated[int, typer.Option(help="Characters seen at least this often get a piece, so they "
-                                                "never become <unk>.")] = 1,
-    min_piece_count: Annotated[int, typer.Option(help="Longer pieces must be used at least this often in the "
-                                                 "corpus; the stage stops early rather than add unused ones.")] = 2,
-    probe_text: Annotated[Path | None, typer.Option(help="Base-language sentences for the drift check (default: "
-                                                    "the bundled English/Chinese probe).")] = None,
-    report_dir: Annotated[Path | None, typer.Option(help="Where report.json/.md/.png go (default: next to the "
-                                                    "output model).")] = None,
+        "--language", help="Language(s) to mine (default: the run's language).")] = None,
+    max_base_drift: Annotated[float | None, typer.Option(
+        help="Largest share of base probe sentences whose segmentation may change.")] = None,
+    min_char_count: Annotated[int | None, typer.Option(
+        help="Characters seen this often get a piece (never <unk>).")] = None,
+    min_piece_count: Annotated[int | None, typer.Option(
+        help="Longer pieces must be used this often in the corpus.")] = None,
+    probe_text: Annotated[Path | None, typer.Option(
+        help="Base-language sentences for the drift check.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        help="Where report.json/.md/.png go (default: next to the model).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Extend the base tokenizer with the new language's pieces; base ids 0..N-1 stay byte-identical.
+    """Extend the base tokenizer with the new language's pieces; base ids stay byte-identical.
 
     Why extend? Every base token keeps its id (and its trained embedding), so English and Chinese
     keep working while the new language gets characters first, then useful longer pieces.  Text is
-    mined after the model's own front-end (normalisation, upper-casing, CJK splitting), so every
-    added piece can actually occur at training and inference time.
+    mined after the model's own front-end, through the corpus stage, as in the flow.
     """
-    from indextts_core import stages
-    from indextts_core.io_manifest import read_manifest_texts
+    from flows.local_inputs import publish_files, store_for, use_manifests
 
     try:
         cfg = _config(config, overrides, **{
@@ -302,83 +319,88 @@ def extend_bpe(
             "extend_bpe.probe_text": str(probe_text) if probe_text else None,
             "extend_bpe.languages": language, "extend_bpe.output_name": output_model.name,
         })
-        from indextts_core.text.frontend import TextFrontend
-
-        fe = TextFrontend()
-        languages = stages.extend_languages(cfg)
-        texts = read_manifest_texts(manifests, languages)
-        corpus = {lang: [fe(t, lang) for t in lines] for lang, lines in texts.items()}
-        out_dir = report_dir or output_model.parent
-        result = stages.run_extend_bpe(cfg, base_model, corpus, output_model.parent, fe, report_dir=out_dir)
+        store = store_for(cfg)
+        given = use_manifests(cfg, manifests, store) if manifests else {}
+        if base_model is not None:  # the base tokenizer alone stands for the checkpoint here
+            cfg.extend_bpe.base_model = str(base_model.resolve())
+            given["checkpoint"] = publish_files(store, {base_model.name: base_model}, "asset:checkpoint")
+        result = _run_stage(cfg, "extend-bpe", given)
+        _copy_result(cfg, result, output_model.parent, [output_model.name, output_model.with_suffix(".json").name])
+        reports = report_dir or output_model.parent
+        _copy_result(cfg, result, reports, ["report.json", "report.md", "report.png"])
     except (InputError, ValueError) as e:
         raise _fail(e) from None
-    console.print(f"[bold]{result.base_size} -> {result.vocab_size} pieces[/] (+{result.chars_added} characters, "
-                  f"+{result.pieces_added} pieces); base ids 0..{result.base_size - 1} unchanged")
-    console.print(f"model rows: number_text_tokens={result.vocab_size} -> {result.model_rows} rows in "
+    m = result["metrics"]
+    console.print(f"[bold]{m['base_size']} -> {m['vocab_size']} pieces[/] (+{m['chars_added']} characters, "
+                  f"+{m['pieces_added']} pieces); base ids 0..{m['base_size'] - 1} unchanged")
+    console.print(f"model rows: number_text_tokens={m['vocab_size']} -> {m['model_rows']} rows in "
                   "text_embedding/text_head")
-    console.print(f"base-language drift: {result.base_drift:.2%}; added pieces used on held-out text: "
-                  f"{result.heldout_piece_usage:.1%}")
-    for lang, st in result.languages.items():
-        console.print(f"{lang}: unknown characters {st.unk_char_rate_before:.1%} -> {st.unk_char_rate_after:.1%}, "
-                      f"tokens/char {st.tokens_per_char_before:.3f} -> {st.tokens_per_char_after:.3f}")
-    if result.note:
-        console.print(f"[yellow]note:[/] {result.note}")
-    print_outputs("Outputs", {"tokenizer": result.model_path, "sidecar": result.sidecar_path,
-                              "report": f"{out_dir / 'report.md'}  {out_dir / 'report.png'}"})
+    console.print(f"base-language drift: {m['base_drift']:.2%}; added pieces used on held-out text: "
+                  f"{m['heldout_piece_usage']:.1%}")
+    for lang in sorted({k.split(".")[0] for k in m if k.endswith(".unk_char_rate_before")}):
+        console.print(f"{lang}: unknown characters {m[lang + '.unk_char_rate_before']:.1%} -> "
+                      f"{m[lang + '.unk_char_rate_after']:.1%}, tokens/char {m[lang + '.tokens_per_char_before']:.3f}"
+                      f" -> {m[lang + '.tokens_per_char_after']:.3f}")
+    if result["data"].get("note"):
+        console.print(f"[yellow]note:[/] {result['data']['note']}")
+    print_outputs("Outputs", {"tokenizer": output_model, "sidecar": output_model.with_suffix(".json"),
+                              "report": f"{reports / 'report.md'}  {reports / 'report.png'}"})
 
 
 @app.command()
 def preprocess(
-    manifest: Annotated[Path, typer.Option(help="Ingested manifest (dataset/manifest.jsonl; its train/val split is "
-                                           "kept) or any manifest in the platform's schema.")],
-    output_dir: Annotated[Path, typer.Option(help="Where train_manifest.jsonl, val_manifest.jsonl, the text ids, "
-                                             "rejects, report and (under features/) the feature shards go.")],
-    tokenizer: Annotated[Path, typer.Option(help="The (extended) tokenizer the text ids are for.")],
-    language: Annotated[str | None, typer.Option(help="Language of rows that do not name one (e.g. am).")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Base checkpoint folder (config.yaml, gpt.pth, "
-                                             "wav2vec2bert_stats.pt, hf_cache/...).")] = Path("checkpoints"),
-    w2v_bert: Annotated[Path | None, typer.Option(help="Wav2Vec2-BERT folder (default: <checkpoint>/hf_cache/"
-                                                  "w2v-bert-2.0).")] = None,
-    codec: Annotated[Path | None, typer.Option(help="Semantic codec safetensors (default: <checkpoint>/hf_cache/"
-                                               "semantic_codec_model.safetensors).")] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        help="Ingested manifest (dataset/manifest.jsonl; its split is kept) or a raw one (default: the "
+        "config's dataset).")] = None,
+    output_dir: Annotated[Path, typer.Option(
+        help="Where the index goes (train/val manifests, text ids, rejects, report).")] = Path("processed_data"),
+    tokenizer: Annotated[Path | None, typer.Option(
+        help="The (extended) tokenizer (default: the extend-bpe stage's).")] = None,
+    language: Annotated[str | None, typer.Option(help="Language of rows that name none (e.g. am).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="Base checkpoint folder (default: the config's download.checkpoint).")] = None,
+    w2v_bert: Annotated[Path | None, typer.Option(
+        help="Wav2Vec2-BERT folder (default: <checkpoint>/hf_cache/w2v-bert-2.0).")] = None,
+    codec: Annotated[Path | None, typer.Option(
+        help="Semantic codec safetensors (default: <checkpoint>/hf_cache/...).")] = None,
     batch_size: Annotated[str | None, typer.Option(help="Most clips per batch, or 'auto'.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    workers: Annotated[str | None, typer.Option(help="Audio decoding threads, or 'auto' (CPU count).")] = None,
+    workers: Annotated[str | None, typer.Option(help="Audio decoding threads, or 'auto'.")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Text ids, semantic codes, speaker latents and emotion vectors for every clip.
 
-    Batches are sorted by length and each clip's outputs are trimmed to its own length (a clip gets
-    the same numbers alone or in a batch).  The batch size comes from a GPU memory probe on the
-    longest clips; on out-of-memory the batch is halved down to one clip, and a clip that does not
-    fit alone is rejected with the reason.  Re-running processes only clips whose audio or models
-    changed; an interrupted run resumes at the first unfinished unit.  Every clip ends up in an
-    index or in rejects.jsonl.
+    The same stage as the flow's: features live in the artifact store, keyed by audio and models,
+    so only clips never seen with these models are processed; an interrupted run resumes at the
+    first unfinished unit.  Batches are sorted by length, sized by a GPU memory probe, halved on
+    out-of-memory; every clip ends up in the index or in rejects.jsonl.
     """
-    from indextts_core import stages
-    from indextts_core.text.frontend import TextFrontend
-    from indextts_core.model.bundle import open_bundle
-    from indextts_core.preprocess import preprocess as run_preprocess
+    from flows.local_inputs import store_for, tokenizer_artifact, use_checkpoint, use_manifests
 
     try:
         cfg = _config(config, overrides, **{"preprocess.batch_size": _auto(batch_size),
                                              "preprocess.device": device, "preprocess.workers": _auto(workers),
                                              "language": language})
-        bundle = open_bundle(checkpoint, w2v_bert, codec)
-        clips = stages.clips_for_manifest(cfg, manifest, language)
-        result = run_preprocess(clips, bundle, tokenizer, TextFrontend(), output_dir,
-                                opts=stages.preprocess_options(cfg), storage=cfg.storage)
+        store = store_for(cfg)
+        if checkpoint is not None or w2v_bert is not None or codec is not None:
+            use_checkpoint(cfg, checkpoint or cfg.download.checkpoint.source, w2v_bert, codec)  # type: ignore[union-attr]
+        given = use_manifests(cfg, [manifest], store, language=language) if manifest else {}
+        if tokenizer is not None:
+            cfg.extend_bpe.output_name = tokenizer.name
+            given["extend-bpe"] = tokenizer_artifact(store, tokenizer)
+        result = _run_stage(cfg, "preprocess", given)
+        _copy_result(cfg, result, output_dir)
     except (InputError, ValueError) as e:
         raise _fail(e) from None
-    report = json.loads(result.report_json.read_text(encoding="utf-8"))
-    console.print(f"clips: {result.clips}; indexed: {result.indexed} (train {report['train']}, val {report['val']}); "
-                  f"rejected: {result.rejected}" + (f" ({', '.join(f'{k}: {v}' for k, v in result.rejected_by_reason.items())})"
-                                                     if result.rejected else ""))
-    console.print(f"audio processed now: {result.processed_now}; features reused: {result.reused}; "
-                  f"{report['clips_per_second']} clips/s, {report['audio_seconds_per_second']} audio s/s")
-    print_outputs("Outputs", {"train": result.train_manifest, "val": result.val_manifest, "rejects": result.rejects,
-                              "report": f"{result.report_md}  {result.report_png}"})
+    m = result["metrics"]
+    rejected = {k.removeprefix("rejected."): v for k, v in m.items() if k.startswith("rejected.")}
+    console.print(f"clips: {m['clips']}; indexed: {m['indexed']} (train {m['train']}, val {m['val']}); "
+                  f"rejected: {m['rejected']}" + (f" ({', '.join(f'{k}: {v}' for k, v in rejected.items())})"
+                                                   if m["rejected"] else ""))
+    console.print(f"audio processed now: {m.get('audio_processed_now', 0)}; features reused: "
+                  f"{m.get('features_reused', 0)}")
+    print_outputs("Outputs", {k: output_dir / v for k, v in result["outputs"].items()})
 
 
 def _auto(value: str | None) -> int | str | None:
@@ -390,104 +412,98 @@ def _auto(value: str | None) -> int | str | None:
         raise typer.BadParameter(f"expected a number or 'auto', got {value!r}") from None
 
 
-@app.command("build-pairs")
-def build_pairs_cmd(
-    manifest: Annotated[Path, typer.Option(help="Preprocessed index whose clips are the targets "
-                                           "(processed_data/train_manifest.jsonl).")],
-    output: Annotated[Path, typer.Option(help="Pair file to write (processed_data/GPT_pairs_train.jsonl); a .json "
-                                         "and a .md report go next to it.")],
-    pairs_per_target: Annotated[int | None, typer.Option(help="Prompts per target, each another clip of the same "
-                                                         "speaker.")] = None,
-    emotion_source: Annotated[str | None, typer.Option(help="Emotion vector from the prompt, the target, or mix.")]
-    = None,
-    allow_self_prompt: Annotated[bool, typer.Option(help="Let speakers with a single clip prompt themselves "
-                                                    "(otherwise they are reported and skipped).")] = False,
-    prompt_manifest: Annotated[list[Path] | None, typer.Option(
-        help="Other indexes to draw prompts from (default: train_manifest.jsonl and val_manifest.jsonl next to "
-             "--manifest).")] = None,
+def pairs(
+    manifest: Annotated[Path | None, typer.Option(
+        help="An index manifest (processed_data/train_manifest.jsonl; default: the preprocess stage's).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Pair file to write (processed_data/GPT_pairs_train.jsonl); the other split's pairs, the index and "
+        "the reports go next to it.")] = None,
+    pairs_per_target: Annotated[int | None, typer.Option(help="Prompts per target (same speaker).")] = None,
+    emotion_source: Annotated[str | None, typer.Option(help="Emotion from the prompt, target or mix.")] = None,
+    allow_self_prompt: Annotated[bool, typer.Option(help="Let single-clip speakers prompt themselves.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of the prompt draw.")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Prompt/target pairs: every target is conditioned on other clips of its speaker, never on itself.
+    """Prompt/target pairs for train and validation: each target is prompted by other clips of its speaker.
 
     GPT training needs them: a model trained on clips prompted by themselves learns to copy the
-    prompt.  The same policy draws fresh prompts every epoch when training with --fresh-prompts.
+    prompt.  Both pair files are written in one go (GPT_pairs_train.jsonl, GPT_pairs_val.jsonl).
     """
-    from indextts_core import stages
-    from indextts_core.preprocess.pairs import build_pairs
+    from flows.local_inputs import index_artifact, store_for
 
     try:
         cfg = _config(config, overrides, **{
             "pairs.pairs_per_target": pairs_per_target, "pairs.emotion_source": emotion_source,
             "pairs.allow_self_prompt": allow_self_prompt or None, "run.seed": seed})
-        pool = prompt_manifest if prompt_manifest is not None else [
-            p for p in (manifest.parent / "train_manifest.jsonl", manifest.parent / "val_manifest.jsonl") if p.is_file()]
-        result = build_pairs(manifest, output, stages.pairing_policy(cfg), pool)
+        given = {"preprocess": index_artifact(store_for(cfg), manifest)} if manifest else {}
+        result = _run_stage(cfg, "pairs", given)
+        dest = output.parent if output else (manifest.parent if manifest else Path("processed_data"))
+        _copy_result(cfg, result, dest)
+        split = "val" if manifest is not None and manifest.name.startswith("val") else "train"
+        written = dest / f"GPT_pairs_{split}.jsonl"
+        if output is not None and output.resolve() != written.resolve():
+            shutil.copyfile(written, output)
+            written = output
     except (InputError, ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
-    st = result.stats
-    console.print(f"targets: {st.targets}; pairs: {st.pairs}; speakers: {len(st.per_speaker)}; "
-                  f"skipped single-clip speakers: {len(st.skipped_speakers)}")
-    for warning in st.warnings:
+    m = result["metrics"]
+    console.print(f"pairs: {m[f'{split}_pairs']} ({split}); train pairs: {m['train_pairs']}, val pairs: "
+                  f"{m['val_pairs']}; speakers: {m['train_speakers']}; skipped single-clip speakers: "
+                  f"{m['skipped_speakers']}")
+    for warning in result["data"].get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
-    print_outputs("Outputs", {"pairs": result.path, "report": f"{result.report_md}  {result.report_json}"})
+    print_outputs("Outputs", {"pairs": written, "train pairs": dest / "GPT_pairs_train.jsonl",
+                              "val pairs": dest / "GPT_pairs_val.jsonl"})
+
+
+app.command("pairs")(pairs)
+app.command("build-pairs", help="The seed's name for 'pairs' (same command).")(pairs)
 
 
 @app.command()
 def train(
-    train_manifest: Annotated[Path, typer.Option(help="Training pairs (processed_data/GPT_pairs_train.jsonl), or a "
-                                                 "preprocessed index manifest (then prompts are drawn every epoch).")],
-    tokenizer: Annotated[Path, typer.Option(help="The extended tokenizer the index was made with; the model is "
-                                            "resized to its vocabulary.")],
-    val_manifest: Annotated[Path | None, typer.Option(help="Validation pairs (processed_data/GPT_pairs_val.jsonl); "
-                                                      "without it nothing is validated and the last checkpoint is "
-                                                      "exported.")] = None,
-    checkpoint: Annotated[Path, typer.Option(help="Base checkpoint folder (config.yaml, gpt.pth, bpe.model, ...), the "
-                                             "one preprocess used.")] = Path("checkpoints"),
-    output_dir: Annotated[Path, typer.Option(help="Checkpoints, TensorBoard logs (tensorboard --logdir <this>), "
-                                             "metrics.jsonl and export/.")] = Path("trained_ckpts"),
+    train_manifest: Annotated[Path | None, typer.Option(
+        help="Training pairs (processed_data/GPT_pairs_train.jsonl; default: the pairs stage's).")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(
+        help="The extended tokenizer the index was made with (default: the extend-bpe stage's).")] = None,
+    val_manifest: Annotated[Path | None, typer.Option(
+        help="Validation pairs (processed_data/GPT_pairs_val.jsonl).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="Base checkpoint folder, the one preprocess used (default: the config's).")] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        help="Checkpoints, TensorBoard logs, metrics.jsonl and export/ (default: "
+        "run.output_dir/trained_ckpts/<key>).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training pairs.")] = None,
-    resume: Annotated[str | None, typer.Option(help="'auto' (latest.pth in --output-dir, if any) or a checkpoint "
-                                               "file, e.g. trained_ckpts/model_step5000.pth.")] = None,
-    warm_start: Annotated[bool, typer.Option(help="With --resume <file>: take only its weights (another run's, or a "
-                                             "gpt.pth) and start a new run.")] = False,
-    val_interval: Annotated[int | None, typer.Option(help="Validate and save a checkpoint every N optimizer steps "
-                                                     "(and at each epoch end).")] = None,
-    keep_checkpoints: Annotated[int | None, typer.Option(help="model_step{N}.pth files kept (best.pth is never "
-                                                         "deleted).")] = None,
-    batch_tokens: Annotated[int | None, typer.Option(help="Effective batch in padded tokens per optimizer step, all "
-                                                     "GPUs together.")] = None,
-    micro_batch_tokens: Annotated[str | None, typer.Option(help="Tokens per forward pass on one device, or 'auto' (a "
-                                                           "memory probe on the longest sample).")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="'auto' (latest.pth in the output folder) or a checkpoint file.")] = None,
+    warm_start: Annotated[bool, typer.Option(
+        help="With --resume <file>: take only its weights, start a new run.")] = False,
+    val_interval: Annotated[int | None, typer.Option(help="Validate and save every N steps.")] = None,
+    keep_checkpoints: Annotated[int | None, typer.Option(help="model_step{N}.pth files kept.")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per optimizer step.")] = None,
+    micro_batch_tokens: Annotated[str | None, typer.Option(help="Tokens per forward pass, or 'auto'.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate of the backbone.")] = None,
     amp: Annotated[str | None, typer.Option(help="auto, bf16, fp16 or off.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    fresh_prompts: Annotated[bool, typer.Option(help="Draw new same-speaker prompts every epoch instead of the pair "
-                                                "file's.")] = False,
+    fresh_prompts: Annotated[bool, typer.Option(help="New same-speaker prompts every epoch.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    features: Annotated[Path | None, typer.Option(help="Folder of the feature shards, if not where "
-                                                  "preprocess.json says.")] = None,
+    features: Annotated[Path | None, typer.Option(hidden=True, help="Feature shard folder (torchrun ranks).")]
+    = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Fine-tune the GPT on the preprocessed pairs; export the best checkpoint in the official layout.
+    """Fine-tune the GPT on the pairs; export the best checkpoint in the official layout.
 
-    Batch size, gradient accumulation, loader workers and AMP are chosen automatically: batches are
-    built to a token budget from length-sorted samples, micro-batches sized by a GPU memory probe,
-    bf16 where the GPU supports it.  An out-of-memory step is re-run with half-size micro-batches
-    (same samples).  Base-token rows are frozen for real.  --resume auto continues an interrupted
-    run on exactly the next batch; a checkpoint from different inputs is refused.  Multi-GPU:
-    torchrun --nproc-per-node N --no-python indextts-train train ... (same flags).
+    Batch size, accumulation, loader workers and AMP are chosen automatically; an out-of-memory
+    step is re-run with half-size micro-batches; base-token rows are frozen for real.  --resume
+    auto continues an interrupted run on exactly the next batch.  Multi-GPU: set
+    train.nproc_per_node (default: one process per GPU), or run each rank yourself with
+    torchrun --nproc-per-node N --no-python indextts-train train ... (then nothing is tracked).
     """
-    from indextts_core import stages
-    from indextts_core.training import TrainInputs
-    from indextts_core.training import train as run_training
+    from flows.local_inputs import pairs_artifact, store_for, tokenizer_artifact, use_checkpoint
 
-    rank = int(os.environ.get("RANK", "0"))
-    if rank:
-        logging.getLogger().setLevel(logging.WARNING)
     try:
         cfg = _config(config, overrides, **{
             "train.epochs": epochs, "train.resume": resume, "train.warm_start": warm_start or None,
@@ -495,44 +511,72 @@ def train(
             "train.batch_tokens": batch_tokens, "train.micro_batch_tokens": _auto(micro_batch_tokens),
             "train.learning_rate": learning_rate, "train.amp": amp, "train.device": device,
             "train.fresh_prompts": fresh_prompts or None, "train.gradient_checkpointing": gradient_checkpointing or None,
-            "train.max_steps": max_steps,
+            "train.max_steps": max_steps, "train.checkpoint_dir": str(output_dir) if output_dir else None,
         })
-        inputs = TrainInputs(checkpoint_dir=checkpoint, tokenizer=tokenizer, train=train_manifest, val=val_manifest,
-                             output_dir=output_dir, resume=cfg.train.resume, warm_start=cfg.train.warm_start,
-                             pairing=stages.pairing_policy(cfg), feature_dir=features)
-        result = run_training(inputs, stages.train_options(cfg))
+        if "LOCAL_RANK" in os.environ:  # one rank of a torchrun job: the core trainer, nothing else
+            return _train_rank(cfg, train_manifest, val_manifest, tokenizer, checkpoint, features)
+        store = store_for(cfg)
+        if checkpoint is not None:
+            use_checkpoint(cfg, checkpoint)
+        given = {}
+        if train_manifest is not None:
+            given["pairs"] = pairs_artifact(store, train_manifest, val_manifest)
+        if tokenizer is not None:
+            cfg.extend_bpe.output_name = tokenizer.name
+            given["extend-bpe"] = tokenizer_artifact(store, tokenizer)
+        result = _run_stage(cfg, "train", given)
     except InputError as e:
         raise _fail(e) from None
-    if rank == 0:
-        print_training(result)
+    print_training(result)
 
 
-def print_training(result: Any) -> None:
-    base, final = result.baseline, result.final
+def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: Path | None,
+                tokenizer: Path | None, checkpoint: str | None, features: Path | None) -> None:
+    """Under torchrun every rank runs the core trainer on local files (the train stage starts this)."""
+    from indextts_core.preprocess.pairs import PairingPolicy
+    from indextts_core.training import TrainInputs
+    from indextts_core.training import train as run_training
+
+    if train_manifest is None or tokenizer is None or checkpoint is None or cfg.train.checkpoint_dir is None:
+        raise InputError("under torchrun, train needs --train-manifest, --tokenizer, --checkpoint and --output-dir")
+    if int(os.environ.get("RANK", "0")):
+        logging.getLogger().setLevel(logging.WARNING)
+    inputs = TrainInputs(checkpoint_dir=Path(checkpoint), tokenizer=tokenizer, train=train_manifest,
+                         val=val_manifest, output_dir=cfg.train.checkpoint_dir, resume=cfg.train.resume,
+                         warm_start=cfg.train.warm_start, pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
+                         feature_dir=features)
+    run_training(inputs, cfg.train, seed=cfg.run.seed)
+
+
+def print_training(result: dict[str, Any]) -> None:
+    m = result["metrics"]
+    base = {k.removeprefix("baseline."): v for k, v in m.items() if k.startswith("baseline.")}
+    final = {k.removeprefix("final."): v for k, v in m.items() if k.startswith("final.")}
     if final:
-        table = Table(title=f"Validation: step 0 -> step {result.steps}")
+        table = Table(title=f"Validation: step 0 -> step {m['steps']}")
         for col in ("", "loss", "text_loss", "mel_loss", "mel_top1"):
             table.add_column(col, justify="right" if col else "left")
-        groups = sorted({k.removeprefix("val/").rpartition("/")[0] for k in final})
+        groups = sorted({k.rpartition("/")[0] for k in final})
         for g in groups:
-            prefix = f"val/{g}/" if g else "val/"
+            prefix = f"{g}/" if g else ""
             cells = []
-            for m in ("loss", "text_loss", "mel_loss", "mel_top1"):
-                a, b = base.get(prefix + m), final.get(prefix + m)
+            for name in ("loss", "text_loss", "mel_loss", "mel_top1"):
+                a, b = base.get(prefix + name), final.get(prefix + name)
                 cells.append(f"{a:.3f} -> {b:.3f}" if a is not None and b is not None else
                              (f"{b:.3f}" if b is not None else ""))
             table.add_row(g or "all", *cells)
         console.print(table)
-    t = result.throughput
-    if t:
-        console.print(f"steps: {result.steps}; {t['tokens_per_s']:.0f} tokens/s, {t['samples_per_s']:.1f} samples/s; "
-                      f"padding {t['padding_share']:.1%}; best step {result.best_step}")
-    outputs = {"checkpoints": result.output_dir, "TensorBoard": f"tensorboard --logdir {result.output_dir}",
-               "summary": result.summary_path}
-    if result.export_dir:
-        outputs["export (official layout)"] = f"{result.export_dir} (strict reload verified: {result.export_verified}; "\
-            f"base rows unchanged: {result.base_rows_unchanged})"
-    print_outputs("Outputs", outputs)
+    if "throughput.tokens_per_s" in m:
+        console.print(f"steps: {m['steps']}; {m['throughput.tokens_per_s']:.0f} tokens/s, "
+                      f"{m['throughput.samples_per_s']:.1f} samples/s; padding {m['throughput.padding_share']:.1%}; "
+                      f"best step {m['best_step']}")
+    ckpts = result["outputs"]["checkpoints"]
+    print_outputs("Outputs", {
+        "checkpoints": ckpts, "TensorBoard": f"tensorboard --logdir {ckpts}",
+        "export (official layout)": f"{ckpts}/export (strict reload verified: {bool(m.get('export_verified'))}; "
+                                    f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
+        "registered version": result["outputs"].get("registered_version") or "-",
+    })
 
 
 @app.command()

@@ -7,6 +7,7 @@ local cluster of ``dask_workers`` processes), each worker loading the models onc
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, unmapped
@@ -15,7 +16,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from indextts_core.config import PipelineConfig
 from tasks.artifacts import ArtifactRef
 from tasks.context import RunContext
-from tasks.preprocess import PreprocessPlan, preprocess_unit_task
+from flows.runtime import PipelineRun
+from indextts_core.text.frontend import TextFrontend
+from tasks.artifacts import StageResult
+from tasks.preprocess import PreprocessPlan, preprocess_plan_task, preprocess_task, preprocess_unit_task
+
+#: The fingerprint of the text front-end every stage shares (part of the text stages' cache keys).
+FRONTEND = TextFrontend().fingerprint()["sha256"]
 
 
 def task_runner(cfg: PipelineConfig) -> Any:
@@ -46,3 +53,13 @@ def run_units(cfg: PipelineConfig, plan: PreprocessPlan, checkpoint: ArtifactRef
     if not plan.units:
         return []
     return preprocess_units.with_options(task_runner=task_runner(cfg))(cfg, plan, checkpoint, w2v, codec, ctx)
+
+
+def preprocess_stage(run: PipelineRun, dataset: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
+                     w2v: ArtifactRef | None, codec: ArtifactRef | None) -> StageResult:
+    """The whole preprocess stage: plan, the work units (new audio only, in parallel), the index."""
+    models = (checkpoint, w2v, codec)
+    started = time.monotonic()
+    plan = run.call(preprocess_plan_task, dataset, tokenizer, *models)
+    units = run_units(run.cfg, plan, *models, run.ctx)  # the expensive part
+    return run.stage(preprocess_task, dataset, tokenizer, *models, FRONTEND, plan, units, since=started)

@@ -9,7 +9,6 @@ and ``summary.json`` in the run folder, and the same on the MLflow parent run.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ class StageRow(BaseModel):
 
 
 class RunSummary(BaseModel):
+    flow: str = "finetune"
     run_name: str
     flow_run_id: str | None
     status: str
@@ -55,7 +55,7 @@ class RunSummary(BaseModel):
 
     def markdown(self) -> str:
         lines = [
-            f"# finetune `{self.run_name}`: {self.status}",
+            f"# {self.flow} `{self.run_name}`: {self.status}",
             "",
             "| stage | status | time (s) | output | numbers | MLflow run |",
             "|---|---|---:|---|---|---|",
@@ -88,8 +88,9 @@ def _numbers(result: Any) -> str:
 class PipelineRun:
     """One run of the pipeline inside a Prefect flow (use as a context manager)."""
 
-    def __init__(self, cfg: PipelineConfig):
+    def __init__(self, cfg: PipelineConfig, flow_name: str = "finetune"):
         self.cfg = cfg
+        self.flow_name = flow_name
         self.store: ArtifactStore = open_store(cfg.storage.uri, cfg.storage)
         self.logger = get_run_logger()
         self.rows: list[StageRow] = []
@@ -98,7 +99,7 @@ class PipelineRun:
         self._storage_block = result_storage(cfg.storage)
         tags = {"prefect.flow_run_id": self.flow_run_id or "", "prefect.flow_run_name": flow_run.name or "",
                 "prefect.deployment": deployment.name or ""}
-        self.tracking = start_parent_run(cfg, f"{cfg.run.name}-{flow_run.name or 'local'}", tags)
+        self.tracking = start_parent_run(cfg, f"{cfg.run.name}-{flow_name}-{flow_run.name or 'local'}", tags)
         self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
         cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -117,9 +118,10 @@ class PipelineRun:
         return task.with_options(retries=o.retries, retry_delay_seconds=o.retry_delay_s)(self.cfg, *inputs,
                                                                                           ctx=self.ctx)
 
-    def stage(self, task: Any, *inputs: Any, checkout_to: str | None = None, since: float | None = None) -> Any:
+    def stage(self, task: Any, *inputs: Any, since: float | None = None) -> Any:
         """Run one stage task; returns its result (from the cache when nothing changed).
 
+        The stage's output is (or, when cached, is checked out to) ``<run.output_dir>/<stage>``.
         ``since``: when the stage's helper tasks started (its row then times them too).
         """
         name = task.name
@@ -138,8 +140,8 @@ class PipelineRun:
             options["refresh_cache"] = True
             result = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx)
             cached = False
-        if checkout_to and isinstance(result, StageResult):
-            dest = self.cfg.run.output_dir / checkout_to
+        if isinstance(result, StageResult):
+            dest = self.cfg.run.output_dir / name
             if cached or not dest.is_dir():
                 checkout(self.store, result.artifact, dest, self.cfg.storage.cache_dir)
         self._record(name, result, cached, time.monotonic() - start)
@@ -165,7 +167,7 @@ class PipelineRun:
 
     def _summarise(self, status: str) -> RunSummary:
         summary = RunSummary(
-            run_name=self.cfg.run.name, flow_run_id=self.flow_run_id, status=status,
+            flow=self.flow_name, run_name=self.cfg.run.name, flow_run_id=self.flow_run_id, status=status,
             mlflow_parent_run_id=self.tracking.parent_run_id,
             mlflow_link=run_link(self.tracking.tracking_uri, self.tracking.experiment_id, self.tracking.parent_run_id),
             store=self.store.uri, output_dir=str(self.cfg.run.output_dir.resolve()), stages=self.rows,
@@ -173,15 +175,17 @@ class PipelineRun:
         )
         md = summary.markdown()
         out = self.cfg.run.output_dir
-        with atomic_write(out / "summary.md") as f:
+        stem = "summary" if self.flow_name == "finetune" else f"summary-{self.flow_name}"
+        with atomic_write(out / f"{stem}.md") as f:
             f.write(md)
-        write_json(out / "summary.json", summary.model_dump(mode="json"))
+        write_json(out / f"{stem}.json", summary.model_dump(mode="json"))
         try:
-            create_markdown_artifact(key="finetune-summary", markdown=md, description=f"run {self.cfg.run.name}")
-            create_table_artifact(key="finetune-stages", table=[r.model_dump(mode="json") for r in self.rows],
+            create_markdown_artifact(key=f"{self.flow_name}-summary", markdown=md,
+                                     description=f"run {self.cfg.run.name}")
+            create_table_artifact(key=f"{self.flow_name}-stages", table=[r.model_dump(mode="json") for r in self.rows],
                                   description="stages of the run: ran or cached")
-            log_parent_artifact(self.tracking, out / "summary.md")
-            log_parent_artifact(self.tracking, out / "summary.json")
+            log_parent_artifact(self.tracking, out / f"{stem}.md")
+            log_parent_artifact(self.tracking, out / f"{stem}.json")
         except Exception:  # noqa: BLE001 - the summary must not hide the run's own outcome
             logging.getLogger(__name__).exception("could not publish the run summary")
         return summary
@@ -189,5 +193,6 @@ class PipelineRun:
     def finish(self) -> RunSummary:
         summary = self._summarise("completed")
         end_run(self.tracking, status="FINISHED")
-        self.logger.info("summary written to %s", Path(summary.output_dir) / "summary.md")
+        stem = "summary" if self.flow_name == "finetune" else f"summary-{self.flow_name}"
+        self.logger.info("summary written to %s", Path(summary.output_dir) / f"{stem}.md")
         return summary

@@ -8,7 +8,7 @@ runs from.
 
 Errors name the field and where the bad value came from::
 
-    ConfigError: run.yaml: dataset.min_duration_s: Input should be a valid number (got 'short')
+    ConfigError: run.yaml: ingest.min_duration_s: Input should be a valid number (got 'short')
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -41,11 +41,25 @@ _LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 
 
 class _Section(BaseModel):
+    """One section of the run configuration; it is also the options object its stage's code takes.
+
+    ``NOT_IN_KEY`` names the fields that do not change the stage's output (devices, threads,
+    names of local folders): every other field is part of the stage's cache key, so a field added
+    to a section is in the key unless it is listed here.
+    """
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset()
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that determine the stage's output, as plain data."""
+        return {name: value for name, value in self.model_dump(mode="json").items() if name not in self.NOT_IN_KEY}
 
 
 class RunConfig(_Section):
     """Where a run writes its local outputs and how it seeds randomness."""
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"name", "output_dir"})
 
     name: str = Field("demo", description="Run name; used for the MLflow run and the summary.")
     output_dir: Path = Field(Path("runs/demo"), description="Local folder for this run's outputs.")
@@ -138,6 +152,8 @@ class ManifestSource(_Section):
 class IngestConfig(_Section):
     """Ingest: which manifests make the dataset, how rows are validated and split."""
 
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"source", "workers"})
+
     source: AssetSource = Field(
         default_factory=lambda: AssetSource(source=str(DEMO_DATASET_DIR)),
         description="Dataset root fetched by the download stage (default: the bundled demo).",
@@ -197,6 +213,11 @@ class ExtendBpeConfig(_Section):
 class PreprocessConfig(_Section):
     """Feature extraction: text ids, semantic codes, speaker latents, emotion vectors."""
 
+    #: how and where the work runs, not what it produces
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
+        "batch_size", "max_batch_seconds", "workers", "device", "runner", "parallel_units", "dask_address",
+        "dask_workers"})
+
     batch_size: int | Literal["auto"] = Field("auto", description="Most clips per batch; 'auto' = no cap.")
     max_batch_seconds: float | Literal["auto"] = Field(
         "auto", description="Padded audio seconds per batch; 'auto' probes GPU memory on the longest clips "
@@ -231,6 +252,11 @@ class TrainConfig(_Section):
     GPUs together), cut into micro-batches that fit in memory (``micro_batch_tokens``; 'auto'
     probes GPU memory on the longest sample) with gradient accumulation making up the rest.
     """
+
+    #: settings that do not change the trained weights (where, how fast, under which names)
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
+        "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
+        "registered_model"})
 
     epochs: PositiveInt = 2
     batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "
@@ -282,8 +308,11 @@ class TrainConfig(_Section):
     max_steps: PositiveInt | None = Field(None, description="Stop after this many optimizer steps (smoke runs).")
     export: bool = Field(True, description="Export the best checkpoint in the official layout at the end.")
     export_dtype: Literal["float32", "float16"] = "float32"
-    output_name: str = Field("trained_ckpts", description="Folder of checkpoints and logs (the flow puts it under "
-                             "run.output_dir).")
+    output_name: str = Field("trained_ckpts", description="Folder of checkpoints and logs under run.output_dir; "
+                             "each set of inputs and settings trains in its own <key>/ sub-folder.")
+    checkpoint_dir: Path | None = Field(None, description="Train in exactly this folder instead of "
+                                        "run.output_dir/output_name/<key> (what the train command's --output-dir "
+                                        "sets).")
     registered_model: str | None = Field(None, description="MLflow registered-model name for the export "
                                          "(default: indextts2-<language>); the flow registers every finished run.")
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -89,6 +90,7 @@ class StageResult(BaseModel):
     artifact: ArtifactRef
     metrics: dict[str, float | int] = {}
     outputs: dict[str, str] = {}  # name -> file path inside the artifact folder
+    data: dict[str, Any] = {}  # small values the next layer needs (so nobody re-reads the stage's JSON)
     mlflow_run_id: str | None = None  # the child run that produced it
     flow_run_id: str | None = None  # the flow run that produced it
     seconds: float = 0.0

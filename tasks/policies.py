@@ -8,7 +8,7 @@
   fields the stage declares, the content digests of its input artifacts, and the stage's code
   version; combined with Prefect's ``TASK_SOURCE``.  Results persist in the artifact store, so
   the cache holds across processes, flow runs and machines sharing a bucket.
-* **GPU OOM.**  The in-process halving loop is :func:`indextts_core.oom.run_with_oom_backoff`; here
+* **GPU OOM.**  The in-process halving loop is :func:`indextts_core.utils.oom.run_with_oom_backoff`; here
   are the hooks that record each backoff on the MLflow run and the Prefect log, and that start a
   Prefect retry of the task from a smaller batch.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +100,19 @@ def _stable(value: Any) -> Any:
 
 
 def config_subset(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:
-    """``{"ingest.min_duration_s": 0.5, ...}``: the named config fields as plain data."""
-    return {k: _stable(_dotted(cfg, k)) for k in keys}
+    """``{"ingest.min_duration_s": 0.5, ...}``: the named config fields as plain data.
+
+    A key naming a whole section (``"ingest"``) stands for every field of it that is in the cache
+    key (all but the section's ``NOT_IN_KEY``), so a field added to a section is keyed by default.
+    """
+    out: dict[str, Any] = {}
+    for k in keys:
+        value = _dotted(cfg, k)
+        if hasattr(value, "key_fields"):
+            out |= {f"{k}.{name}": _stable(v) for name, v in value.key_fields().items()}
+        else:
+            out[k] = _stable(value)
+    return out
 
 
 @dataclass
@@ -164,5 +175,3 @@ def attempt_batch_size(batch_size: int, min_batch: int = 1) -> int:
     attempt = task_run.run_count or 1
     return batch_for_attempt(batch_size, attempt, min_batch)
 
-
-OnBackoff = Callable[[BackoffEvent], None]

@@ -14,11 +14,9 @@ stage's MLflow run; a unit that still fails is retried by Prefect from a smaller
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +27,16 @@ from pydantic import BaseModel
 
 from indextts_core import preprocess as core
 from indextts_core.config import PipelineConfig
-from indextts_core.utils.fileio import sha256_file
-from indextts_core.text.frontend import TextFrontend
 from indextts_core.model.bundle import ModelBundle, open_bundle
-from indextts_core.stages import clips_from_manifests, preprocess_options
 from indextts_core.store.objects import ArtifactStore, open_store
+from indextts_core.text.frontend import TextFrontend
 from indextts_core.text.tokenizer import load_sentencepiece
-from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
+from indextts_core.utils.fileio import sha256_file
+from tasks.artifacts import ArtifactRef, StageResult, fetch_dir
 from tasks.context import RunContext
-from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, attempt_batch_size, config_subset, stage_cache
-from tasks.tracking import attach_stage_run, close_stage_run, open_stage_run
-
-CONFIG_KEYS = (
-    "preprocess.unit_clips", "preprocess.max_unk_share", "preprocess.silence_dbfs", "preprocess.max_clipped_share",
-    "preprocess.cond_max_seconds", "ingest.min_duration_s", "ingest.max_duration_s",
-)
+from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, attempt_batch_size
+from tasks.stage import Stage, run_params, stage_task
+from tasks.tracking import attach_stage_run, open_stage_run
 
 
 class PreprocessPlan(BaseModel):
@@ -87,7 +80,7 @@ def _clips_and_text(cfg: PipelineConfig, store: ArtifactStore, dataset: Artifact
     from indextts_core.text.extend_bpe import check_frontend
 
     ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
-    clips = clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
+    clips = core.clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
     tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
     fe = TextFrontend()
     check_frontend(tok_path, fe.fingerprint())
@@ -101,15 +94,14 @@ def preprocess_plan_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: A
                          w2v: ArtifactRef | None, codec: ArtifactRef | None, ctx: RunContext) -> PreprocessPlan:
     store = open_store(cfg.storage.uri, cfg.storage)
     bundle = _bundle(cfg, store, checkpoint, w2v, codec)
-    opts = preprocess_options(cfg)
     clips, _tok, texts, rejects = _clips_and_text(cfg, store, dataset, tokenizer, bundle)
-    fset = core.featureset_id(_models_digest(checkpoint, w2v, codec), opts, bundle.hidden_layer)
+    fset = core.featureset_id(_models_digest(checkpoint, w2v, codec), cfg.preprocess, bundle.hidden_layer)
     keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
-    plan = core.make_plan(Path(), fset, texts, rejects, keys, _records(store, fset), opts.unit_clips, {})
+    plan = core.make_plan(Path(), fset, texts, rejects, keys, _records(store, fset), cfg.preprocess.unit_clips, {})
     run_id = None
     if plan.units and ctx.tracking is not None:  # one MLflow run for the work, closed by the assemble task
         run = open_stage_run(ctx.tracking, "preprocess")
-        run.log_params(config_subset(cfg, CONFIG_KEYS) | {"featureset": fset, "units": len(plan.units)})
+        run.log_params(run_params(cfg, "preprocess") | {"featureset": fset, "units": len(plan.units)})
         run_id = run.run_id
     get_run_logger().info("preprocess: %d clips, %d units of new audio (feature set %s)", len(clips), len(plan.units),
                           fset)
@@ -123,19 +115,21 @@ _MODELS_LOCK = threading.Lock()
 
 def _extractor(bundle: ModelBundle, cfg: PipelineConfig, sample: list[tuple[str, str]]) -> tuple[core.FeatureExtractor, float]:
     """Models loaded once per worker process and device, with the probed batch budget."""
-    opts = preprocess_options(cfg)
-    device = opts.resolved_device()
+    p = cfg.preprocess
+    device = core.resolved_device(p)
     key = (str(bundle.checkpoint_dir), str(device))
     with _MODELS_LOCK:
         if key not in _MODELS:
             torch.set_grad_enabled(False)
-            extractor = core.FeatureExtractor(bundle, device, opts.cond_max_seconds)
-            if opts.max_batch_seconds:
-                seconds = opts.max_batch_seconds
+            extractor = core.FeatureExtractor(bundle, device, p.cond_max_seconds)
+            if core.batch_seconds_setting(p):
+                seconds = core.batch_seconds_setting(p)
             elif device.type != "cuda":
                 seconds = core.CPU_BATCH_SECONDS
             else:
-                waves = [w for w in (core._decode(uri, opts, cfg.storage)[0] for _, uri in sample[:32]) if w is not None]
+                limits = {"min_duration_s": cfg.ingest.min_duration_s, "max_duration_s": cfg.ingest.max_duration_s}
+                decoded = (core.decode_clip_audio(uri, p, cfg.storage, **limits)[0] for _, uri in sample[:32])
+                waves = [w for w in decoded if w is not None]
                 seconds = core.probe_batch_seconds(extractor, waves, device)
             _MODELS[key] = (extractor, seconds)
         return _MODELS[key]
@@ -152,11 +146,9 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
         return {"unit": name, "skipped": True}
     bundle = _bundle(cfg, store, checkpoint, w2v, codec)
     extractor, seconds = _extractor(bundle, cfg, unit)
-    opts = preprocess_options(cfg)
-    if opts.batch_size:  # a Prefect retry after an out-of-memory at the floor starts from a smaller batch
-        from dataclasses import replace
-
-        opts = replace(opts, batch_size=attempt_batch_size(opts.batch_size))
+    opts = cfg.preprocess
+    if core.batch_clips(opts):  # a Prefect retry after an out-of-memory at the floor starts from a smaller batch
+        opts = opts.model_copy(update={"batch_size": attempt_batch_size(core.batch_clips(opts))})
     else:
         seconds = attempt_batch_size(max(int(seconds), 1))
     run = attach_stage_run(ctx.tracking, stage_run_id, "preprocess") if ctx.tracking and stage_run_id else None
@@ -164,7 +156,8 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
     with tempfile.TemporaryDirectory(prefix="indextts-unit-") as tmp:
         work = Path(tmp)
         result = core.process_unit(unit, extractor, work, opts, bundle.gpt_config.max_mel_tokens, seconds,
-                                   cfg.storage, recorder)
+                                   cfg.storage, recorder, min_duration_s=cfg.ingest.min_duration_s,
+                                   max_duration_s=cfg.ingest.max_duration_s)
         for shard in work.glob("*.safetensors"):
             store.put_file(shard, f"{prefix}/{shard.name}")
         store.put_file(work / f"{name}.json", f"{prefix}/{name}.json")  # last: the unit is now complete
@@ -173,54 +166,33 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-@task(name="preprocess", cache_policy=stage_cache("preprocess", core.STAGE_VERSION, CONFIG_KEYS,
-                                                  ignore=("cfg", "ctx", "plan", "units")), **STAGE_TASK_OPTIONS)
+@stage_task("preprocess", core.STAGE_VERSION, ignore=("cfg", "ctx", "plan", "units"))
 def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
                     w2v: ArtifactRef | None, codec: ArtifactRef | None, frontend: str, plan: PreprocessPlan,
                     units: list[dict[str, Any]], ctx: RunContext) -> StageResult:
     """Assemble the index from the unit records (the cached stage; ``plan``/``units`` are not in the key)."""
-    start = time.monotonic()
-    store = open_store(cfg.storage.uri, cfg.storage)
-    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
-    clips, tok_path, texts, rejects = _clips_and_text(cfg, store, dataset, tokenizer, bundle)
-    keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
-    records = _records(store, plan.featureset)
-    limits = {"max_text_tokens": bundle.gpt_config.max_text_tokens, "max_mel_tokens": bundle.gpt_config.max_mel_tokens}
-    p = core.make_plan(Path(), plan.featureset, texts, rejects, keys, records, 10**9, limits)
-    out = cfg.run.output_dir / "processed"
-    shutil.rmtree(out, ignore_errors=True)
-    done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
-            for u in units if not u.get("skipped")]
-    run = attach_stage_run(ctx.tracking, plan.stage_run_id, "preprocess") if ctx.tracking and plan.stage_run_id \
-        else (open_stage_run(ctx.tracking, "preprocess") if ctx.tracking else None)
-    status = "FAILED"
-    try:
-        result = core.assemble(clips, p, records, out, tok_path, TextFrontend().fingerprint(), done,
-                               f"store:{_feature_prefix(plan.featureset)}", start,
+    inputs = {"dataset": dataset, "tokenizer": tokenizer, "checkpoint": checkpoint, "w2v_bert": w2v, "codec": codec}
+    with Stage("preprocess", cfg, ctx, inputs, run_id=plan.stage_run_id, tags={"featureset": plan.featureset}) as s:
+        bundle = _bundle(cfg, s.store, checkpoint, w2v, codec)
+        clips, tok_path, texts, rejects = _clips_and_text(cfg, s.store, dataset, tokenizer, bundle)
+        keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
+        records = _records(s.store, plan.featureset)
+        limits = {"max_text_tokens": bundle.gpt_config.max_text_tokens,
+                  "max_mel_tokens": bundle.gpt_config.max_mel_tokens}
+        p = core.make_plan(Path(), plan.featureset, texts, rejects, keys, records, 10**9, limits)
+        done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
+                for u in units if not u.get("skipped")]
+        result = core.assemble(clips, p, records, s.out, tok_path, TextFrontend().fingerprint(), done,
+                               f"store:{_feature_prefix(plan.featureset)}", s.started,
                                base_gpt_sha256=sha256_file(bundle.gpt_path))
-        ref = publish_dir(store, out, "preprocess")
-        report = result.report_json.read_text(encoding="utf-8")
-        import json
-
-        numbers = json.loads(report)
+        numbers = result.report
         metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",
                                            "features_reused", "oom_backoffs") if numbers.get(k) is not None}
         metrics |= {k: numbers[k] for k in ("clips_per_second", "audio_seconds_per_second") if numbers.get(k)}
         metrics |= {f"rejected.{k}": v for k, v in result.rejected_by_reason.items()}
         metrics["units_run"] = len(done)
         metrics["unit_workers"] = len({u["worker"] for u in units if not u.get("skipped")})
-        if run is not None:
-            run.log_metrics(metrics)
-            for path in (result.report_json, result.report_md, result.report_png, result.rejects):
-                run.log_artifact(path, "reports")
-            run.log_input("dataset", dataset.uri, dataset.digest, context="source")
-            run.set_tags({"output.uri": ref.uri, "output.digest": ref.digest, "featureset": plan.featureset})
-        status = "FINISHED"
-    finally:
-        if run is not None:
-            close_stage_run(run, status)
-    return StageResult(stage="preprocess", artifact=ref, metrics=metrics,
-                       outputs={"train": "train_manifest.jsonl", "val": "val_manifest.jsonl",
-                                "rejects": "rejects.jsonl", "report": "report.md", "plot": "lengths.png"},
-                       mlflow_run_id=run.run_id if run else None, flow_run_id=ctx.flow_run_id,
-                       seconds=time.monotonic() - start)
+        return s.publish(metrics, reports=[result.report_json, result.report_md, result.report_png, result.rejects],
+                         tags={"featureset": plan.featureset}, data={"featureset": plan.featureset},
+                         outputs={"train": "train_manifest.jsonl", "val": "val_manifest.jsonl",
+                                  "rejects": "rejects.jsonl", "report": "report.md", "plot": "lengths.png"})

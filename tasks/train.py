@@ -23,34 +23,28 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
-from indextts_core.config import PipelineConfig, TrainConfig, dump_config
+from indextts_core.config import PipelineConfig, dump_config
 from indextts_core.errors import InputError
-from indextts_core.utils.fileio import atomic_write, read_json
-from indextts_core.stages import pairing_policy, train_options
-from indextts_core.store.objects import ArtifactStore, open_store
-from indextts_core.training import TrainInputs, TrainResult, train
+from indextts_core.preprocess.pairs import PairingPolicy
+from indextts_core.store.objects import ArtifactStore
+from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
 from indextts_core.training.metrics import read_metrics
-from indextts_core.training.trainer import STAGE_VERSION
-from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
+from indextts_core.utils.fileio import atomic_write, read_json
+from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
-from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache
-from tasks.tracking import MlflowMetricSink, register_model, stage_run
+from tasks.stage import Stage, run_params, stage_task
+from tasks.tracking import MlflowMetricSink, register_model
 
-#: Settings that change the trained weights (device, loader threads, process count and naming do not).
-_NOT_IN_KEY = {"resume", "warm_start", "workers", "device", "output_name", "registered_model", "nproc_per_node"}
-CONFIG_KEYS = ("run.seed", "pairs.pairs_per_target", "pairs.emotion_source", "pairs.allow_self_prompt",
-               "extend_bpe.output_name",
-               *(f"train.{k}" for k in TrainConfig.model_fields if k not in _NOT_IN_KEY))
 
 
 def run_key(cfg: PipelineConfig, *refs: ArtifactRef) -> str:
-    ident = {"config": config_subset(cfg, CONFIG_KEYS), "inputs": [r.digest for r in refs], "version": STAGE_VERSION}
+    """Names the training folder: the settings that change the weights, the input digests, the version."""
+    ident = {"config": run_params(cfg, "train"), "inputs": [r.digest for r in refs], "version": STAGE_VERSION}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -116,51 +110,47 @@ def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_c
     return TrainResult.from_summary(out / "train_summary.json")
 
 
-@task(name="train", cache_policy=stage_cache("train", STAGE_VERSION, CONFIG_KEYS), **STAGE_TASK_OPTIONS)
+@stage_task("train", STAGE_VERSION)
 def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
                ctx: RunContext) -> StageResult:
-    start = time.monotonic()
     logger = get_run_logger()
-    store = open_store(cfg.storage.uri, cfg.storage)
-    data_dir = fetch_dir(store, pairs, cfg.storage.cache_dir)
-    features = feature_folder(store, data_dir, cfg.storage.cache_dir)
-    tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
-    ckpt_dir = fetch_dir(store, checkpoint, cfg.storage.cache_dir)
     key = run_key(cfg, pairs, tokenizer, checkpoint)
-    out = cfg.run.output_dir / cfg.train.output_name / key
-    mirror = f"train/{key}/latest.pth"
-    if not (out / "latest.pth").is_file() and store.exists(mirror):
-        logger.info("resuming from the store's copy of the last checkpoint (%s)", store.uri_for(mirror))
-        store.get_file(mirror, out / "latest.pth")
-    val = data_dir / "GPT_pairs_val.jsonl"
-    inputs = TrainInputs(checkpoint_dir=ckpt_dir, tokenizer=tok_path, train=data_dir / "GPT_pairs_train.jsonl",
-                         val=val if val.is_file() and val.stat().st_size else None, output_dir=out, resume="auto",
-                         pairing=pairing_policy(cfg), feature_dir=features)
+    out = cfg.train.checkpoint_dir or cfg.run.output_dir / cfg.train.output_name / key
+    inputs = {"pairs": pairs, "tokenizer": tokenizer, "base-checkpoint": checkpoint}
+    with Stage("train", cfg, ctx, inputs, out=out, clean=False, params={"train.key": key},
+               tags={"train.key": key}) as s:
+        data_dir = s.fetch(pairs)
+        tok_path = s.fetch(tokenizer) / cfg.extend_bpe.output_name
+        mirror = f"train/{key}/latest.pth"
+        if not (out / "latest.pth").is_file() and s.store.exists(mirror):
+            logger.info("resuming from the store's copy of the last checkpoint (%s)", s.store.uri_for(mirror))
+            s.store.get_file(mirror, out / "latest.pth")
+        val = data_dir / "GPT_pairs_val.jsonl"
+        run_inputs = TrainInputs(
+            checkpoint_dir=s.fetch(checkpoint), tokenizer=tok_path, train=data_dir / "GPT_pairs_train.jsonl",
+            val=val if val.is_file() and val.stat().st_size else None, output_dir=out,
+            resume=cfg.train.resume or "auto", warm_start=cfg.train.warm_start,
+            pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
+            feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir))
 
-    def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
-        store.put_file(out / "latest.pth", mirror)
+        def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
+            s.store.put_file(out / "latest.pth", mirror)
 
-    with stage_run(ctx.tracking, "train", {"train.key": key}) as run:
-        sinks = [MlflowMetricSink(run)] if run is not None else []
-        if run is not None:
-            run.log_params(config_subset(cfg, CONFIG_KEYS) | {"train.key": key})
-            run.log_input("pairs", pairs.uri, pairs.digest, context="training")
-            run.log_input("tokenizer", tokenizer.uri, tokenizer.digest, context="tokenizer")
-            run.log_input("base-checkpoint", checkpoint.uri, checkpoint.digest, context="base-model")
+        sinks = [MlflowMetricSink(s.run)] if s.run is not None else []
         nproc = processes(cfg)
         if nproc > 1:
-            result = train_distributed(cfg, inputs, nproc, on_checkpoint, sinks)
+            result = train_distributed(cfg, run_inputs, nproc, on_checkpoint, sinks)
         else:
-            result = train(inputs, train_options(cfg), sinks=sinks, on_checkpoint=on_checkpoint)
+            result = train(run_inputs, cfg.train, seed=cfg.run.seed, sinks=sinks, on_checkpoint=on_checkpoint)
         if result.export_dir is None:
             raise InputError("training produced no checkpoint to export (no steps ran?)")
-        ref = publish_dir(store, result.export_dir, "train")
         summary = read_json(result.summary_path)
         run_info = read_json(out / "train.json")
         metrics: dict[str, float | int] = {
             "steps": result.steps, "epochs": result.epochs_done, "best_step": result.best_step or 0,
             "export_verified": int(result.export_verified), "oom_backoffs": summary["oom_backoffs"],
-            "vocab_size": run_info["model"]["vocab_size"], "trainable_parameters": run_info["model"]["trainable_parameters"],
+            "vocab_size": run_info["model"]["vocab_size"],
+            "trainable_parameters": run_info["model"]["trainable_parameters"],
             **{f"throughput.{k}": v for k, v in result.throughput.items()},
             **{f"baseline.{k.removeprefix('val/')}": v for k, v in result.baseline.items()},
             **{f"final.{k.removeprefix('val/')}": v for k, v in result.final.items()},
@@ -169,30 +159,35 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             metrics["base_rows_unchanged"] = int(result.base_rows_unchanged)
         if result.best_value is not None:
             metrics["best_value"] = result.best_value
-        version = None
-        if run is not None:
-            run.log_metrics({k: v for k, v in metrics.items() if k.startswith(("baseline.", "final.", "throughput."))})
-            for path in (result.summary_path, out / "train.json", result.export_dir / "indextts-export.json",
-                         result.export_dir / "config.yaml"):
-                run.log_artifact(path, "reports")
-            fp = run_info["fingerprint"]
-            name = cfg.train.registered_model or f"indextts2-{cfg.language}"
-            version = register_model(ctx.tracking, name, ref.uri, run.run_id, description=(
-                f"{cfg.language}: best {cfg.train.best_metric} {result.best_value} at step {result.best_step}"), tags={
-                "base_checkpoint.uri": checkpoint.uri, "base_checkpoint.gpt_sha256": fp["base_checkpoint_sha256"],
-                "tokenizer.uri": tokenizer.uri, "tokenizer.sha256": fp["tokenizer_sha256"],
-                "tokenizer.vocab_size": fp["vocab_size"], "data.uri": pairs.uri, "data.digest": pairs.digest,
-                "data.index_sha256": fp["data_sha256"], "config.train_key": key,
-                "prefect.flow_run_id": ctx.flow_run_id or "", "mlflow.parent_run_id": ctx.tracking.parent_run_id,
-                "export.digest": ref.digest, "export.verified": str(result.export_verified),
-                "language": cfg.language,
-            })
-            run.set_tags({"output.uri": ref.uri, "output.digest": ref.digest, "registered_model": name,
-                          "registered_model.version": version, "train.dir": str(out)})
-            logger.info("registered %s version %s -> %s", name, version, ref.uri)
-        metrics["seconds"] = round(time.monotonic() - start, 3)
-    return StageResult(stage="train", artifact=ref, metrics=metrics,
-                       outputs={"gpt": "gpt.pth", "config": "config.yaml", "tokenizer": tok_path.name,
-                                "checkpoints": str(out), "registered_version": str(version or "")},
-                       mlflow_run_id=run.run_id if run else None, flow_run_id=ctx.flow_run_id,
-                       seconds=time.monotonic() - start)
+        staged = s.publish(metrics, folder=result.export_dir, reports=[
+            result.summary_path, out / "train.json", result.export_dir / "indextts-export.json",
+            result.export_dir / "config.yaml"], tags={"train.dir": str(out)}, data={"checkpoints": str(out)},
+            outputs={"gpt": "gpt.pth", "config": "config.yaml", "tokenizer": tok_path.name, "checkpoints": str(out)})
+        if s.run is not None and ctx.tracking is not None:
+            staged.outputs["registered_version"] = register(cfg, ctx, staged, run_info["fingerprint"], result, key,
+                                                            inputs)
+            logger.info("registered %s version %s -> %s", registered_name(cfg), staged.outputs["registered_version"],
+                        staged.artifact.uri)
+            s.run.set_tags({"registered_model": registered_name(cfg),
+                            "registered_model.version": staged.outputs["registered_version"]})
+    return staged
+
+
+def registered_name(cfg: PipelineConfig) -> str:
+    return cfg.train.registered_model or f"indextts2-{cfg.language}"
+
+
+def register(cfg: PipelineConfig, ctx: RunContext, staged: StageResult, fp: dict[str, Any], result: TrainResult,
+             key: str, inputs: dict[str, ArtifactRef]) -> str:
+    """A new version of the registered model, pointing at the export, with its lineage as tags."""
+    assert ctx.tracking is not None and staged.mlflow_run_id is not None
+    ref, pairs, tokenizer, checkpoint = staged.artifact, inputs["pairs"], inputs["tokenizer"], inputs["base-checkpoint"]
+    return register_model(ctx.tracking, registered_name(cfg), ref.uri, staged.mlflow_run_id, description=(
+        f"{cfg.language}: best {cfg.train.best_metric} {result.best_value} at step {result.best_step}"), tags={
+        "base_checkpoint.uri": checkpoint.uri, "base_checkpoint.gpt_sha256": fp["base_checkpoint_sha256"],
+        "tokenizer.uri": tokenizer.uri, "tokenizer.sha256": fp["tokenizer_sha256"],
+        "tokenizer.vocab_size": fp["vocab_size"], "data.uri": pairs.uri, "data.digest": pairs.digest,
+        "data.index_sha256": fp["data_sha256"], "config.train_key": key,
+        "prefect.flow_run_id": ctx.flow_run_id or "", "mlflow.parent_run_id": ctx.tracking.parent_run_id,
+        "export.digest": ref.digest, "export.verified": str(result.export_verified), "language": cfg.language,
+    })

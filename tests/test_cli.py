@@ -136,3 +136,12 @@ def test_seed_commands_preprocess_and_build_pairs(tmp_path: Path, tiny_bundle):
         assert f"pairs: {len(pairs)}" in out
     assert "--pairs-per-target" in cli("build-pairs", "--help").stdout
     assert "--tokenizer" in cli("preprocess", "--help").stdout
+
+
+def test_help_is_readable_at_80_columns():
+    """Every command's --help fits 80 columns without cutting flag names."""
+    for command in ("run", "download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "build-pairs",
+                    "train", "normalize", "config"):
+        out = cli(command, "--help", env={"COLUMNS": "80"}).stdout
+        assert "…" not in out, command
+        assert max(len(line) for line in out.splitlines()) <= 80, command

@@ -105,3 +105,13 @@ def append_pieces(base_model: Path, pieces: list[str], dest: Path, score: float 
         proto.pieces.append(pb.ModelProto.SentencePiece(piece=p, score=score, type=pb.ModelProto.SentencePiece.NORMAL))
     dest.write_bytes(proto.SerializeToString())
     return dest
+
+
+def extend_tokenizer(base: Path, corpus: dict[str, list[str]], out_dir: Path, fe: Any) -> Path:
+    """The extend-bpe stage's core call with the default settings (for fixtures that need a tokenizer)."""
+    from indextts_core.config import ExtendBpeConfig
+    from indextts_core.text.extend_bpe import extend_bpe, probe_lines
+
+    result = extend_bpe(base, corpus, probe_lines(None, fe), out_dir / "extended_bpe.model", ExtendBpeConfig(),
+                        seed=1234, frontend=fe.fingerprint(), report_dir=out_dir)
+    return result.model_path

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from indextts_core.data.audio import decode_audio
-from indextts_core.config import IngestConfig
+from indextts_core.config import IngestConfig, ManifestSource
 from indextts_core.errors import AudioDecodeError, ManifestError
 from indextts_core.utils.fileio import sha256_bytes, write_jsonl
 from indextts_core.data.manifest import RawRow, parse_row, read_manifest
@@ -56,6 +56,19 @@ class ManifestInput:
     speaker: str | None = None
 
 
+def manifest_inputs(manifests: Sequence[ManifestSource], dataset_root: Path, language: str) -> list[ManifestInput]:
+    """The configured manifests (``ingest.manifests``), relative paths resolved against ``dataset_root``.
+
+    Rows of a manifest that names no language get ``language`` (the run's).
+    """
+    inputs = []
+    for m in manifests:
+        path = Path(m.path)
+        inputs.append(ManifestInput(path=path if path.is_absolute() else dataset_root / path, format=m.format,
+                                    language=m.language or language, speaker=m.speaker))
+    return inputs
+
+
 @dataclass(frozen=True)
 class IngestResult:
     output_dir: Path
@@ -75,6 +88,7 @@ class IngestResult:
     speakers: int
     languages: dict[str, int] = field(default_factory=dict)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # what report.json holds
 
 
 @dataclass
@@ -238,7 +252,7 @@ def ingest(
     report["bounds_s"] = [opts.min_duration_s, opts.max_duration_s]
     histogram = out_dir / "durations.png"
     plot_durations(train, val, histogram, bounds=(opts.min_duration_s, opts.max_duration_s))
-    outputs = {k: str(v) for k, v in paths.items()} | {"histogram": str(histogram)}
+    outputs = {k: v.name for k, v in paths.items()} | {"histogram": histogram.name}  # no machine paths
     json_path, md_path = write_report(report, report_markdown(report, outputs), out_dir)
 
     if rejects:
@@ -256,6 +270,6 @@ def ingest(
         rows_read=len(raws), accepted=len(accepted), rejected=len(rejects),
         train_clips=len(train), val_clips=len(val), hours=report["hours"], speakers=report["speakers"],
         languages={k: v["clips"] for k, v in report["languages"].items()},
-        rejected_by_reason=report["rejected_by_reason"],
+        rejected_by_reason=report["rejected_by_reason"], report=report,
     )
 

@@ -74,30 +74,11 @@ def write_shard(directory: Path, clips: list[ClipFeatures]) -> Path:
     return path
 
 
-def shard_keys(path: Path) -> list[str]:
-    """The clip keys of a shard, read from its header only."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return _read_meta(path, f.metadata())
-
-
 def _read_meta(path: Path, meta: dict[str, str] | None) -> list[str]:
     info = json.loads((meta or {}).get("indextts", "{}"))
     if info.get("format") != SHARD_FORMAT:
         raise ValueError(f"{path}: not an {SHARD_FORMAT} shard")
     return info["keys"]
-
-
-def catalog(directory: Path) -> dict[str, tuple[str, int]]:
-    """``{audio key: (shard file name, row)}`` over every complete shard in ``directory``."""
-    out: dict[str, tuple[str, int]] = {}
-    if not directory.is_dir():
-        return out
-    for path in sorted(directory.glob("shard-*.safetensors")):
-        for row, key in enumerate(shard_keys(path)):
-            out.setdefault(key, (path.name, row))
-    return out
 
 
 class ShardReader:

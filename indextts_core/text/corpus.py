@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from indextts_core.errors import InputError
 from indextts_core.utils.fileio import atomic_write, read_jsonl, sha256_file, write_json
 from indextts_core.text.clean import clean_text, script_of
 
@@ -69,16 +70,30 @@ def build_corpus(manifests: Sequence[Path], out_dir: Path, frontend: Any | None 
         with atomic_write(path) as f:
             f.writelines(line + "\n" for line in lines)
         files[lang] = path
-        stats[lang] = {"file": str(path), "sha256": sha256_file(path), **corpus_stats(lines)}
+        stats[lang] = {"file": path.name, "sha256": sha256_file(path), **corpus_stats(lines)}
         if frontend is not None:
             fe_lines = [frontend(line, lang) for line in lines]
             fe_path = out_dir / f"{lang}.frontend.txt"
             with atomic_write(fe_path) as f:
                 f.writelines(line + "\n" for line in fe_lines)
             fe_files[lang] = fe_path
-            stats[lang]["frontend"] = {"file": str(fe_path), "sha256": sha256_file(fe_path),
+            stats[lang]["frontend"] = {"file": fe_path.name, "sha256": sha256_file(fe_path),
                                        **corpus_stats(fe_lines)}
     fingerprint = frontend.fingerprint() if frontend is not None else None
     stats_path = out_dir / "stats.json"
     write_json(stats_path, {"languages": stats, "frontend": fingerprint})
     return CorpusResult(out_dir, files, fe_files, stats_path, stats, fingerprint)
+
+
+def read_frontend_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """``<language>.frontend.txt`` of a corpus folder for each language (the text extend-bpe mines).
+
+    A language the corpus has no text for is an error naming the folder.
+    """
+    out = {}
+    for lang in languages:
+        path = Path(corpus_dir) / f"{lang}.frontend.txt"
+        if not path.is_file():
+            raise InputError(f"{corpus_dir}: no corpus text for language {lang!r} (is it in the dataset?)")
+        out[lang] = path.read_text(encoding="utf-8").splitlines()
+    return out

@@ -31,15 +31,18 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
+from indextts_core.config import ExtendBpeConfig
 from indextts_core.errors import ConfigError, InputError
+from indextts_core.text.extend_report import write_report
+from indextts_core.text.tokenizer import SPACE
 from indextts_core.utils.fileio import atomic_write, sha256_bytes, write_json
 from indextts_core.model.config import text_rows
 
@@ -47,20 +50,15 @@ from indextts_core.model.config import text_rows
 STAGE_VERSION = "1"
 
 NORMAL = pb.ModelProto.SentencePiece.NORMAL
-SPACE = "\u2581"
 _MARGIN = 1.0  # how far below the base segmentation's score a capped piece is put
 _MAX_ROUNDS = 8
 
 
-@dataclass(frozen=True)
-class ExtendOptions:
-    target_size: int = 24000
-    max_base_drift: float = 0.0
-    min_char_count: int = 1
-    min_piece_count: int = 2
-    candidate_factor: float = 1.5
-    heldout_fraction: float = 0.1
-    seed: int = 1234
+#: The bundled base-language probe (English and Chinese sentences) for the drift check.
+BASE_PROBE = Path(__file__).resolve().parent.parent / "resources" / "base_probe.txt"
+
+#: Mine this many times the pieces the budget allows, so the usage filter has enough to choose from.
+_CANDIDATE_FACTOR = 1.5
 
 
 @dataclass
@@ -75,7 +73,7 @@ class LanguageStats:
 
 
 @dataclass
-class ExtendResult:
+class ExtendBpeResult:
     model_path: Path
     sidecar_path: Path
     report_json: Path
@@ -195,21 +193,26 @@ def _text_stats(proc: spm.SentencePieceProcessor, lines: Sequence[str], n_base: 
     return (unk_chars / chars if chars else 0.0, tokens / chars if chars else 0.0, added / tokens if tokens else 0.0)
 
 
-def extend_sentencepiece(
+def extend_bpe(
     base_model: str | Path,
     corpus: Mapping[str, Sequence[str]],
     probe: Sequence[str],
     out_model: str | Path,
-    opts: ExtendOptions = ExtendOptions(),
+    cfg: ExtendBpeConfig | None = None,
+    *,
+    seed: int = 1234,
     frontend: Mapping[str, Any] | None = None,
     report_dir: str | Path | None = None,
-) -> ExtendResult:
+) -> ExtendBpeResult:
     """Extend ``base_model`` with the languages of ``corpus`` (front-end text per language).
 
-    ``probe`` is front-end text of the base languages (the drift check).  Writes ``out_model``,
+    ``cfg`` is the ``extend_bpe:`` section (target size, drift limit, counts, held-out share);
+    ``seed`` draws the held-out lines.  ``probe`` is front-end text of the base languages (the
+    drift check).  Writes ``out_model``,
     a sidecar ``<out_model stem>.json`` (base hash, sizes, front-end fingerprint) and the report
     (``report.json``, ``report.md``, ``report.png``) in ``report_dir`` (default: next to the model).
     """
+    opts = cfg or ExtendBpeConfig()
     base_path, out_model = Path(base_model), Path(out_model)
     if not base_path.is_file():
         raise InputError(f"{base_path}: base tokenizer model not found")
@@ -229,7 +232,7 @@ def extend_sentencepiece(
     mid = _mid_word(base_proto)
     existing = {p.piece for p in base_proto.pieces}
     budget = opts.target_size - n_base
-    split = {lang: _heldout([x for x in lines if x.strip()], opts.heldout_fraction, opts.seed)
+    split = {lang: _heldout([x for x in lines if x.strip()], opts.heldout_fraction, seed)
              for lang, lines in corpus.items()}
     mining = [x for m, _ in split.values() for x in m]
     heldout = {lang: h for lang, (_, h) in split.items()}
@@ -242,7 +245,7 @@ def extend_sentencepiece(
     needed = needed[:budget]
 
     # 3. candidates mined on the mining set
-    candidates = _mine_candidates(mining, base_proto, int((budget - len(needed)) * opts.candidate_factor) + len(needed))
+    candidates = _mine_candidates(mining, base_proto, int((budget - len(needed)) * _CANDIDATE_FACTOR) + len(needed))
     cand_score = dict(candidates)
     floor = min(cand_score.values(), default=-10.0) - 1.0
 
@@ -319,7 +322,7 @@ def extend_sentencepiece(
     usage_share = len(used_held) / (vocab - n_base) if vocab > n_base else 0.0
     report_dir = Path(report_dir) if report_dir else out_model.parent
     sidecar = out_model.with_suffix(".json")
-    result = ExtendResult(
+    result = ExtendBpeResult(
         model_path=out_model, sidecar_path=sidecar, report_json=report_dir / "report.json",
         report_md=report_dir / "report.md", report_png=report_dir / "report.png", base_size=n_base,
         vocab_size=vocab, model_rows=text_rows(vocab), chars_added=len(chars), pieces_added=len(chosen),
@@ -332,86 +335,19 @@ def extend_sentencepiece(
         "languages": sorted(corpus), "frontend": dict(frontend or {}),
         "added": {"characters": len(chars), "pieces": len(chosen)},
     })
-    _write_report(result, opts, chars, chosen, changed, probe, uncovered)
+    write_report(result, opts, chars, chosen, changed, probe, uncovered, seed=seed,
+                 candidate_factor=_CANDIDATE_FACTOR)
     return result
 
 
-def _write_report(result: ExtendResult, opts: ExtendOptions, chars: list[_Piece], pieces: list[_Piece],
-                  changed: list[int], probe: Sequence[str], uncovered: list[str]) -> None:
-    data = {
-        "base_size": result.base_size, "vocab_size": result.vocab_size,
-        "model_rows": result.model_rows,
-        "rows_rule": f"{result.vocab_size} pieces -> number_text_tokens: {result.vocab_size} -> "
-                     f"{result.model_rows} rows in text_embedding and text_head",
-        "target_size": opts.target_size, "stopped_early": result.stopped_early, "note": result.note,
-        "added": {"characters": len(chars), "pieces": len(pieces)},
-        "added_piece_lengths": dict(sorted(Counter(len(p.piece.replace(SPACE, "")) for p in chars + pieces).items())),
-        "examples": {"characters": [c.piece for c in chars[:30]], "pieces": [p.piece for p in pieces[:30]]},
-        "uncovered_characters": uncovered,
-        "base_drift": {"changed_sentences": len(changed), "probe_sentences": len(probe), "share": result.base_drift,
-                       "max_allowed": opts.max_base_drift},
-        "heldout_piece_usage": result.heldout_piece_usage,
-        "languages": {k: asdict(v) for k, v in result.languages.items()},
-        "options": asdict(opts),
-    }
-    result.report_json.parent.mkdir(parents=True, exist_ok=True)
-    write_json(result.report_json, data)
-    lines = [
-        "# Tokenizer extension",
-        "",
-        f"- base: {result.base_size} pieces; extended: **{result.vocab_size}** pieces "
-        f"(+{len(chars)} characters, +{len(pieces)} longer pieces); target {opts.target_size}",
-        f"- model rows: {data['rows_rule']}",
-        f"- base-language drift: {len(changed)} of {len(probe)} probe sentences changed "
-        f"({result.base_drift:.2%}; allowed {opts.max_base_drift:.2%})",
-        f"- added pieces used on the held-out slice: {result.heldout_piece_usage:.1%}",
-    ]
-    if result.note:
-        lines.append(f"- note: {result.note}")
-    lines += ["", "| language | lines | unknown chars before | after | tokens/char before | after | added-token share |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for lang, s in result.languages.items():
-        lines.append(f"| {lang} | {s.lines} | {s.unk_char_rate_before:.1%} | {s.unk_char_rate_after:.1%} | "
-                     f"{s.tokens_per_char_before:.3f} | {s.tokens_per_char_after:.3f} | {s.added_token_share:.1%} |")
-    lines += ["", "Before extension, each run of unknown characters is a single `<unk>` token, so tokens/char can "
-              "rise while the text becomes representable.",
-              "", "First added characters: " + " ".join(data["examples"]["characters"]),
-              "", "First added pieces: " + " ".join(data["examples"]["pieces"])]
-    with atomic_write(result.report_md) as f:
-        f.write("\n".join(lines) + "\n")
-    _plot(result, data, result.report_png)
-
-
-def _plot(result: ExtendResult, data: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
-    langs = list(result.languages)
-    x = range(len(langs))
-    before = [result.languages[k].tokens_per_char_before for k in langs]
-    after = [result.languages[k].tokens_per_char_after for k in langs]
-    ax1.bar([i - 0.2 for i in x], before, 0.4, label="base tokenizer", color="#999999")
-    ax1.bar([i + 0.2 for i in x], after, 0.4, label="extended", color="#4C72B0")
-    for i, k in enumerate(langs):
-        ax1.annotate(f"unk {result.languages[k].unk_char_rate_before:.0%}->{result.languages[k].unk_char_rate_after:.0%}",
-                     (i, max(before[i], after[i])), ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(list(x), langs)
-    ax1.set_ylim(0, max(before + after + [0.1]) * 1.35)
-    ax1.set_ylabel("tokens per character (held out)")
-    ax1.legend(fontsize=8)
-    lengths = data["added_piece_lengths"]
-    ax2.bar([str(k) for k in lengths], list(lengths.values()), color="#55A868")
-    ax2.set_xlabel("characters per added piece")
-    ax2.set_ylabel("pieces")
-    ax2.set_title(f"{result.vocab_size} pieces (+{result.vocab_size - result.base_size}); drift "
-                  f"{result.base_drift:.1%}", fontsize=9)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+def probe_lines(path: Path | None, frontend: Callable[[str, str], str]) -> list[str]:
+    """The base-language probe text for the drift check (``path`` or the bundled one), through the front-end."""
+    path = Path(path) if path else BASE_PROBE
+    try:
+        raw = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"extend_bpe.probe_text: {path} not found") from None
+    return [frontend(line, "base") for line in raw if line.strip()]
 
 
 def read_sidecar(model_path: str | Path) -> dict[str, Any] | None:

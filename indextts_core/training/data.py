@@ -16,9 +16,12 @@ Batching works in two levels:
   :meth:`~indextts_core.model.unified_voice.UnifiedVoice.forward`), a sample's loss does not
   depend on what it is batched with, so the split does not change the step's gradient.
 
-A sample's cost is ``34 + (text + 2) + (codes + 2)`` positions (conditioning prefix, framed text,
-framed codes); a micro-batch costs ``n x`` its longest sample (``n x`` its longest text plus its
-longest codes in the released per-segment layout).
+A sample's cost is ``conds + (text + 2) + (codes + 2)`` positions (conditioning prefix of
+:func:`conditioning_positions`, framed text, framed codes); a micro-batch costs ``n x`` its longest
+sample (``n x`` its longest text plus its longest codes in the released per-segment layout).
+
+Which files make up the data (pair file or index manifest, and the manifests behind it) is decided
+here too (:func:`is_index`, :func:`manifests_of`).
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from typing import Any, TypeVar
 import torch
 
 from indextts_core.errors import InputError
+from indextts_core.model.config import GPTConfig
 from indextts_core.utils.fileio import read_jsonl, sha256_file
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess.shards import ShardReader
 
-CONDS = 34  # 32 speaker latents + 2 speed rows
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -52,24 +55,33 @@ class Sample:
     emotion: int
 
 
-def sample_cost(text_len: int, code_len: int) -> int:
-    return CONDS + text_len + 2 + code_len + 2
+def conditioning_positions(cfg: GPTConfig) -> int:
+    """Length of the conditioning prefix: the speaker latents (perceiver latents) plus the two speed rows."""
+    return cfg.condition_num_latent + 2
 
 
-def padded_cost(text_lens: Sequence[int], code_lens: Sequence[int], pad_at_end: bool = True) -> int:
+def sample_cost(text_len: int, code_len: int, *, conds: int) -> int:
+    return conds + text_len + 2 + code_len + 2
+
+
+def padded_cost(text_lens: Sequence[int], code_lens: Sequence[int], pad_at_end: bool = True, *, conds: int) -> int:
     """Positions a batch computes: ``n x`` its longest sample (padding at the end), or ``n x`` its
     longest text plus its longest codes (the released per-segment padding)."""
     if pad_at_end:
-        return len(text_lens) * max(sample_cost(t, c) for t, c in zip(text_lens, code_lens))
-    return len(text_lens) * (CONDS + max(text_lens) + 2 + max(code_lens) + 2)
+        return len(text_lens) * max(sample_cost(t, c, conds=conds) for t, c in zip(text_lens, code_lens))
+    return len(text_lens) * (conds + max(text_lens) + 2 + max(code_lens) + 2)
 
 
 class TrainingSet:
-    """The index rows of one or more preprocessed manifests, with their text ids and feature shards."""
+    """The index rows of one or more preprocessed manifests, with their text ids and feature shards.
 
-    def __init__(self, manifests: Sequence[Path], feature_dir: Path | None = None):
+    ``conds`` is the model's conditioning prefix length (:func:`conditioning_positions`), part of every cost.
+    """
+
+    def __init__(self, manifests: Sequence[Path], feature_dir: Path | None = None, *, conds: int):
         from safetensors.torch import load_file
 
+        self.conds = conds
         if not manifests:
             raise InputError("no manifests to train on")
         self.manifests = [Path(m) for m in manifests]
@@ -96,15 +108,12 @@ class TrainingSet:
         self._shards: dict[str, ShardReader] = {}
         self._lock = threading.Lock()  # loader threads open shards concurrently
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def max_text_id(self) -> int:
         return int(self._ids.max()) if self._ids.numel() else 0
 
     def cost(self, s: Sample) -> int:
         r = self.rows[s.target]
-        return sample_cost(r["text_len"], r["code_len"])
+        return sample_cost(r["text_len"], r["code_len"], conds=self.conds)
 
     def _shard(self, name: str) -> ShardReader:
         with self._lock:
@@ -160,6 +169,32 @@ def load_pairs(path: Path, data: TrainingSet) -> list[Sample]:
     return samples
 
 
+def is_index(path: Path) -> bool:
+    """True for a preprocessed index manifest (rows with a feature shard), False for a pair file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not found")
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    return "shard" in json.loads(line)
+                except json.JSONDecodeError:
+                    raise InputError(f"{path}:1: not JSON") from None
+    raise InputError(f"{path}: empty")
+
+
+def index_manifests(path: Path) -> list[Path]:
+    """An index manifest and the standard manifests next to it (the pool fresh prompts are drawn from)."""
+    return [path] + [path.parent / n for n in ("train_manifest.jsonl", "val_manifest.jsonl")
+                     if (path.parent / n).is_file() and (path.parent / n).resolve() != path.resolve()]
+
+
+def manifests_of(path: Path) -> list[Path]:
+    """The index manifests behind a pair file or an index manifest."""
+    return index_manifests(path) if is_index(path) else pairs_manifests(path)
+
+
 def pairs_manifests(path: Path) -> list[Path]:
     """The index manifests a pair file refers to (its .json sidecar), or the standard ones next to it."""
     side = path.with_suffix(".json")
@@ -193,11 +228,11 @@ def _pack(data: TrainingSet, samples: Sequence[Sample], ordered: Sequence[int], 
     for i in ordered:
         r = data.rows[samples[i].target]
         t, c = max(max_text, r["text_len"]), max(max_code, r["code_len"])
-        total = max(max_total, sample_cost(r["text_len"], r["code_len"]))
-        width = total if pad_at_end else CONDS + t + 2 + c + 2
+        total = max(max_total, data.cost(samples[i]))
+        width = total if pad_at_end else data.conds + t + 2 + c + 2
         if current and (len(current) + 1) * width > budget:
             groups.append(current)
-            current, t, c, total = [], r["text_len"], r["code_len"], sample_cost(r["text_len"], r["code_len"])
+            current, t, c, total = [], r["text_len"], r["code_len"], data.cost(samples[i])
         current.append(i)
         max_text, max_code, max_total = t, c, total
     if current:
@@ -251,6 +286,20 @@ def step_counts(data: TrainingSet, samples: Sequence[Sample], step: Sequence[int
     return sum(r["text_len"] + 1 for r in rows), sum(r["code_len"] + 1 for r in rows)
 
 
+def planned_padding(data: TrainingSet, epoch_samples: Sequence[Sequence[Sample]], plans: Sequence[list[list[int]]],
+                    micro_tokens: int, pad_at_end: bool = True) -> float:
+    """Share of padded positions in the micro-batches of every planned step of a run."""
+    real = padded = 0
+    for samples, plan in zip(epoch_samples, plans):
+        for step in plan:
+            for micro in split_micro(data, samples, step, micro_tokens, pad_at_end):
+                rows = [data.rows[samples[i].target] for i in micro]
+                real += sum(sample_cost(r["text_len"], r["code_len"], conds=data.conds) for r in rows)
+                padded += padded_cost([r["text_len"] for r in rows], [r["code_len"] for r in rows], pad_at_end,
+                                      conds=data.conds)
+    return 1 - real / max(1, padded)
+
+
 @dataclass
 class LoadedSample:
     text_ids: torch.Tensor
@@ -271,7 +320,7 @@ def load_sample(data: TrainingSet, s: Sample) -> LoadedSample:
 
 @dataclass
 class Batch:
-    speaker_latents: torch.Tensor  # (B, 32, D)
+    speaker_latents: torch.Tensor  # (B, latents, D)
     emotion_vectors: torch.Tensor  # (B, D)
     text_ids: torch.Tensor  # (B, L) padded with 0 (replaced by stop tokens in the model)
     text_lengths: torch.Tensor
@@ -291,7 +340,7 @@ class Batch:
                      self.speakers, self.sample_ids, self.real_tokens, self.padded_tokens)
 
 
-def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool = True) -> Batch:
+def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool = True, *, conds: int) -> Batch:
     tl = torch.tensor([len(x.text_ids) for x in loaded])
     cl = torch.tensor([len(x.codes) for x in loaded])
     b = Batch(
@@ -304,8 +353,8 @@ def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool 
         languages=[x.language for x in loaded],
         speakers=[x.speaker for x in loaded],
         sample_ids=[x.ids for x in loaded],
-        real_tokens=int(sum(sample_cost(int(a), int(c)) for a, c in zip(tl, cl))),
-        padded_tokens=padded_cost(tl.tolist(), cl.tolist(), pad_at_end),
+        real_tokens=int(sum(sample_cost(int(a), int(c), conds=conds) for a, c in zip(tl, cl))),
+        padded_tokens=padded_cost(tl.tolist(), cl.tolist(), pad_at_end, conds=conds),
     )
     if pin:
         b.speaker_latents, b.emotion_vectors = b.speaker_latents.pin_memory(), b.emotion_vectors.pin_memory()

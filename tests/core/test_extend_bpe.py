@@ -11,9 +11,9 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from indextts_core.errors import ConfigError, InputError
-from indextts_core.text.extend_bpe import ExtendOptions, check_frontend, extend_sentencepiece, read_sidecar
+from indextts_core.config import ExtendBpeConfig
+from indextts_core.text.extend_bpe import BASE_PROBE, check_frontend, extend_bpe, read_sidecar
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.stages import RESOURCES
 from tests_support import DEMO_DIR
 
 
@@ -30,15 +30,15 @@ def amharic(fe: TextFrontend) -> list[str]:
 
 @pytest.fixture(scope="module")
 def probe(fe: TextFrontend) -> list[str]:
-    return [fe(x, "base") for x in (RESOURCES / "base_probe.txt").read_text(encoding="utf-8").splitlines() if x]
+    return [fe(x, "base") for x in (BASE_PROBE).read_text(encoding="utf-8").splitlines() if x]
 
 
 @pytest.fixture(scope="module")
 def extended(base_tokenizer_path: Path, amharic: list[str], probe: list[str], fe: TextFrontend,
              tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("ext") / "extended_bpe.model"
-    result = extend_sentencepiece(base_tokenizer_path, {"am": amharic}, probe, out, ExtendOptions(target_size=24000),
-                                  fe.fingerprint())
+    result = extend_bpe(base_tokenizer_path, {"am": amharic}, probe, out, ExtendBpeConfig(target_size=24000),
+                        frontend=fe.fingerprint())
     return result
 
 
@@ -109,18 +109,18 @@ def test_report_sidecar_and_frontend_record(extended, fe: TextFrontend):
 def test_target_size_edge_cases(base_tokenizer_path: Path, amharic: list[str], probe: list[str], tmp_path: Path):
     n = len(_proto(base_tokenizer_path).pieces)
     with pytest.raises(ConfigError, match=f"below the base model's {n} pieces"):
-        extend_sentencepiece(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "a.model",
-                             ExtendOptions(target_size=n - 1))
-    same = extend_sentencepiece(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "b.model",
-                                ExtendOptions(target_size=n))
+        extend_bpe(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "a.model",
+                   ExtendBpeConfig(target_size=n - 1))
+    same = extend_bpe(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "b.model",
+                      ExtendBpeConfig(target_size=n))
     assert same.vocab_size == n and (tmp_path / "b.model").read_bytes() == base_tokenizer_path.read_bytes()
     assert "no room for" in same.note and "stay <unk>" in same.note
-    tight = extend_sentencepiece(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "c.model",
-                                 ExtendOptions(target_size=n + 40))
+    tight = extend_bpe(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "c.model",
+                       ExtendBpeConfig(target_size=n + 40))
     assert tight.vocab_size == n + 40 and tight.chars_added == 40 and tight.pieces_added == 0
     assert "no room for" in tight.note  # the rarest characters are the ones left out
-    roomy = extend_sentencepiece(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "d.model",
-                                 ExtendOptions(target_size=n + 140))
+    roomy = extend_bpe(base_tokenizer_path, {"am": amharic}, probe, tmp_path / "d.model",
+                       ExtendBpeConfig(target_size=n + 140))
     assert roomy.vocab_size == n + 140 and not roomy.note
 
 
@@ -129,13 +129,13 @@ def test_latin_script_language_and_the_drift_bound(base_tokenizer_path: Path, pr
     words = ["LA", "CASA", "ES", "GRANDE", "PERO", "EL", "PERRO", "COME", "MUCHO", "CON", "SU", "AMIGO", "TODOS",
              "LOS", "DIAS", "BAJO", "SOL", "CAMINAMOS", "HASTA", "PUEBLO"]
     lines = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(8)) for i in range(120)]
-    strict = extend_sentencepiece(base_tokenizer_path, {"es": lines}, probe, tmp_path / "s.model", ExtendOptions())
+    strict = extend_bpe(base_tokenizer_path, {"es": lines}, probe, tmp_path / "s.model", ExtendBpeConfig())
     assert strict.base_drift == 0.0
     base = spm.SentencePieceProcessor(model_file=str(base_tokenizer_path))
     ext = spm.SentencePieceProcessor(model_file=str(strict.model_path))
     assert [ext.EncodeAsIds(x) for x in probe] == [base.EncodeAsIds(x) for x in probe]
-    loose = extend_sentencepiece(base_tokenizer_path, {"es": lines}, probe, tmp_path / "l.model",
-                                 ExtendOptions(max_base_drift=0.3))
+    loose = extend_bpe(base_tokenizer_path, {"es": lines}, probe, tmp_path / "l.model",
+                       ExtendBpeConfig(max_base_drift=0.3))
     assert loose.pieces_added > strict.pieces_added  # mined scores: the new language can use its pieces
     assert loose.base_drift <= 0.3
     assert loose.languages["es"].tokens_per_char_after < strict.languages["es"].tokens_per_char_after
@@ -143,12 +143,12 @@ def test_latin_script_language_and_the_drift_bound(base_tokenizer_path: Path, pr
 
 def test_bad_inputs_are_named(base_tokenizer_path: Path, tmp_path: Path):
     with pytest.raises(InputError, match="base tokenizer model not found"):
-        extend_sentencepiece(tmp_path / "missing.model", {"am": ["ሰላም"]}, [], tmp_path / "x.model")
+        extend_bpe(tmp_path / "missing.model", {"am": ["ሰላም"]}, [], tmp_path / "x.model")
     (tmp_path / "junk.model").write_bytes(b"not a model")
     with pytest.raises(InputError, match="not a SentencePiece model"):
-        extend_sentencepiece(tmp_path / "junk.model", {"am": ["ሰላም"]}, [], tmp_path / "x.model")
+        extend_bpe(tmp_path / "junk.model", {"am": ["ሰላም"]}, [], tmp_path / "x.model")
     with pytest.raises(InputError, match="no text"):
-        extend_sentencepiece(base_tokenizer_path, {"am": ["  "]}, [], tmp_path / "x.model")
+        extend_bpe(base_tokenizer_path, {"am": ["  "]}, [], tmp_path / "x.model")
 
 
 def test_cli_extend_bpe_as_the_seed_writes_it(base_tokenizer_path: Path, tmp_path: Path):

@@ -13,11 +13,13 @@ import torch
 
 from indextts_core.utils.fileio import read_jsonl
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.preprocess import Clip, FeatureExtractor, PreprocessOptions, preprocess
+from indextts_core.preprocess import Clip, FeatureExtractor, clips_from_manifests, preprocess
 from indextts_core.preprocess.shards import ShardReader
-from indextts_core.stages import clips_from_manifests, run_extend_bpe
-from indextts_core.config import load_config
+from tests_support import extend_tokenizer
+from indextts_core.config import IngestConfig, PreprocessConfig, load_config
 from tests_support import DEMO_DIR, sine
+
+LIMITS = {"min_duration_s": 0.5, "max_duration_s": 36.0}  # the ingest: duration limits
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,7 @@ def fe() -> TextFrontend:
 
 @pytest.fixture(scope="module")
 def demo_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
-    from indextts_core.config import IngestConfig
-from indextts_core.data.ingest import ManifestInput, ingest
+    from indextts_core.data.ingest import ManifestInput, ingest
 
     out = tmp_path_factory.mktemp("ingest")
     result = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], out, IngestConfig(), seed=1234)
@@ -39,7 +40,7 @@ from indextts_core.data.ingest import ManifestInput, ingest
 def tokenizer(tiny_bundle, demo_clips, fe, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tok")
     corpus = {lang: [fe(c.text, lang) for c in demo_clips if c.language == lang] for lang in ("am",)}
-    return run_extend_bpe(load_config(), tiny_bundle.tokenizer_path, corpus, out, fe).model_path
+    return extend_tokenizer(tiny_bundle.tokenizer_path, corpus, out, fe)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_batched_equals_solo(extractor: FeatureExtractor, demo_clips: list[Clip]
 
 
 def test_index_shards_and_text_ids(tiny_bundle, tokenizer: Path, demo_clips, fe, tmp_path: Path):
-    result = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", opts=PreprocessOptions(unit_clips=16))
+    result = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", cfg=PreprocessConfig(unit_clips=16),
+                        **LIMITS)
     train, val = read_jsonl(result.train_manifest), read_jsonl(result.val_manifest)
     assert result.indexed + result.rejected == len(demo_clips) == 60
     assert {r["id"] for r in val} == {c.id for c in demo_clips if c.split == "val"} - {
@@ -91,10 +93,10 @@ def test_index_shards_and_text_ids(tiny_bundle, tokenizer: Path, demo_clips, fe,
 
 
 def test_adding_clips_processes_only_the_new_ones(tiny_bundle, tokenizer, demo_clips, fe, tmp_path: Path):
-    first = preprocess(demo_clips[:40], tiny_bundle, tokenizer, fe, tmp_path / "out", opts=PreprocessOptions())
+    first = preprocess(demo_clips[:40], tiny_bundle, tokenizer, fe, tmp_path / "out", **LIMITS)
     assert first.processed_now == first.indexed + sum(1 for r in read_jsonl(first.rejects)
                                                       if r["reason_code"] not in ("unknown_tokens", "empty_text"))
-    second = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", opts=PreprocessOptions())
+    second = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", **LIMITS)
     assert second.processed_now == 20 - sum(1 for c in demo_clips[40:] if c.id in {
         r["id"] for r in read_jsonl(second.rejects) if r["reason_code"] in ("unknown_tokens", "empty_text")})
     assert second.reused == first.indexed and second.indexed + second.rejected == 60
@@ -106,8 +108,8 @@ class Crash(Exception):
 
 def test_interrupted_run_resumes_with_identical_shards(tiny_bundle, tokenizer, demo_clips, fe, extractor,
                                                        tmp_path: Path):
-    opts = PreprocessOptions(unit_clips=8)
-    clean = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "clean", opts=opts, extract=extractor)
+    cfg = PreprocessConfig(unit_clips=8)
+    clean = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "clean", cfg=cfg, extract=extractor, **LIMITS)
     calls = {"n": 0}
 
     def crashing(waves):
@@ -117,11 +119,12 @@ def test_interrupted_run_resumes_with_identical_shards(tiny_bundle, tokenizer, d
         return extractor(waves)
 
     with pytest.raises(Crash):
-        preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", opts=opts, extract=crashing)
+        preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg=cfg, extract=crashing, **LIMITS)
     feat = tmp_path / "resumed" / "features"
     done_before = {p.name for p in feat.rglob("unit-*.json")}
     assert 0 < len(done_before) < 8 and not list(feat.rglob("*.tmp"))
-    resumed = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", opts=opts, extract=extractor)
+    resumed = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg=cfg, extract=extractor,
+                         **LIMITS)
     assert resumed.processed_now < clean.processed_now  # finished units were not redone
     shards = {p.name: p.read_bytes() for p in (tmp_path / "clean" / "features").rglob("*.safetensors")}
     assert shards == {p.name: p.read_bytes() for p in feat.rglob("*.safetensors")}
@@ -142,7 +145,7 @@ def test_injected_oom_loses_nothing(tiny_bundle, tokenizer, demo_clips, fe, extr
         return extractor(waves)
 
     result = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", extract=small_gpu,
-                        on_backoff=events.append, opts=PreprocessOptions(unit_clips=64))
+                        on_backoff=events.append, cfg=PreprocessConfig(unit_clips=64), **LIMITS)
     rejects = {r["id"]: r for r in read_jsonl(result.rejects)}
     assert rejects[victim.id]["reason_code"] == "out_of_memory"
     assert "even alone" in rejects[victim.id]["reason"]
@@ -177,11 +180,50 @@ def test_every_gate_rejects_and_reports(tiny_bundle, tokenizer, fe, tmp_path: Pa
         "codes_too_long": ("ሰላም", wav("codes.wav", speech(12.5))),  # 625 codes > the tiny model's 600
     }
     clips = [Clip(id=k, audio=a, text=t, speaker="s", language="am", split="train") for k, (t, a) in cases.items()]
-    opts = PreprocessOptions(max_duration_s=14.0, min_duration_s=0.5)
-    result = preprocess(clips, tiny_bundle, tokenizer, fe, tmp_path / "out", opts=opts)
+    result = preprocess(clips, tiny_bundle, tokenizer, fe, tmp_path / "out", min_duration_s=0.5, max_duration_s=14.0)
     reasons = {r["id"]: r["reason_code"] for r in read_jsonl(result.rejects)}
     expected = {k: k for k in cases if k != "ok"}
     assert reasons == expected
     assert [r["id"] for r in read_jsonl(result.train_manifest)] == ["ok"]
     report = json.loads(result.report_json.read_text())
     assert report["rejected_by_reason"] == {k: 1 for k in expected}
+
+
+def test_featureset_id_is_stable():
+    """The id names the folder of cached features: the same settings must keep giving the same id."""
+    from indextts_core.preprocess import featureset_id
+
+    models = {"gpt": "abc", "w2v_bert": "def", "codec": "123"}
+    assert featureset_id(models, PreprocessConfig(), 17) == "cd6df183ae30f61647fc9cd8"
+    assert featureset_id(models, PreprocessConfig(cond_max_seconds=10), 17) == "a9ea2588ed647b250a11304b"
+    # settings that only change how the work runs do not change the features
+    assert featureset_id(models, PreprocessConfig(batch_size=4, workers=2, device="cpu", unit_clips=3), 17) == \
+        "cd6df183ae30f61647fc9cd8"
+
+
+def test_auto_settings_resolve():
+    import os
+
+    from indextts_core.preprocess import batch_clips, batch_seconds_setting, decode_workers, resolved_device
+
+    auto = PreprocessConfig()
+    assert batch_clips(auto) is None and batch_seconds_setting(auto) is None
+    assert decode_workers(auto) == (os.cpu_count() or 1)
+    assert resolved_device(auto).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    fixed = PreprocessConfig(batch_size=8, max_batch_seconds=30.0, workers=3, device="cpu")
+    assert (batch_clips(fixed), batch_seconds_setting(fixed), decode_workers(fixed)) == (8, 30.0, 3)
+    assert resolved_device(fixed) == torch.device("cpu")
+
+
+def test_clips_for_manifest_splits_like_ingest(tmp_path: Path):
+    from indextts_core.data.ingest import ManifestInput, ingest
+    from indextts_core.preprocess import clips_for_manifest
+
+    ingested = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], tmp_path / "ingest", IngestConfig(), seed=1234)
+    kept = clips_for_manifest(ingested.manifest, IngestConfig(), seed=1234)
+    assert {c.id: c.split for c in kept} == {c.id: c.split for c in clips_from_manifests(
+        {"train": ingested.train, "val": ingested.val})}
+    alone = tmp_path / "rows.jsonl"  # not an ingested manifest.jsonl: the split is recomputed, the same way
+    alone.write_text((ingested.manifest).read_text(encoding="utf-8"), encoding="utf-8")
+    recomputed = clips_for_manifest(alone, IngestConfig(), seed=1234)
+    assert {c.id: c.split for c in recomputed} == {c.id: c.split for c in kept}

@@ -1,7 +1,7 @@
 """Run one training in this process, optionally killing it hard (SIGKILL) at a given point.
 
 Used by the resume tests as a separate process: ``python child.py '<json>'`` with keys ``inputs``
-and ``options`` (TrainInputs / TrainOptions fields), ``threads`` (torch intra-op threads), and optionally
+and ``options`` (TrainInputs / TrainConfig fields), ``seed``, ``threads`` (torch intra-op threads), and optionally
 ``kill_after_step`` (right after
 that optimizer step, before anything else happens) or ``kill_after_checkpoint`` (right after the
 checkpoint of that step is written).
@@ -15,7 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-from indextts_core.training import TrainInputs, TrainOptions, train
+from indextts_core.config import TrainConfig
+from indextts_core.training import TrainInputs, train
 
 
 def main(spec: dict) -> None:
@@ -35,7 +36,8 @@ def main(spec: dict) -> None:
         if progress.step == kill_ckpt:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train(inputs, TrainOptions(**spec["options"]), on_step=on_step, on_checkpoint=on_checkpoint)
+    train(inputs, TrainConfig(**spec["options"]), seed=spec.get("seed", 1234), on_step=on_step,
+          on_checkpoint=on_checkpoint)
 
 
 if __name__ == "__main__":

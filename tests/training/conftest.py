@@ -29,20 +29,23 @@ class Processed:
 def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processed:
     from indextts_core.config import load_config
     from indextts_core.config import IngestConfig
-from indextts_core.data.ingest import ManifestInput, ingest
+    from indextts_core.data.ingest import ManifestInput, ingest
     from indextts_core.text.frontend import TextFrontend
     from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
     from indextts_core.preprocess import preprocess
-    from indextts_core.stages import clips_from_manifests, preprocess_options, run_extend_bpe
+    from indextts_core.preprocess import clips_from_manifests
+    from tests_support import extend_tokenizer
 
     root = tmp_path_factory.mktemp("processed")
     ingested = ingest([ManifestInput(DEMO_DIR / "manifest.jsonl")], root / "dataset", IngestConfig(), seed=1234)
     clips = clips_from_manifests({"train": ingested.train, "val": ingested.val})
     fe = TextFrontend()
     corpus = {"am": [fe(c.text, "am") for c in clips if c.language == "am"]}
-    tokenizer = run_extend_bpe(load_config(), tiny_bundle.tokenizer_path, corpus, root / "tokenizer", fe).model_path
+    tokenizer = extend_tokenizer(tiny_bundle.tokenizer_path, corpus, root / "tokenizer", fe)
     out = root / "processed_data"
-    preprocess(clips, tiny_bundle, tokenizer, fe, out, opts=preprocess_options(load_config()))
+    cfg = load_config()
+    preprocess(clips, tiny_bundle, tokenizer, fe, out, cfg=cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s,
+               max_duration_s=cfg.ingest.max_duration_s)
     pool = [out / "train_manifest.jsonl", out / "val_manifest.jsonl"]
     build_pairs(pool[0], out / "GPT_pairs_train.jsonl", PairingPolicy(seed=1234), pool)
     build_pairs(pool[1], out / "GPT_pairs_val.jsonl", PairingPolicy(seed=1234), pool)

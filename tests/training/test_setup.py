@@ -13,7 +13,7 @@ from indextts_core.errors import InputError
 from indextts_core.model.bundle import open_bundle
 from indextts_core.training.optim import param_groups, warmup_cosine
 from indextts_core.training.setup import PRECOMPUTED, check_index, prepare_model
-from indextts_core.training.trainer import resolve_amp
+from indextts_core.training.autosize import resolve_amp
 from tests_support import append_pieces
 
 

@@ -12,7 +12,13 @@ import torch
 
 from indextts_core.errors import InputError
 from indextts_core.training.autosize import fit_samples, probe_micro_tokens
-from indextts_core.training.state import CheckpointDir, fingerprint_mismatch, load_file, rng_state, set_rng_state
+from indextts_core.training.checkpointing import (
+    CheckpointDir,
+    fingerprint_mismatch,
+    load_file,
+    rng_state,
+    set_rng_state,
+)
 
 
 def state(step: int) -> dict:

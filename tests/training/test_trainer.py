@@ -16,11 +16,12 @@ import torch
 from indextts_core.errors import InputError
 from indextts_core.model.checkpoint import load_gpt, read_state_dict
 from indextts_core.utils.oom import GpuOOM
-from indextts_core.training import TrainInputs, TrainOptions, train
+from indextts_core.config import TrainConfig
+from indextts_core.training import TrainInputs, train
 from indextts_core.training.metrics import read_metrics
 
 HERE = Path(__file__).resolve().parent
-OPTS = TrainOptions(epochs=2, batch_tokens=1024, learning_rate=1e-3, new_rows_learning_rate=3e-3, warmup_steps=2,
+OPTS = TrainConfig(epochs=2, batch_tokens=1024, learning_rate=1e-3, new_rows_learning_rate=3e-3, warmup_steps=2,
                     val_interval=4)
 STEPS = 42  # 2 epochs x 21 steps of <= 1024 padded tokens on the demo pairs
 EPOCH = 21
@@ -149,7 +150,8 @@ def test_logs_checkpoints_and_retention(reference):
 def test_killed_run_resumed_with_auto_ends_bit_identical(kill, reference, processed, tmp_path: Path):
     ref_out, _, ref_steps = reference
     out = tmp_path / "trained_ckpts"
-    spec = {"inputs": {**asdict(inputs(processed, out, resume="auto")), "pairing": None}, "options": asdict(OPTS),
+    spec = {"inputs": {**asdict(inputs(processed, out, resume="auto")), "pairing": None},
+            "options": OPTS.model_dump(), "seed": 1234,
             "threads": torch.get_num_threads(), **kill}
     proc = run_child(spec)
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL: no clean-up ran
@@ -195,14 +197,14 @@ def test_mismatched_checkpoint_is_refused_and_warm_start_keeps_only_weights(refe
     with pytest.raises(InputError, match=r"refusing to resume(.|\n)*training data .*\(data_sha256\)(.|\n)*--warm-start"):
         train(other, OPTS)
     with pytest.raises(InputError, match=r"sample order"):
-        train(inputs(processed, out, resume="auto"), TrainOptions(**{**asdict(OPTS), "batch_tokens": 2048}))
+        train(inputs(processed, out, resume="auto"), OPTS.model_copy(update={"batch_tokens": 2048}))
     # a fresh run into a folder holding checkpoints is refused rather than mixed in
     with pytest.raises(InputError, match="already holds checkpoints"):
         train(inputs(processed, out), OPTS)
     # a deliberate warm start: the weights only, a new run from step 0, in a new folder
     new = tmp_path / "warm"
     rec = Recorder()
-    opts = TrainOptions(**{**asdict(OPTS), "max_steps": 3, "export": False})
+    opts = OPTS.model_copy(update={"max_steps": 3, "export": False})
     result = train(TrainInputs(processed.checkpoint, processed.tokenizer, data / "GPT_pairs_train.jsonl",
                                data / "GPT_pairs_val.jsonl", new, resume=str(out / "best.pth"), warm_start=True),
                    opts, on_step=rec)
@@ -212,7 +214,7 @@ def test_mismatched_checkpoint_is_refused_and_warm_start_keeps_only_weights(refe
 
 
 def test_oom_in_a_step_halves_micro_batches_and_keeps_the_samples(processed, tmp_path: Path):
-    opts = TrainOptions(**{**asdict(OPTS), "max_steps": 8, "micro_batch_tokens": 1024, "export": False,
+    opts = OPTS.model_copy(update={"max_steps": 8, "micro_batch_tokens": 1024, "export": False,
                            "dropout": 0.0})
     ref, rec_ref = tmp_path / "ref", Recorder()
     train(inputs(processed, ref), opts, on_step=rec_ref)
@@ -247,14 +249,14 @@ def test_oom_in_a_step_halves_micro_batches_and_keeps_the_samples(processed, tmp
 
 
 def test_invalid_best_metric_names_the_choices(processed, tmp_path: Path):
-    opts = TrainOptions(**{**asdict(OPTS), "best_metric": "fr/loss", "max_steps": 1})
+    opts = OPTS.model_copy(update={"best_metric": "fr/loss", "max_steps": 1})
     with pytest.raises(InputError, match=r"best_metric: 'fr/loss'.*am/loss"):
         train(inputs(processed, tmp_path / "x"), opts)
 
 
 def test_fresh_prompts_each_epoch_from_an_index_manifest(processed, tmp_path: Path):
     rec = Recorder()
-    opts = TrainOptions(**{**asdict(OPTS), "export": False})
+    opts = OPTS.model_copy(update={"export": False})
     train(TrainInputs(processed.checkpoint, processed.tokenizer, processed.data / "train_manifest.jsonl",
                       processed.val_pairs, tmp_path / "fresh"), opts, on_step=rec)
     info = json.loads((tmp_path / "fresh" / "train.json").read_text())

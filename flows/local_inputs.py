@@ -1,0 +1,146 @@
+"""Local paths given on the command line, as the artifacts the stage tasks take (and back).
+
+A stage command's path flags name folders that an earlier stage wrote (``dataset/``,
+``tokenizers/``, ``processed_data/``) or raw inputs (a manifest, a checkpoint folder).  Folders of
+an earlier stage are published to the artifact store content-addressed, exactly as the stage
+itself publishes them, so the same content is the same artifact (and hits the same cache) whether
+the flow or a command produced it.  Raw inputs become configuration (``ingest.source``,
+``download.checkpoint``), so the download stage fetches them as it does in the flow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from indextts_core.config import AssetSource, ManifestSource, PipelineConfig
+from indextts_core.errors import InputError
+from indextts_core.store.objects import ArtifactStore, open_store
+from indextts_core.utils.fileio import atomic_copy
+from tasks.artifacts import ArtifactRef, fetch_dir, publish_dir
+
+INGEST_FILES = ("manifest.jsonl", "train.jsonl", "val.jsonl")
+PAIR_FILES = ("GPT_pairs_train.jsonl", "GPT_pairs_val.jsonl")
+
+
+def store_for(cfg: PipelineConfig) -> ArtifactStore:
+    return open_store(cfg.storage.uri, cfg.storage)
+
+
+def publish_files(store: ArtifactStore, files: dict[str, Path], stage: str) -> ArtifactRef:
+    """Publish exactly ``files`` (name in the artifact -> local file) as an artifact of ``stage``."""
+    for name, path in files.items():
+        if not path.is_file():
+            raise InputError(f"{path}: not found (needed as {name})")
+    with tempfile.TemporaryDirectory(prefix="indextts-given-") as tmp:
+        for name, path in files.items():
+            dest = Path(tmp) / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+        return publish_dir(store, Path(tmp), stage)
+
+
+def _folder_files(folder: Path, exclude: Iterable[str] = ()) -> dict[str, Path]:
+    skip = set(exclude)
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in skip and not p.name.startswith(".")}
+
+
+def is_ingest_output(manifest: Path) -> bool:
+    return manifest.name == "manifest.jsonl" and all((manifest.parent / n).is_file() for n in INGEST_FILES)
+
+
+def use_manifests(cfg: PipelineConfig, manifests: Sequence[Path], store: ArtifactStore,
+                  fmt: str = "auto", language: str | None = None,
+                  speaker: str | None = None, raw: bool = False) -> dict[str, ArtifactRef]:
+    """An ingest output folder (``dataset/manifest.jsonl``) is the ingest artifact; anything else (or
+    everything, with ``raw``) is data that the ingest stage validates and splits first (its folder
+    becomes ``ingest.source``)."""
+    manifests = [Path(m).resolve() for m in manifests]
+    if not raw and len(manifests) == 1 and is_ingest_output(manifests[0]):
+        return {"ingest": publish_files(store, _folder_files(manifests[0].parent), "ingest")}
+    for m in manifests:
+        if not m.exists():
+            raise InputError(f"{m}: manifest not found")
+    root = Path(os.path.commonpath([m if m.is_dir() else m.parent for m in manifests]))
+    cfg.ingest.source = AssetSource(source=str(root))
+    cfg.ingest.manifests = [ManifestSource(path=m.relative_to(root).as_posix() or ".", format=fmt,  # type: ignore[arg-type]
+                                           language=language, speaker=speaker) for m in manifests]
+    return {}
+
+
+def use_checkpoint(cfg: PipelineConfig, checkpoint: str, w2v_bert: Path | None = None,
+                   codec: Path | None = None) -> None:
+    """A checkpoint folder (or ``tiny://N``) and its encoders as the download stage's sources.
+
+    Encoders not given come from the folder's ``hf_cache/`` when it has them.
+    """
+    cfg.download.checkpoint = AssetSource(source=str(checkpoint))
+    folder = Path(checkpoint)
+    hf = folder / "hf_cache"
+    if w2v_bert is None and (hf / "w2v-bert-2.0").is_dir():
+        w2v_bert = hf / "w2v-bert-2.0"
+    if codec is None and (hf / "semantic_codec_model.safetensors").is_file():
+        codec = hf / "semantic_codec_model.safetensors"
+    if w2v_bert is not None:
+        cfg.download.w2v_bert = AssetSource(source=str(w2v_bert))
+    if codec is not None:
+        cfg.download.semantic_codec = AssetSource(source=str(Path(codec).parent), files=[Path(codec).name])
+
+
+def tokenizer_artifact(store: ArtifactStore, model: Path) -> ArtifactRef:
+    """The extend-bpe artifact holding ``model``: its whole folder when that folder is an extend-bpe
+    output (model, sidecar, reports), else the model and its sidecar alone."""
+    model = Path(model).resolve()
+    if not model.is_file():
+        raise InputError(f"{model}: tokenizer not found")
+    folder = model.parent
+    known = {model.name, model.with_suffix(".json").name, "report.json", "report.md", "report.png"}
+    files = _folder_files(folder)
+    if set(files) <= known:
+        return publish_files(store, files, "extend-bpe")
+    picked = {model.name: model}
+    if model.with_suffix(".json").is_file():
+        picked[model.with_suffix(".json").name] = model.with_suffix(".json")
+    return publish_files(store, picked, "extend-bpe")
+
+
+def index_artifact(store: ArtifactStore, manifest: Path) -> ArtifactRef:
+    """The preprocess artifact: the folder of an index manifest, without pair files made from it."""
+    folder = Path(manifest).resolve().parent
+    if not (folder / "preprocess.json").is_file():
+        raise InputError(f"{manifest}: not a preprocessed index (no preprocess.json next to it; "
+                         "run 'indextts-train preprocess' first)")
+    skip = {*PAIR_FILES, *(Path(p).with_suffix(s).name for p in PAIR_FILES for s in (".json", ".md"))}
+    return publish_files(store, _folder_files(folder, skip), "preprocess")
+
+
+def pairs_artifact(store: ArtifactStore, train: Path, val: Path | None) -> ArtifactRef:
+    """The pairs artifact: the index next to ``train`` plus the two pair files under their stage names."""
+    train = Path(train).resolve()
+    folder = train.parent
+    if train.name == PAIR_FILES[0] and (val is None or Path(val).resolve() == folder / PAIR_FILES[1]):
+        return publish_files(store, _folder_files(folder), "pairs")
+    files = {n: folder / n for n in ("train_manifest.jsonl", "val_manifest.jsonl", "text_ids.safetensors",
+                                     "preprocess.json") if (folder / n).is_file()}
+    files[PAIR_FILES[0]] = train
+    if val is not None:
+        files[PAIR_FILES[1]] = Path(val)
+    return publish_files(store, files, "pairs")
+
+
+def copy_out(store: ArtifactStore, ref: ArtifactRef, dest: Path, cache_dir: Path | None = None,
+             names: Iterable[str] | None = None) -> Path:
+    """Copy an artifact's files into ``dest`` (each file atomically); other files in ``dest`` stay."""
+    src = fetch_dir(store, ref, cache_dir)
+    wanted = set(names) if names is not None else None
+    for rel, path in _folder_files(src).items():
+        if wanted is None or rel in wanted:
+            atomic_copy(path, dest / rel)
+    return dest

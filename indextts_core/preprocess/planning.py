@@ -1,0 +1,138 @@
+"""Planning: tokenize and gate the text, name the feature set, and cut the missing audio into units."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indextts_core.preprocess.clips import Clip, reject_row
+from indextts_core.preprocess.settings import STAGE_VERSION
+from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
+from indextts_core.utils.fileio import read_json, sha256_bytes
+
+if TYPE_CHECKING:
+    from indextts_core.config import PreprocessConfig
+    from indextts_core.model.bundle import ModelBundle
+
+
+@dataclass
+class TextItem:
+    clip: Clip
+    frontend_text: str
+    ids: list[int]
+
+
+@dataclass
+class UnitRecords:
+    """What completed units recorded: features (shard, row, code length, duration) and rejections."""
+
+    done: dict[str, tuple[str, int, int, float]] = field(default_factory=dict)
+    rejects: dict[str, str] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        for row, key in enumerate(record["keys"]):
+            code_len, duration = record["lengths"][key]
+            self.done.setdefault(key, (record["shard"], row, code_len, duration))
+        for key, reason in record["rejects"].items():
+            self.rejects.setdefault(key, reason)
+
+
+@dataclass
+class Plan:
+    feature_dir: Path
+    featureset: str
+    texts: dict[str, TextItem]  # clip id -> tokenized text (text gates passed)
+    rejects: list[dict[str, Any]]  # text-gate rejections
+    keys: dict[str, str]  # clip id -> audio key
+    records: UnitRecords  # what earlier runs finished
+    units: list[list[tuple[str, str]]]  # work: [(audio key, audio uri)] per unit
+    limits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unit_names(self) -> list[str]:
+        return [unit_name([k for k, _ in u]) for u in self.units]
+
+
+def unit_name(keys: Sequence[str]) -> str:
+    return "unit-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
+
+
+def featureset_id(models: dict[str, str], cfg: PreprocessConfig, layer: int) -> str:
+    """Names the features: the models' content hashes, the stage version, and the settings that change features."""
+    ident = {"models": models, "version": STAGE_VERSION, "cond_max_seconds": cfg.cond_max_seconds, "layer": layer}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def bundle_models(bundle: ModelBundle) -> dict[str, str]:
+    """Content hashes of the model files of a bundle (the tokenizer does not touch audio features)."""
+    return {k: v for k, v in bundle.fingerprint().items() if k != "tokenizer"}
+
+
+def read_units(feature_dir: Path) -> UnitRecords:
+    """The records of every completed unit in ``feature_dir``."""
+    records = UnitRecords()
+    if feature_dir.is_dir():
+        for record_path in sorted(feature_dir.glob("unit-*.json")):
+            records.add(read_json(record_path))
+    return records
+
+
+def tokenize(clips: Sequence[Clip], tokenizer: Any, frontend: Any, max_text_tokens: int,
+             max_unk_share: float) -> tuple[dict[str, TextItem], list[dict[str, Any]]]:
+    """Front-end + tokenizer for every clip; text gates: empty, too long, too much <unk>."""
+    items, rejects = {}, []
+    unk = tokenizer.unk_id()
+    for clip in clips:
+        fe_text = frontend(clip.text, clip.language)
+        ids = frontend.encode(tokenizer, clip.text, clip.language)
+        reason = None
+        if not fe_text.strip() or not ids:
+            reason = ("empty_text", "no text left after the front-end")
+        elif len(ids) > max_text_tokens:
+            reason = ("text_too_long", f"{len(ids)} text tokens > max_text_tokens={max_text_tokens}")
+        elif ids.count(unk) / len(ids) > max_unk_share:
+            reason = ("unknown_tokens", f"{ids.count(unk)} of {len(ids)} tokens are <unk> "
+                      f"(> max_unk_share={max_unk_share}); is the tokenizer extended for {clip.language!r}?")
+        if reason:
+            rejects.append(reject_row(clip, *reason))
+        else:
+            items[clip.id] = TextItem(clip, fe_text, ids)
+    return items, rejects
+
+
+def _audio_key(clip: Clip, storage: Any) -> str:
+    if clip.audio_sha256:
+        return clip.audio_sha256
+    try:
+        return sha256_bytes(read_uri_bytes(clip.audio, storage))
+    except (ObjectNotFoundError, FileNotFoundError):
+        return "missing:" + clip.audio
+
+
+def plan(clips: Sequence[Clip], tokenizer: Any, frontend: Any, bundle: ModelBundle, feature_root: Path,
+         cfg: PreprocessConfig, storage: Any | None = None) -> Plan:
+    """Tokenize and gate the text, then list the audio of ``feature_root/<feature set>/`` still to process."""
+    gpt = bundle.gpt_config
+    texts, rejects = tokenize(clips, tokenizer, frontend, gpt.max_text_tokens, cfg.max_unk_share)
+    fset = featureset_id(bundle_models(bundle), cfg, bundle.hidden_layer)
+    feature_dir = Path(feature_root) / fset
+    records = read_units(feature_dir)
+    keys = {cid: _audio_key(item.clip, storage) for cid, item in texts.items()}
+    return make_plan(feature_dir, fset, texts, rejects, keys, records, cfg.unit_clips,
+                     {"max_text_tokens": gpt.max_text_tokens, "max_mel_tokens": gpt.max_mel_tokens})
+
+
+def make_plan(feature_dir: Path, fset: str, texts: dict[str, TextItem], rejects: list[dict[str, Any]],
+              keys: dict[str, str], records: UnitRecords, unit_clips: int, limits: dict[str, int]) -> Plan:
+    """Units of ``unit_clips`` audio keys, in a fixed order, of the audio that ``records`` lacks."""
+    todo: dict[str, str] = {}
+    for cid, key in keys.items():
+        if key not in records.done and key not in records.rejects and key not in todo:
+            todo[key] = texts[cid].clip.audio
+    ordered = sorted(todo.items())  # a fixed order: interrupted runs re-plan the same units
+    units = [ordered[i:i + unit_clips] for i in range(0, len(ordered), unit_clips)]
+    return Plan(feature_dir, fset, texts, rejects, keys, records, units, limits)

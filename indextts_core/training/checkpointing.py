@@ -1,0 +1,368 @@
+"""Everything about training checkpoints: what they hold, writing and keeping them, resuming, warm starts, export.
+
+A checkpoint (``model_step{N}.pth``) holds everything the next step depends on: the model (as the
+official state dict), the optimizer, the scheduler, the gradient scaler, the progress counters
+(optimizer step, epoch, step within the epoch: checkpoints are only written between optimizer
+steps, so there is never a partial accumulation window), the micro-batch budget in use, every
+random generator of every rank, the best validation result so far, and a fingerprint of what the
+run was built from (:func:`fingerprint`).  Everything is plain data and tensors, so it loads with
+``weights_only=True``.
+
+In the output folder:
+
+* ``model_step{N}.pth``: the last ``keep`` of them are kept;
+* ``latest.pth``: the newest checkpoint, replaced at each save;
+* ``best.pth``: the checkpoint with the best validation metric, never deleted by retention.
+
+``latest.pth`` and ``best.pth`` are hard links to a step file where the file system allows (no
+extra space), copies otherwise.  Every file appears atomically (temporary name, fsync, rename).
+
+:func:`resume` finds and loads the checkpoint a run continues from (refusing one made from other
+inputs), or takes only its weights for a warm start; :func:`export` writes the best checkpoint in
+the official layout, reloads it strictly and checks it is what was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from indextts_core.errors import InputError
+from indextts_core.model.checkpoint import (
+    CheckpointError,
+    export_checkpoint,
+    load_gpt,
+    load_state_dict_into,
+    official_state_dict,
+    read_state_dict,
+)
+from indextts_core.model.vocab import base_rows_digest
+from indextts_core.training import distributed as dd
+from indextts_core.training.data import Batch, TrainingSet
+from indextts_core.training.objective import forward
+from indextts_core.training.optim import group_layout
+from indextts_core.training.records import Progress, TrainInputs
+from indextts_core.training.setup import ModelSetup
+from indextts_core.utils.fileio import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = "indextts-train/1"
+STEP_FILE = re.compile(r"^model_step(\d+)\.pth$")
+
+#: Fingerprint fields and what a mismatch means.
+FINGERPRINT_FIELDS = {
+    "tokenizer_sha256": "the tokenizer",
+    "vocab_size": "the vocabulary size",
+    "base_vocab": "the base vocabulary size",
+    "model_config_sha256": "the model configuration",
+    "base_checkpoint_sha256": "the base checkpoint (gpt.pth)",
+    "data_sha256": "the training data (index and pair files)",
+    "sampling": "the sample order (seed, batch_tokens, fresh prompts)",
+    "optimizer_layout": "the trainable parameters (freeze settings)",
+}
+
+
+def fingerprint(setup: ModelSetup, data: TrainingSet, inputs: TrainInputs, groups: list[dict[str, Any]],
+                sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run is built from (the fields of :data:`FINGERPRINT_FIELDS`)."""
+    return {
+        "tokenizer_sha256": setup.tokenizer.sha256, "vocab_size": setup.vocab_size,
+        "base_vocab": setup.base_vocab, "model_config_sha256": setup.config_sha256,
+        "base_checkpoint_sha256": setup.base_gpt_sha256,
+        "data_sha256": data.fingerprint([p for p in (inputs.train, inputs.val) if p is not None]),
+        "sampling": dict(sampling),
+        "optimizer_layout": hashlib.sha256(json.dumps(group_layout(groups)).encode()).hexdigest(),
+    }
+
+
+def fingerprint_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between a checkpoint's fingerprint and this run's."""
+    out = []
+    for key, what in FINGERPRINT_FIELDS.items():
+        a, b = saved.get(key), current.get(key)
+        if a != b:
+            show = (lambda v: v[:12] if isinstance(v, str) and len(v) > 20 else v)
+            out.append(f"{what} ({key}): checkpoint {show(a)!r}, this run {show(b)!r}")
+    return out
+
+
+# ------------------------------------------------------------------------ random generators
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator of this process, as plain data and tensors."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(keys), gauss],
+        "numpy": {"name": name, "keys": np_keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            log.warning("checkpoint has CUDA generator states for %d devices, this machine has %d: CUDA generators "
+                        "not restored", len(cuda), torch.cuda.device_count())
+
+
+# ------------------------------------------------------------------------ files
+
+
+def save_file(obj: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, rename."""
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(obj), f)
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with ``weights_only=True``."""
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling fails in many ways
+        raise InputError(f"{path}: cannot be read with weights_only=True ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:300]})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        hint = " (a plain gpt.pth? use it as --checkpoint, or --warm-start to take its weights)" \
+            if isinstance(obj, dict) and "format" not in obj else ""
+        raise InputError(f"{path}: not a training checkpoint ({FORMAT}){hint}")
+    return obj
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CheckpointDir:
+    """The checkpoint files of one training run (see the module docstring)."""
+
+    def __init__(self, root: Path, keep: int = 3):
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.root = Path(root)
+        self.keep = keep
+
+    @property
+    def latest(self) -> Path:
+        return self.root / "latest.pth"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best.pth"
+
+    def step_path(self, step: int) -> Path:
+        return self.root / f"model_step{step}.pth"
+
+    def steps(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := STEP_FILE.match(p.name)))
+
+    def has_checkpoints(self) -> bool:
+        return self.latest.is_file() or bool(self.steps())
+
+    def clean_partial(self) -> None:
+        """Remove temporary files an interrupted save left behind."""
+        if self.root.is_dir():
+            for p in self.root.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+
+    def save(self, state: Mapping[str, Any], step: int, is_best: bool) -> Path:
+        path = self.step_path(step)
+        save_file(state, path)
+        _link_or_copy(path, self.latest)
+        if is_best:
+            _link_or_copy(path, self.best)
+        self.prune()
+        return path
+
+    def prune(self) -> list[Path]:
+        """Delete all but the newest ``keep`` step files (``best.pth`` and ``latest.pth`` are separate links)."""
+        removed = []
+        for step in self.steps()[:-self.keep]:
+            p = self.step_path(step)
+            p.unlink(missing_ok=True)
+            removed.append(p)
+        return removed
+
+    def resolve(self, resume: str | Path | None) -> Path | None:
+        """The file to resume from: None (fresh), ``auto`` (latest.pth if any) or a path."""
+        if resume is None:
+            return None
+        if str(resume) == "auto":
+            if self.latest.is_file():
+                return self.latest
+            steps = self.steps()
+            return self.step_path(steps[-1]) if steps else None
+        path = Path(resume)
+        if not path.is_file():
+            raise InputError(f"--resume {resume}: no such checkpoint")
+        return path
+
+
+# ------------------------------------------------------------------------ the run's checkpoints
+
+
+def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, progress: Progress,
+               rng: list[Any], fingerprint: Mapping[str, Any], options: Mapping[str, Any], world: int,
+               metrics: Mapping[str, float]) -> dict[str, Any]:
+    """The checkpoint dict (see the module docstring); ``rng`` holds every rank's :func:`rng_state`."""
+    return {
+        "format": FORMAT,
+        "model": {k: v.detach().cpu() for k, v in official_state_dict(model).items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "progress": asdict(progress),
+        "rng": rng,
+        "fingerprint": dict(fingerprint),
+        "options": dict(options),
+        "world": world,
+        "metrics": dict(metrics),
+    }
+
+
+def _load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    try:
+        load_state_dict_into(model, weights, path)
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
+
+
+def resume(ckdir: CheckpointDir, inputs: TrainInputs, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: Any, scaler: Any, current: Mapping[str, Any], seed: int, dist: dd.Dist) -> Progress:
+    """Where the run starts: fresh, resumed exactly from a checkpoint, or warm-started from its weights.
+
+    ``current`` is this run's fingerprint; a checkpoint made from other inputs is refused.  Seeds
+    torch's generator for a fresh start (``seed + rank``) or restores every generator on resume.
+    """
+    out = ckdir.root
+    ckdir.clean_partial()
+    path = ckdir.resolve(inputs.resume)
+    if path is None:
+        if ckdir.has_checkpoints() and inputs.resume is None:
+            raise InputError(f"{out} already holds checkpoints of a run (latest: {ckdir.latest.name}); "
+                             "pass --resume auto to continue it, or choose another --output-dir")
+        if inputs.resume == "auto":
+            log.info("--resume auto: no checkpoint in %s, starting from the base model", out)
+        torch.manual_seed(seed + dist.rank)
+        return Progress()
+    if inputs.warm_start:
+        if ckdir.has_checkpoints():
+            raise InputError(f"--warm-start starts a new run, but {out} already holds checkpoints; choose an "
+                             "empty --output-dir")
+        try:
+            weights = load_file(path)["model"]
+        except InputError:
+            weights = read_state_dict(path)  # a plain gpt.pth (e.g. an export)
+        _load_weights(model, weights, path)
+        log.info("warm start: weights from %s; optimizer, schedule and position start fresh", path)
+        torch.manual_seed(seed + dist.rank)
+        return Progress()
+    ck = load_file(path)
+    diffs = fingerprint_mismatch(ck["fingerprint"], current)
+    if diffs:
+        raise InputError(f"{path}: made by a run with different inputs, refusing to resume:\n  " +
+                         "\n  ".join(diffs) + "\nResume with the same files and settings, or pass --warm-start to "
+                         "start a new run from its weights only.")
+    _load_weights(model, ck["model"], path)
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    if scaler is not None and ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
+    progress = Progress(**ck["progress"])
+    states = ck["rng"]
+    if len(states) == dist.world:
+        set_rng_state(states[dist.rank])
+    else:
+        log.warning("checkpoint was written by %d rank(s), this run has %d: the sample order is unchanged, but "
+                    "dropout draws restart from the seed", len(states), dist.world)
+        torch.manual_seed(seed + progress.step * 1009 + dist.rank)
+    log.info("resuming from %s: step %d, epoch %d, step %d of the epoch", path, progress.step, progress.epoch + 1,
+             progress.step_in_epoch)
+    return progress
+
+
+def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_dir: Path, tokenizer: Path,
+           export_dtype: str, base_digest: str | None, check: Batch | None, device: torch.device,
+           pad_at_end: bool = True) -> tuple[Path, bool, bool | None]:
+    """Export ``source`` in the official layout into ``out``, reload it strictly and check it is what was trained.
+
+    The reloaded weights must equal the trained ones and, when ``check`` (a validation batch) is
+    given and the export is float32, give the same logits.  ``base_digest``: the base rows' digest
+    before training (frozen base rows), checked on the export; None skips that check.
+    Returns (folder, verified, base rows unchanged or None).
+    """
+    ck = load_file(source)
+    load_state_dict_into(model, ck["model"], source)
+    result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
+    reloaded = load_gpt(out, strict=True)
+    ours = official_state_dict(model)
+    theirs = reloaded.state_dict()
+    dtype = torch.float16 if export_dtype == "float16" else torch.float32
+    same = all(torch.equal(theirs[k], v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype))
+               for k, v in ours.items())
+    if same and check is not None and export_dtype == "float32":
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            a = forward(model.cpu(), check, pad_at_end=pad_at_end)
+            b = forward(reloaded, check, pad_at_end=pad_at_end)
+        model.to(device).train(was)
+        same = torch.equal(a.mel_logits, b.mel_logits) and torch.equal(a.text_logits, b.text_logits)
+    unchanged = base_rows_digest(reloaded, setup.base_vocab) == base_digest \
+        if base_digest is not None and export_dtype == "float32" else None
+    write_json(out / "indextts-export.json", {
+        "format": "indextts-export/1", "source": source.name, "step": ck["progress"]["step"],
+        "metrics": ck.get("metrics", {}), "fingerprint": ck["fingerprint"],
+        "tokenizer": {"file": tokenizer.name, "sha256": setup.tokenizer.sha256,
+                      "vocab_size": setup.vocab_size, "base_vocab": setup.base_vocab},
+        "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
+        "dtype": export_dtype, "verified_reload": same, "base_rows_unchanged": unchanged,
+        "files": result.files,
+    })
+    if not same:
+        raise RuntimeError(f"{out}: the exported checkpoint does not reproduce the trained model")
+    log.info("exported %s (step %d) to %s; strict reload verified", source.name, ck["progress"]["step"], out)
+    return out, same, unchanged

@@ -1,0 +1,105 @@
+"""Grouped validation: loss, text_loss, mel_loss and mel_top1 overall, per language, and for seen / unseen speakers.
+
+Runs in eval mode, so it is deterministic and touches no random generator.  Every rank takes its
+share of the micro-batches and the sums are reduced over all ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from indextts_core.errors import InputError
+from indextts_core.training import data as D
+from indextts_core.training import distributed as dd
+from indextts_core.training.objective import loss_sums
+
+
+class Validation:
+    """The validation samples of a run and how their metrics are grouped and weighted."""
+
+    def __init__(self, data: D.TrainingSet, samples: Sequence[D.Sample], seen_speakers: set[str],
+                 text_weight: float, mel_weight: float, pad_at_end: bool = True):
+        self.data, self.samples, self.seen_speakers = data, list(samples), seen_speakers
+        self.text_weight, self.mel_weight, self.pad_at_end = text_weight, mel_weight, pad_at_end
+
+    def __bool__(self) -> bool:
+        return bool(self.samples)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, micro_tokens: int, dist: dd.Dist, device: torch.device,
+                 amp_dtype: torch.dtype | None) -> dict[str, float]:
+        """Validation metrics over the whole validation set (all ranks together)."""
+        data, samples = self.data, self.samples
+        languages = sorted({data.rows[s.target]["language"] for s in samples})
+        unseen_any = any(data.rows[s.target]["speaker"] not in self.seen_speakers for s in samples)
+        groups = ["", *(f"{lang}/" for lang in languages)]
+        if unseen_any:
+            groups += ["seen_speakers/", "unseen_speakers/"]
+        index = {g: n for n, g in enumerate(groups)}
+        sums = torch.zeros(len(groups), 5, dtype=torch.float64)
+        micros = D.split_micro(data, samples, range(len(samples)), micro_tokens, self.pad_at_end)
+        was_training = model.training
+        model.eval()
+        try:
+            for micro in micros[dist.rank::dist.world]:
+                batch = self.batch(micro).to(device)
+                ts = loss_sums(model, batch, amp_dtype, self.pad_at_end)
+                per = torch.stack([ts.text_loss, ts.text_tokens, ts.mel_loss, ts.mel_tokens, ts.mel_hits], dim=1)
+                per = per.to("cpu", torch.float64)
+                for j, lang in enumerate(batch.languages):
+                    member = ["", f"{lang}/"]
+                    if unseen_any:
+                        seen = batch.speakers[j] in self.seen_speakers
+                        member.append("seen_speakers/" if seen else "unseen_speakers/")
+                    for g in member:
+                        sums[index[g]] += per[j]
+        finally:
+            model.train(was_training)
+        sums = dd.all_reduce_sum(sums.to(device), dist).cpu()
+        metrics: dict[str, float] = {}
+        for g, n in index.items():
+            text_sum, text_n, mel_sum, mel_n, hits = sums[n].tolist()
+            if not mel_n:
+                continue
+            text_loss, mel_loss = text_sum / max(text_n, 1), mel_sum / mel_n
+            metrics |= {f"val/{g}loss": self.text_weight * text_loss + self.mel_weight * mel_loss,
+                        f"val/{g}text_loss": text_loss, f"val/{g}mel_loss": mel_loss, f"val/{g}mel_top1": hits / mel_n}
+        return metrics
+
+    def batch(self, micro: Sequence[int]) -> D.Batch:
+        """The (CPU) batch of the validation samples ``micro``."""
+        return D.collate([D.load_sample(self.data, self.samples[i]) for i in micro], pad_at_end=self.pad_at_end,
+                         conds=self.data.conds)
+
+    def last_micro(self, micro_tokens: int) -> list[int]:
+        """The last (shortest) validation micro-batch: the one the export is checked on."""
+        return D.split_micro(self.data, self.samples, range(len(self.samples)), micro_tokens, self.pad_at_end)[-1]
+
+
+def check_best_metric(best_metric: str, metrics: dict[str, float]) -> None:
+    key = f"val/{best_metric}"
+    if key not in metrics:
+        names = sorted(k.removeprefix("val/") for k in metrics if k.endswith("loss"))
+        raise InputError(f"train.best_metric: {best_metric!r} is not a validation metric of this run "
+                         f"(choose one of: {', '.join(names)})")
+
+
+def brief(metrics: dict[str, float]) -> str:
+    keys = ("val/loss", "val/text_loss", "val/mel_loss", "val/mel_top1")
+    return ", ".join(f"{k.removeprefix('val/')} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def read_baseline(path: Path) -> dict[str, float]:
+    """The step-0 validation of a run, from its metrics file (kept there by the first run of a resumed one)."""
+    if not path.is_file():
+        return {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row.get("step") == 0 and any(k.startswith("val/") for k in row):
+            return {k: v for k, v in row.items() if k.startswith("val/")}
+    return {}
