@@ -116,26 +116,49 @@ def test_config_command_prints_resolved_yaml():
 def test_seed_commands_preprocess_and_build_pairs(tmp_path: Path, tiny_bundle):
     """The seed's steps 1-3, with its flag names, on the demo data and the tiny bundle."""
     ckpt = tiny_bundle.checkpoint_dir
-    cli("ingest", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "dataset"))
+    cli("ingest", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "dataset"),
+        cwd=tmp_path)
     cli("extend-bpe", "--base-model", str(ckpt / "bpe.model"), "--manifests", str(tmp_path / "dataset" / "manifest.jsonl"),
-        "--output-model", str(tmp_path / "tokenizers" / "extended_bpe.model"), "--target-size", "24000")
-    out = cli("preprocess", "--manifest", str(tmp_path / "dataset" / "manifest.jsonl"), "--output-dir",
-              str(tmp_path / "processed_data"), "--tokenizer", str(tmp_path / "tokenizers" / "extended_bpe.model"),
-              "--language", "am", "--checkpoint", str(ckpt)).stdout
+        "--output-model", str(tmp_path / "tokenizers" / "extended_bpe.model"), "--target-size", "24000", cwd=tmp_path)
+    args = ("preprocess", "--manifest", str(tmp_path / "dataset" / "manifest.jsonl"), "--output-dir",
+            str(tmp_path / "processed_data"), "--tokenizer", str(tmp_path / "tokenizers" / "extended_bpe.model"),
+            "--language", "am", "--checkpoint", str(ckpt))
+    out = cli(*args, cwd=tmp_path).stdout
     assert "clips: 60; indexed: 60" in out and "audio processed now: 60" in out
-    again = cli("preprocess", "--manifest", str(tmp_path / "dataset" / "manifest.jsonl"), "--output-dir",
-                str(tmp_path / "processed_data"), "--tokenizer", str(tmp_path / "tokenizers" / "extended_bpe.model"),
-                "--language", "am", "--checkpoint", str(ckpt)).stdout
-    assert "audio processed now: 0; features reused: 60" in again
+    again = cli(*args, cwd=tmp_path)
+    assert "preprocess: cached" in again.stderr  # same inputs: the stored index, nothing recomputed
     for split in ("train", "val"):
         out = cli("build-pairs", "--manifest", str(tmp_path / "processed_data" / f"{split}_manifest.jsonl"),
                   "--output", str(tmp_path / "processed_data" / f"GPT_pairs_{split}.jsonl"),
-                  "--pairs-per-target", "2").stdout
+                  "--pairs-per-target", "2", cwd=tmp_path).stdout
         pairs = [json.loads(x) for x in (tmp_path / "processed_data" / f"GPT_pairs_{split}.jsonl").read_text().splitlines()]
         assert pairs and all(p["prompt"] != p["target"] for p in pairs)
         assert f"pairs: {len(pairs)}" in out
     assert "--pairs-per-target" in cli("build-pairs", "--help").stdout
     assert "--tokenizer" in cli("preprocess", "--help").stdout
+
+
+@pytest.mark.slow
+def test_cli_stages_and_the_flow_share_artifacts(tmp_path: Path):
+    """Stages run one by one from the CLI, then the whole flow: the flow reuses what the commands made,
+    and every command's run is in MLflow."""
+    demo = str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    cli("ingest", "--config", demo, cwd=tmp_path)
+    cli("extend-bpe", "--config", demo, cwd=tmp_path)  # corpus runs on the way, as in the flow
+    cli("preprocess", "--config", demo, cwd=tmp_path)
+    assert (tmp_path / "dataset" / "manifest.jsonl").is_file() and (tmp_path / "processed_data").is_dir()
+    cli("run", "--config", demo, cwd=tmp_path)
+    summary = json.loads((tmp_path / "runs" / "demo" / "summary.json").read_text())
+    status = {s["stage"]: s["status"] for s in summary["stages"]}
+    assert status == expect("cached", download="reused", pairs="ran", train="ran")
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("indextts2-finetune")
+    names = {r.info.run_name for r in client.search_runs([exp.experiment_id], max_results=500)}
+    for stage in ("ingest", "extend-bpe", "preprocess"):
+        assert any(f"-{stage}-" in n for n in names), (stage, names)
 
 
 def test_help_is_readable_at_80_columns():

@@ -22,6 +22,9 @@ end the best checkpoint (by ``best_metric``) is exported in the official layout 
 
 The settings are the ``train:`` section of the run configuration (:class:`~indextts_core.config.TrainConfig`);
 its "auto" values are resolved in :mod:`~indextts_core.training.autosize`.
+
+(A little over 400 lines: the loop, the step with its out-of-memory retry, and the run's
+records it writes share the trainer's state; split further they would pass it all around.)
 """
 
 from __future__ import annotations
