@@ -96,7 +96,7 @@ class Stage:
             if not self._run_id:
                 self.run.log_params(self._params)
             for key, ref in self.inputs.items():
-                self.run.log_input(key, ref.uri, ref.digest, context=ref.stage)
+                self.run.log_input(key, ref.uri, ref.digest, context=_input_context(key, ref))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -137,3 +137,10 @@ class Stage:
         return StageResult(stage=self.name, artifact=ref, metrics=numbers, outputs=dict(outputs),
                            data=dict(data or {}), mlflow_run_id=self.run.run_id if self.run else None,
                            flow_run_id=self.ctx.flow_run_id, seconds=time.monotonic() - self.started)
+
+
+def _input_context(name: str, ref: ArtifactRef) -> str:
+    """MLflow's input context: raw data is a source, models are what they are, the rest trains."""
+    if name == "dataset" or ref.stage == "asset:dataset":
+        return "source"
+    return {"tokenizer": "tokenizer", "base-checkpoint": "base-model", "checkpoint": "base-model"}.get(name, "training")

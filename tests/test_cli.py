@@ -53,21 +53,21 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path):
     run_dir = tmp_path / "runs" / "demo"
     for name in ("manifest.jsonl", "train.jsonl", "val.jsonl", "rejects.jsonl", "report.json", "report.md",
                  "durations.png"):
-        assert (run_dir / "dataset" / name).is_file(), name
+        assert (run_dir / "ingest" / name).is_file(), name
     assert (run_dir / "corpus" / "am.txt").is_file()
-    report = json.loads((run_dir / "dataset" / "report.json").read_text(encoding="utf-8"))
+    report = json.loads((run_dir / "ingest" / "report.json").read_text(encoding="utf-8"))
     assert report["speakers"] == 4 and report["languages"]["am"]["clips"] == 48
     first = json.loads((run_dir / "summary.json").read_text())
     assert [s["status"] for s in first["stages"]] == ["ran"] * 7
-    assert (run_dir / "processed_data" / "GPT_pairs_train.jsonl").is_file()
+    assert (run_dir / "pairs" / "GPT_pairs_train.jsonl").is_file()
     # the demo trains the tiny model and its validation losses fall; the export is the official layout
     train = first["results"]["train"]["metrics"]
     assert train["final.loss"] < train["baseline.loss"] - 0.3 and train["final.mel_top1"] > train["baseline.mel_top1"]
     assert "training: " in out and "export verified: True" in out
-    assert {"gpt.pth", "config.yaml", "extended_bpe.model"} <= {p.name for p in (run_dir / "model").iterdir()}
+    assert {"gpt.pth", "config.yaml", "extended_bpe.model"} <= {p.name for p in (run_dir / "train").iterdir()}
     (ckpts,) = (run_dir / "trained_ckpts").iterdir()
     assert {"best.pth", "latest.pth", "metrics.jsonl", "logs"} <= {p.name for p in ckpts.iterdir()}
-    assert (run_dir / "tokenizer" / "extended_bpe.model").is_file()
+    assert (run_dir / "extend-bpe" / "extended_bpe.model").is_file()
     assert (tmp_path / "runs" / "mlflow.db").is_file()
 
     cli("run", cwd=tmp_path, env=env)

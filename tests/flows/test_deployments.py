@@ -57,7 +57,7 @@ def test_flow_parameters_form_comes_from_the_pipeline_config():
     schema = parameter_schema(finetune).model_dump()
     assert schema["properties"]["cfg"]["$ref"].endswith("PipelineConfig")
     config = schema["definitions"]["PipelineConfig"]
-    assert {"dataset", "train", "extend_bpe", "storage"} <= set(config["properties"])
+    assert {"ingest", "train", "extend_bpe", "storage"} <= set(config["properties"])
     assert schema["definitions"]["TrainConfig"]["properties"]["epochs"]["exclusiveMinimum"] == 0
 
 

@@ -30,10 +30,10 @@ def test_demo_run_records_lineage(tmp_path: Path):
     # stage outputs are content-addressed in the store and checked out into the run folder
     ingest = summary.results["ingest"]
     assert ingest["artifact"]["uri"].startswith(str(tmp_path / "store" / "artifacts" / "ingest"))
-    assert len(read_jsonl(cfg.run.output_dir / "dataset" / "manifest.jsonl")) == 60
+    assert len(read_jsonl(cfg.run.output_dir / "ingest" / "manifest.jsonl")) == 60
     assert (cfg.run.output_dir / "corpus" / "am.txt").is_file()
     assert (cfg.run.output_dir / "corpus" / "am.frontend.txt").is_file()
-    assert (cfg.run.output_dir / "tokenizer" / "extended_bpe.model").is_file()
+    assert (cfg.run.output_dir / "extend-bpe" / "extended_bpe.model").is_file()
     assert summary.results["extend-bpe"]["metrics"]["base_drift"] == 0.0
     assert "| ingest | ran |" in (cfg.run.output_dir / "summary.md").read_text()
 
@@ -75,7 +75,7 @@ def test_demo_run_records_lineage(tmp_path: Path):
     assert version.tags["prefect.flow_run_id"] == summary.flow_run_id
     assert version.tags["data.digest"] == summary.results["pairs"]["artifact"]["digest"]
     assert version.tags["tokenizer.sha256"] and version.tags["base_checkpoint.gpt_sha256"]
-    assert (cfg.run.output_dir / "model" / "gpt.pth").is_file()
+    assert (cfg.run.output_dir / "train" / "gpt.pth").is_file()
     tr_reports = {a.path for a in client.list_artifacts(tr.info.run_id, "reports")}
     assert {"reports/train_summary.json", "reports/indextts-export.json"} <= tr_reports
 
@@ -116,7 +116,7 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     sixth = finetune(make_cfg(tmp_path, {"extend_bpe.min_piece_count": 3}))
     assert statuses(sixth) == expect("ran", download="reused", ingest="cached", corpus="cached")
     # and the run folder is complete on cached runs too
-    assert len(read_jsonl(make_cfg(tmp_path).run.output_dir / "dataset" / "val.jsonl")) == 8
+    assert len(read_jsonl(make_cfg(tmp_path).run.output_dir / "ingest" / "val.jsonl")) == 8
 
 
 def test_cached_result_whose_artifact_vanished_is_recomputed(tmp_path: Path):
@@ -136,7 +136,7 @@ def test_bad_dataset_fails_once_and_keeps_the_evidence(tmp_path: Path, demo_copy
                               "orchestration.retries": 3})
     with pytest.raises(ManifestError, match="1 of 60 rows rejected"):
         finetune(cfg)
-    rejects = read_jsonl(cfg.run.output_dir / "dataset" / "rejects.jsonl")
+    rejects = read_jsonl(cfg.run.output_dir / "ingest" / "rejects.jsonl")
     assert rejects[0]["line"] == 6
     runs = mlflow_runs(cfg)
     ingest_runs = [r for r in runs if r.data.tags.get("stage") == "ingest"]

@@ -20,8 +20,8 @@ def test_units_spread_over_two_dask_workers(tmp_path: Path):
     metrics = summary.results["preprocess"]["metrics"]
     assert statuses(summary)["preprocess"] == "ran"
     assert metrics["units_run"] == 10 and metrics["unit_workers"] == 2
-    index = read_jsonl(cfg.run.output_dir / "processed_data" / "train_manifest.jsonl")
-    assert metrics["indexed"] == len(index) + len(read_jsonl(cfg.run.output_dir / "processed_data" /
+    index = read_jsonl(cfg.run.output_dir / "pairs" / "train_manifest.jsonl")
+    assert metrics["indexed"] == len(index) + len(read_jsonl(cfg.run.output_dir / "pairs" /
                                                              "val_manifest.jsonl"))
 
 

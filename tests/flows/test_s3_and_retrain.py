@@ -30,7 +30,7 @@ def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_b
     machine_b = make_cfg(tmp_path / "b", {"storage.uri": store, "storage.cache_dir": str(tmp_path / "b" / "cache")})
     second = finetune(machine_b)
     assert statuses(second) == expect("cached", download="reused")
-    assert (machine_b.run.output_dir / "dataset" / "report.md").is_file()  # checked out from S3
+    assert (machine_b.run.output_dir / "ingest" / "report.md").is_file()  # checked out from S3
 
 
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, demo_copy: Path):
