@@ -545,7 +545,16 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
                          val=val_manifest, output_dir=cfg.train.checkpoint_dir, resume=cfg.train.resume,
                          warm_start=cfg.train.warm_start, pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
                          feature_dir=features)
-    run_training(inputs, cfg.train, seed=cfg.run.seed)
+    result = run_training(inputs, cfg.train, seed=cfg.run.seed)
+    if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 reports
+        metrics: dict[str, Any] = {"steps": result.steps, "best_step": result.best_step or 0,
+                                   "export_verified": int(result.export_verified),
+                                   **{f"throughput.{k}": v for k, v in result.throughput.items()},
+                                   **{f"baseline.{k.removeprefix('val/')}": v for k, v in result.baseline.items()},
+                                   **{f"final.{k.removeprefix('val/')}": v for k, v in result.final.items()}}
+        if result.base_rows_unchanged is not None:
+            metrics["base_rows_unchanged"] = int(result.base_rows_unchanged)
+        print_training({"metrics": metrics, "outputs": {"checkpoints": str(result.output_dir)}})
 
 
 def print_training(result: dict[str, Any]) -> None:
