@@ -239,7 +239,11 @@ def ingest(
         })
         if manifest:
             use_manifests(cfg, manifest, store_for(cfg), format, language, speaker, raw=True)
-        result = _run_stage(cfg, "ingest")
+        try:
+            result = _run_stage(cfg, "ingest")
+        except InputError:
+            _keep_evidence(cfg.run.output_dir / "ingest", output_dir)  # rejects and report of a failed run
+            raise
         _copy_result(cfg, result, output_dir)
     except (InputError, ValueError) as e:
         raise _fail(e) from None
@@ -247,6 +251,14 @@ def ingest(
     if result["metrics"].get("rejected"):
         console.print(f"rejected rows and reasons: {output_dir / 'rejects.jsonl'}")
     print_outputs("Outputs", {k: output_dir / v for k, v in result["outputs"].items()})
+
+
+def _keep_evidence(stage_dir: Path, output_dir: Path) -> None:
+    for name in ("rejects.jsonl", "report.json", "report.md", "durations.png"):
+        if (stage_dir / name).is_file():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(stage_dir / name, output_dir / name)
+            err_console.print(f"kept {output_dir / name}", highlight=False)
 
 
 @app.command()

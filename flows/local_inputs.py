@@ -10,6 +10,7 @@ the flow or a command produced it.  Raw inputs become configuration (``ingest.so
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from indextts_core.config import AssetSource, ManifestSource, PipelineConfig
 from indextts_core.errors import InputError
+from indextts_core.model.bundle import BUNDLE_META
+from indextts_core.store.download import DEFAULT_FILES
 from indextts_core.store.objects import ArtifactStore, open_store
 from indextts_core.utils.fileio import atomic_copy
 from tasks.artifacts import ArtifactRef, fetch_dir, publish_dir
@@ -62,17 +65,40 @@ def use_manifests(cfg: PipelineConfig, manifests: Sequence[Path], store: Artifac
     """An ingest output folder (``dataset/manifest.jsonl``) is the ingest artifact; anything else (or
     everything, with ``raw``) is data that the ingest stage validates and splits first (its folder
     becomes ``ingest.source``)."""
-    manifests = [Path(m).resolve() for m in manifests]
+    manifests = [Path(os.path.abspath(m)) for m in manifests]
     if not raw and len(manifests) == 1 and is_ingest_output(manifests[0]):
         return {"ingest": publish_files(store, _folder_files(manifests[0].parent), "ingest")}
+    files: list[Path] = []
     for m in manifests:
         if not m.exists():
             raise InputError(f"{m}: manifest not found")
-    root = Path(os.path.commonpath([m if m.is_dir() else m.parent for m in manifests]))
-    cfg.ingest.source = AssetSource(source=str(root))
-    cfg.ingest.manifests = [ManifestSource(path=m.relative_to(root).as_posix() or ".", format=fmt,  # type: ignore[arg-type]
+        files += _dataset_files(m)
+    folders = [m if m.is_dir() else m.parent for m in manifests] + [f.parent for f in files]
+    root = Path(os.path.commonpath(folders))
+    cfg.ingest.source = AssetSource(source=str(root), files=sorted({f.relative_to(root).as_posix() for f in files}))
+    cfg.ingest.manifests = [ManifestSource(path=m.relative_to(root).as_posix(), format=fmt,  # type: ignore[arg-type]
                                            language=language, speaker=speaker) for m in manifests]
     return {}
+
+
+def _dataset_files(manifest: Path) -> list[Path]:
+    """What a raw manifest's dataset is: a folder format's whole folder; for a JSONL manifest, the
+    file and the audio files its rows name relative to it (rows that cannot be read, and audio that
+    is missing, are left for ingest to reject with the line and the reason)."""
+    if manifest.is_dir():
+        return [Path(os.path.abspath(p)) for p in sorted(manifest.rglob("*")) if p.is_file()]
+    out = [manifest]
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        audio = row.get("audio") if isinstance(row, dict) else None
+        if isinstance(audio, str) and "://" not in audio and not Path(audio).is_absolute():
+            path = manifest.parent / audio
+            if path.is_file():
+                out.append(Path(os.path.abspath(path)))
+    return out
 
 
 def use_checkpoint(cfg: PipelineConfig, checkpoint: str, w2v_bert: Path | None = None,
@@ -81,8 +107,11 @@ def use_checkpoint(cfg: PipelineConfig, checkpoint: str, w2v_bert: Path | None =
 
     Encoders not given come from the folder's ``hf_cache/`` when it has them.
     """
-    cfg.download.checkpoint = AssetSource(source=str(checkpoint))
     folder = Path(checkpoint)
+    files = None
+    if (folder / BUNDLE_META).is_file():  # a bundle's own record (e.g. the encoder layer of a tiny model)
+        files = [*DEFAULT_FILES["checkpoint"]["any"], BUNDLE_META]
+    cfg.download.checkpoint = AssetSource(source=str(checkpoint), files=files)
     hf = folder / "hf_cache"
     if w2v_bert is None and (hf / "w2v-bert-2.0").is_dir():
         w2v_bert = hf / "w2v-bert-2.0"

@@ -6,6 +6,10 @@ can be overridden with dotted ``key=value`` strings (``train.epochs=3``), which 
 ``--set`` flag and its named flags do.  Relative paths are relative to the directory the command
 runs from.
 
+Each section is also the options object of its stage's code (no copies): core functions take
+the section.  The module is longer than the others on purpose: every option of a run, with its
+default and description, is readable in this one file (it is also the UI form of a deployment).
+
 Errors name the field and where the bad value came from::
 
     ConfigError: run.yaml: ingest.min_duration_s: Input should be a valid number (got 'short')

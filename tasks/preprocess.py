@@ -7,6 +7,9 @@
   its shard, then its record;
 * ``preprocess`` (the stage's cached task) writes the index from the records.
 
+The bundle is opened and the clips tokenized once per process for one stage run: the plan and the
+index task share that work (:func:`_prepare`).
+
 GPU out-of-memory inside a unit halves the batch down to one clip; every backoff is recorded on the
 stage's MLflow run; a unit that still fails is retried by Prefect from a smaller batch.
 """
@@ -17,6 +20,7 @@ import os
 import socket
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,26 +79,58 @@ def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
     return records
 
 
-def _clips_and_text(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, tokenizer: ArtifactRef,
-                    bundle: ModelBundle) -> tuple[list[core.Clip], Path, dict[str, core.TextItem], list[dict[str, Any]]]:
+@dataclass
+class _Prepared:
+    """What the plan and the index both need: the bundle, the clips and their tokenized text."""
+
+    bundle: ModelBundle
+    clips: list[core.Clip]
+    tokenizer: Path
+    texts: dict[str, core.TextItem]
+    rejects: list[dict[str, Any]]
+    _gpt_sha256: str | None = None
+
+    @property
+    def gpt_sha256(self) -> str:
+        if self._gpt_sha256 is None:
+            self._gpt_sha256 = sha256_file(self.bundle.gpt_path)
+        return self._gpt_sha256
+
+
+_PREPARED: dict[tuple[Any, ...], _Prepared] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepare(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, tokenizer: ArtifactRef,
+             checkpoint: ArtifactRef, w2v: ArtifactRef | None, codec: ArtifactRef | None) -> _Prepared:
+    """Open the bundle and tokenize every clip once per process for the same inputs (the plan task
+    and the index task of one stage run share it)."""
     from indextts_core.text.extend_bpe import check_frontend
 
-    ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
-    clips = core.clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
-    tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
-    fe = TextFrontend()
-    check_frontend(tok_path, fe.fingerprint())
-    texts, rejects = core.tokenize(clips, load_sentencepiece(tok_path), fe, bundle.gpt_config.max_text_tokens,
-                                   cfg.preprocess.max_unk_share)
-    return clips, tok_path, texts, rejects
+    key = (store.uri, dataset.digest, tokenizer.digest, checkpoint.digest, w2v.digest if w2v else None,
+           codec.digest if codec else None, cfg.extend_bpe.output_name, cfg.preprocess.max_unk_share)
+    with _PREPARED_LOCK:
+        if key in _PREPARED:
+            return _PREPARED[key]
+        bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+        ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
+        clips = core.clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
+        tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
+        fe = TextFrontend()
+        check_frontend(tok_path, fe.fingerprint())
+        texts, rejects = core.tokenize(clips, load_sentencepiece(tok_path), fe, bundle.gpt_config.max_text_tokens,
+                                       cfg.preprocess.max_unk_share)
+        _PREPARED.clear()  # one stage's worth at a time
+        _PREPARED[key] = _Prepared(bundle, clips, tok_path, texts, rejects)
+        return _PREPARED[key]
 
 
 @task(name="preprocess-plan", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
 def preprocess_plan_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
                          w2v: ArtifactRef | None, codec: ArtifactRef | None, ctx: RunContext) -> PreprocessPlan:
     store = open_store(cfg.storage.uri, cfg.storage)
-    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
-    clips, _tok, texts, rejects = _clips_and_text(cfg, store, dataset, tokenizer, bundle)
+    prep = _prepare(cfg, store, dataset, tokenizer, checkpoint, w2v, codec)
+    bundle, clips, texts, rejects = prep.bundle, prep.clips, prep.texts, prep.rejects
     fset = core.featureset_id(_models_digest(checkpoint, w2v, codec), cfg.preprocess, bundle.hidden_layer)
     keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
     plan = core.make_plan(Path(), fset, texts, rejects, keys, _records(store, fset), cfg.preprocess.unit_clips, {})
@@ -173,8 +209,8 @@ def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: Artifa
     """Assemble the index from the unit records (the cached stage; ``plan``/``units`` are not in the key)."""
     inputs = {"dataset": dataset, "tokenizer": tokenizer, "checkpoint": checkpoint, "w2v_bert": w2v, "codec": codec}
     with Stage("preprocess", cfg, ctx, inputs, run_id=plan.stage_run_id, tags={"featureset": plan.featureset}) as s:
-        bundle = _bundle(cfg, s.store, checkpoint, w2v, codec)
-        clips, tok_path, texts, rejects = _clips_and_text(cfg, s.store, dataset, tokenizer, bundle)
+        prep = _prepare(cfg, s.store, dataset, tokenizer, checkpoint, w2v, codec)
+        bundle, clips, texts, rejects = prep.bundle, prep.clips, prep.texts, prep.rejects
         keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
         records = _records(s.store, plan.featureset)
         limits = {"max_text_tokens": bundle.gpt_config.max_text_tokens,
@@ -182,9 +218,8 @@ def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: Artifa
         p = core.make_plan(Path(), plan.featureset, texts, rejects, keys, records, 10**9, limits)
         done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
                 for u in units if not u.get("skipped")]
-        result = core.assemble(clips, p, records, s.out, tok_path, TextFrontend().fingerprint(), done,
-                               f"store:{_feature_prefix(plan.featureset)}", s.started,
-                               base_gpt_sha256=sha256_file(bundle.gpt_path))
+        result = core.assemble(clips, p, records, s.out, prep.tokenizer, TextFrontend().fingerprint(), done,
+                               f"store:{_feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256)
         numbers = result.report
         metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",
                                            "features_reused", "oom_backoffs") if numbers.get(k) is not None}

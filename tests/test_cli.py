@@ -78,10 +78,10 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path):
 
 def test_ingest_and_corpus_commands(tmp_path: Path):
     cli("ingest", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "ds"),
-        "--val-fraction", "0.2", "--seed", "9")
+        "--val-fraction", "0.2", "--seed", "9", cwd=tmp_path)
     assert len((tmp_path / "ds" / "val.jsonl").read_text().splitlines()) == 12
     out = cli("corpus", "--manifest", str(tmp_path / "ds" / "manifest.jsonl"), "--output-dir",
-              str(tmp_path / "corpus")).stdout
+              str(tmp_path / "corpus"), cwd=tmp_path).stdout
     assert "am" in out and (tmp_path / "corpus" / "en.txt").is_file()
 
 
@@ -91,10 +91,11 @@ def test_bad_manifest_row_is_reported_not_dropped(tmp_path: Path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.symlink(DEMO_DIR / "audio", tmp_path / "audio")
-    proc = cli("ingest", "--manifest", str(manifest), "--output-dir", str(tmp_path / "ds"))
+    proc = cli("ingest", "--manifest", str(manifest), "--output-dir", str(tmp_path / "ds"), cwd=tmp_path)
     assert "1 rejected (invalid_row: 1)" in proc.stdout
     (reject,) = [json.loads(x) for x in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
-    assert reject["line"] == 3 and f"{manifest}:3: invalid JSON" in reject["reason"]
+    # named relative to the dataset folder (the manifest's), as in the flow: the same on every machine
+    assert reject["line"] == 3 and reject["source"] == "m.jsonl:3" and "m.jsonl:3: invalid JSON" in reject["reason"]
 
 
 def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):

@@ -88,7 +88,7 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
             stop_process(worker, timeout=30)
         stop_process(server, timeout=30)
 
-    assert (tmp_path / "runs" / "from-ui" / "dataset" / "report.md").is_file()
+    assert (tmp_path / "runs" / "from-ui" / "ingest" / "report.md").is_file()
     from tasks.tracking import search_runs
 
     runs = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "indextts2-finetune",

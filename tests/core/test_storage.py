@@ -14,11 +14,11 @@ from indextts_core.store.objects import (
     DIR_MANIFEST,
     ArtifactStore,
     ObjectNotFoundError,
-    S3Store,
     materialize_dir,
     open_store,
     read_uri_bytes,
 )
+from indextts_core.store.s3 import S3Store
 
 
 @pytest.fixture(params=["local", "s3"])

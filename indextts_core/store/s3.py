@@ -1,0 +1,176 @@
+"""The S3 backend of the artifact store (AWS or any S3-compatible server, through boto3).
+
+Same guarantees as the local folder (see :mod:`indextts_core.store.objects`): objects appear only
+when complete (single PUT or multipart), directories once their manifest is written, and every
+object we write carries its sha256 in its metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from indextts_core.errors import StorageError
+from indextts_core.store.objects import (
+    _MB,
+    ArtifactStore,
+    BucketNotFoundError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    _check_key,
+)
+from indextts_core.utils.fileio import sha256_bytes, sha256_file
+
+#: S3 error codes that mean 'try again later'.
+_TRANSIENT_S3_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                       "InternalError", "ServiceUnavailable"}
+
+
+class S3Store(ArtifactStore):
+    """A prefix in an S3 bucket (AWS or any S3-compatible server)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        multipart_threshold: int = 64 * _MB,
+        multipart_chunksize: int = 16 * _MB,
+    ):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region
+        )
+        self._client = session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"} if self.endpoint_url else {},
+            ),
+        )
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"S3Store({self.uri!r}, endpoint={self.endpoint_url!r})"
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}" if key else self.uri
+
+    def _error(self, e: Exception, key: str, action: str) -> Exception:
+        from botocore.exceptions import ClientError
+
+        if isinstance(e, ClientError):
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return ObjectNotFoundError(f"{self.uri_for(key)}: no such object")
+            if code == "NoSuchBucket":
+                return BucketNotFoundError(f"s3://{self.bucket}: bucket does not exist")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            transient = status >= 500 or code in _TRANSIENT_S3_CODES
+            return StorageError(f"{self.uri_for(key)}: {action} failed: {code or e}", transient=transient)
+        return StorageError(f"{self.uri_for(key)}: {action} failed: {e}", transient=True)
+
+    def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
+        size = os.path.getsize(local)
+        digest = sha256_file(local)
+        full = self._key(key)
+        try:
+            self._client.upload_file(
+                str(local), self.bucket, full,
+                ExtraArgs={"Metadata": {"sha256": digest}}, Config=self._transfer,
+            )
+        except Exception as e:  # boto3 wraps failures in several exception types
+            raise self._error(getattr(e, "last_exception", None) or e, key, "upload") from e
+        return ObjectInfo(_check_key(key), size, digest)
+
+    def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
+        full = self._key(key)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        try:
+            self._client.download_file(self.bucket, full, tmp, Config=self._transfer)
+            os.replace(tmp, dest)
+        except Exception as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise self._error(e, key, "download") from e
+        return dest
+
+    def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
+        digest = sha256_bytes(data)
+        full = self._key(key)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, Metadata={"sha256": digest})
+        except Exception as e:
+            raise self._error(e, key, "upload") from e
+        return ObjectInfo(_check_key(key), len(data), digest)
+
+    def get_bytes(self, key: str) -> bytes:
+        full = self._key(key)
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+        except Exception as e:
+            raise self._error(e, key, "read") from e
+
+    def exists(self, key: str) -> bool:
+        full = self._key(key)
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=full)
+            return True
+        except Exception as e:
+            err = self._error(e, key, "head")
+            if isinstance(err, ObjectNotFoundError):
+                return False
+            raise err from e
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix) if prefix else self.prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", []):
+                    k = obj["Key"]
+                    if not full or k == full or k.startswith(full.rstrip("/") + "/"):
+                        keys.append(k[strip:])
+        except Exception as e:
+            raise self._error(e, prefix, "list") from e
+        return sorted(keys)
+
+    def info(self, key: str) -> ObjectInfo:
+        full = self._key(key)
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=full)
+        except Exception as e:
+            raise self._error(e, key, "head") from e
+        digest = head.get("Metadata", {}).get("sha256")
+        if digest is None:  # written by someone else: hash the content once
+            digest = sha256_bytes(self.get_bytes(key))
+        return ObjectInfo(_check_key(key), int(head["ContentLength"]), digest)
+
+    def delete(self, key: str) -> None:
+        for k in self.list(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(k))
