@@ -95,7 +95,7 @@ def test_bad_manifest_row_is_reported_not_dropped(tmp_path: Path):
     assert "1 rejected (invalid_row: 1)" in proc.stdout
     (reject,) = [json.loads(x) for x in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
     # named relative to the dataset folder (the manifest's), as in the flow: the same on every machine
-    assert reject["line"] == 3 and reject["source"] == "m.jsonl:3" and "m.jsonl:3: invalid JSON" in reject["reason"]
+    assert reject["line"] == 3 and reject["source"] == "m.jsonl" and reject["reason"].startswith("m.jsonl:3: invalid JSON")
 
 
 def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):

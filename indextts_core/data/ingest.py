@@ -40,7 +40,7 @@ from indextts_core.text.clean import clean_text
 log = logging.getLogger(__name__)
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
-STAGE_VERSION = "2"
+STAGE_VERSION = "3"
 
 #: Declared and measured durations may differ by this much before the row is counted as corrected.
 _DURATION_TOLERANCE_S = 0.1
@@ -149,9 +149,11 @@ def _rebase(accepted: list[dict[str, Any]], rejects: list[dict[str, Any]], root:
             r["audio"] = f"{base}/{audio}"
         file, _, line = r["source"].rpartition(":")
         r["source"] = f"{rel(file) or file}:{line}"
+    prefix = f"{root}/"
     for r in rejects:
         file, _, line = r["source"].rpartition(":") if ":" in r["source"] else (r["source"], "", "")
         r["source"] = f"{rel(file) or file}:{line}" if line else (rel(r["source"]) or r["source"])
+        r["reason"] = r["reason"].replace(prefix, "")  # files named relative to the dataset, not this machine
 
 
 def ingest(

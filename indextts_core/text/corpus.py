@@ -19,7 +19,7 @@ from indextts_core.utils.fileio import atomic_write, read_jsonl, sha256_file, wr
 from indextts_core.text.clean import clean_text, script_of
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
-STAGE_VERSION = "2"
+STAGE_VERSION = "3"
 
 
 @dataclass(frozen=True)
