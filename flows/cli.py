@@ -396,7 +396,8 @@ def preprocess(
                                              "language": language})
         store = store_for(cfg)
         if checkpoint is not None or w2v_bert is not None or codec is not None:
-            use_checkpoint(cfg, checkpoint or cfg.download.checkpoint.source, w2v_bert, codec)  # type: ignore[union-attr]
+            base = checkpoint or (cfg.download.checkpoint.source if cfg.download.checkpoint else "tiny://0")
+            use_checkpoint(cfg, base, w2v_bert, codec)
         given = use_manifests(cfg, [manifest], store, language=language) if manifest else {}
         if tokenizer is not None:
             cfg.extend_bpe.output_name = tokenizer.name

@@ -19,6 +19,6 @@ def corpus_task(cfg: PipelineConfig, dataset: ArtifactRef, frontend: str, ctx: R
         result = core.build_corpus([src / f"{split}.jsonl" for split in splits], s.out, TextFrontend())
         metrics = {f"{lang}.{k}": st[k] for lang, st in result.stats.items()
                    for k in ("lines", "characters", "unique_characters")}
-        outputs = ({lang: p.name for lang, p in result.files.items()}
-                   | {f"{lang}.frontend": p.name for lang, p in result.frontend_files.items()} | {"stats": "stats.json"})
+        outputs = {lang: p.name for lang, p in result.files.items()}
+        outputs |= {f"{lang}.frontend": p.name for lang, p in result.frontend_files.items()} | {"stats": "stats.json"}
         return s.publish(metrics, outputs, reports=["stats.json"], data={"stats": result.stats})

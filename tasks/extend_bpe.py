@@ -38,7 +38,8 @@ def extend_bpe_task(cfg: PipelineConfig, corpus: ArtifactRef, checkpoint: Artifa
                         f"{lang}.tokens_per_char_after": st.tokens_per_char_after}
         if s.run is not None:
             s.run.log_artifact(result.model_path, "tokenizer")
-        return s.publish(metrics, reports=[result.report_json, result.report_md, result.report_png, result.sidecar_path],
+        reports = [result.report_json, result.report_md, result.report_png, result.sidecar_path]
+        return s.publish(metrics, reports=reports,
                          tags={"note": result.note[:500]}, data={"note": result.note},
                          outputs={"tokenizer": result.model_path.name, "sidecar": result.sidecar_path.name,
                                   "report": "report.md", "plot": "report.png"})

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real S3-compatible server (moto, by PID), the demo dataset."""
+"""Shared fixtures: a real S3-compatible server (moto, by PID), a Prefect server, the demo dataset."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests_support import DEMO_DIR, free_port, stop_process, wait_for_port
+from tests_support import BIN, DEMO_DIR, free_port, stop_process, wait_for_port, wait_healthy
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -28,6 +29,27 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real ``prefect server`` (by PID) for the CLI tests: each command then talks to it instead of
+    starting a temporary server of its own (which costs seconds per command).  Returns the
+    environment a command needs to use it."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    with open(home / "server.log", "wb") as out:
+        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, timeout=120)
+        wait_healthy(env["PREFECT_API_URL"], proc)
+        yield {k: env[k] for k in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_API_URL")}
     finally:
         stop_process(proc)
 

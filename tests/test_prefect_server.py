@@ -15,24 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests_support import REPO, free_port, stop_process, wait_for_port
+from tests_support import BIN, REPO, free_port, stop_process, wait_for_port, wait_healthy
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("prefect server did not become healthy")
 
 
 def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
@@ -49,7 +34,7 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
     worker = None
     try:
         wait_for_port(port, server, timeout=120)
-        _wait_healthy(api, server)
+        wait_healthy(api, server)
         subprocess.run([sys.executable, "deployments/bootstrap.py", "--pools", "local-process"], cwd=REPO, env=env,
                        check=True, capture_output=True, timeout=120)
         deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file",

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
+#: The virtual environment's scripts (prefect, indextts-train, ...).
+BIN = Path(sys.executable).parent
 DEMO_DIR = REPO / "examples" / "demo"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -34,6 +37,23 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until a Prefect server answers its health check."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("prefect server did not become healthy")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:

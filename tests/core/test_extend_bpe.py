@@ -151,13 +151,14 @@ def test_bad_inputs_are_named(base_tokenizer_path: Path, tmp_path: Path):
         extend_bpe(base_tokenizer_path, {"am": ["  "]}, [], tmp_path / "x.model")
 
 
-def test_cli_extend_bpe_as_the_seed_writes_it(base_tokenizer_path: Path, tmp_path: Path):
+def test_cli_extend_bpe_as_the_seed_writes_it(base_tokenizer_path: Path, tmp_path: Path, prefect_env: dict[str, str]):
     from test_cli import cli
 
     shutil.copy(base_tokenizer_path, tmp_path / "bpe.model")
     out = cli("extend-bpe", "--base-model", str(tmp_path / "bpe.model"), "--manifests",
               str(DEMO_DIR / "manifest.jsonl"), "--output-model", str(tmp_path / "tokenizers" / "extended_bpe.model"),
-              "--target-size", "24000", cwd=tmp_path).stdout
+              "--target-size", "24000", cwd=tmp_path,
+              env=prefect_env).stdout
     assert "300 -> " in out and "base ids 0..299 unchanged" in out and "base-language drift: 0.00%" in out
     assert (tmp_path / "tokenizers" / "extended_bpe.json").is_file()
     helptext = cli("extend-bpe", "--help").stdout
