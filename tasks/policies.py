@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from indextts_core.errors import InputError, StorageError
 from indextts_core.utils.oom import BackoffEvent, GpuOOM, batch_for_attempt
+from tasks.result_storage import ResultJSON
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ STAGE_TASK_OPTIONS: dict[str, Any] = {
     "retry_jitter_factor": 0.2,
     "retry_condition_fn": retry_on_transient,
     "persist_result": True,
+    "result_serializer": ResultJSON(),  # never pickle: results are read back from a shared store
 }
 
 

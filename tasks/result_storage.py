@@ -6,20 +6,107 @@ same local folder or S3 bucket as the artifacts, written atomically, with the sa
 settings.  Prefect 3.9 requires result storage blocks to be saved server-side; the flow saves one
 per store URI (idempotent) at the start of every run.  Credentials are not stored in the block:
 workers read them from their environment (AWS variables or profile), like every other S3 access.
+
+Results are never unpickled.  Every stage task persists its result with :class:`ResultJSON`: the
+JSON of one of a fixed set of pydantic result models (or plain JSON values), validated on read.
+:meth:`StoreResults.read_path` refuses any record written with another serializer (a pickled
+record in a shared bucket would run code on every worker that reads it), naming the record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import json
+import logging
+from typing import Any, Literal
 
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.filesystems import WritableFileSystem
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 
+from prefect.serializers import Serializer
+from pydantic import BaseModel
+
 from indextts_core.config import StorageConfig
+from indextts_core.errors import StorageError
 from indextts_core.store.objects import ArtifactStore, open_store
 
+log = logging.getLogger(__name__)
+
 RESULTS_PREFIX = "prefect-results"
+SERIALIZER = "indextts-json"
+
+#: The result types a record may hold, by name -> where the class lives.  The record names one of
+#: these keys; nothing in a record chooses what code is imported.
+RESULT_TYPES = {
+    "StageResult": "tasks.artifacts:StageResult",
+    "DownloadResult": "tasks.download:DownloadResult",
+    "PreprocessPlan": "tasks.preprocess:PreprocessPlan",
+}
+
+
+class ResultRefused(StorageError):
+    """A result record that this platform will not read (it could run code, or it is not ours)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message, transient=False)
+
+
+def _result_class(kind: str) -> type[BaseModel]:
+    module, _, name = RESULT_TYPES[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class ResultJSON(Serializer):
+    """Stage results as JSON: a known pydantic result model, or plain JSON data.  Never pickle."""
+
+    type: Literal["indextts-json"] = SERIALIZER
+
+    def dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, BaseModel):
+            kind = type(obj).__name__
+            if kind not in RESULT_TYPES or _result_class(kind) is not type(obj):
+                raise TypeError(f"{kind} is not a stage result type this platform persists "
+                                f"({', '.join(RESULT_TYPES)})")
+            return json.dumps({"kind": kind, "data": obj.model_dump(mode="json")}, sort_keys=True).encode()
+        return json.dumps({"kind": "json", "data": obj}, sort_keys=True, allow_nan=False).encode()
+
+    def loads(self, blob: bytes) -> Any:
+        try:
+            record = json.loads(blob)
+            kind, data = record["kind"], record["data"]
+        except (ValueError, TypeError, KeyError) as e:
+            raise ResultRefused(f"a stage result that is not {SERIALIZER} data ({type(e).__name__}: {e})") from None
+        if kind == "json":
+            return data
+        if kind not in RESULT_TYPES:
+            raise ResultRefused(f"a stage result of unknown type {kind!r} (known: {', '.join(RESULT_TYPES)})")
+        return _result_class(kind).model_validate(data)
+
+
+def check_record(path: str, content: bytes) -> bytes:
+    """``content`` if it is a result record written with :class:`ResultJSON`; else a clear refusal.
+
+    Prefect treats a record it cannot read as no cached result: the stage runs again and its new
+    record replaces the refused one.  The refusal is logged as an error naming the record.
+    """
+    try:
+        record = json.loads(content)
+        serializer = record["metadata"]["serializer"]["type"]
+    except (ValueError, TypeError, KeyError):
+        raise _refuse(f"{path}: not a result record of this platform (not JSON with a serializer); refused unread, "
+                      "the stage is recomputed") from None
+    if serializer != SERIALIZER:
+        raise _refuse(f"{path}: result record written with the {serializer!r} serializer; only {SERIALIZER} "
+                      "records are read (a pickled record can run code on whoever reads it); refused unread, the "
+                      "stage is recomputed. Whoever can write to this store wrote it: check its access.")
+    return content
+
+
+def _refuse(message: str) -> ResultRefused:
+    log.error("%s", message)
+    return ResultRefused(message)
 
 
 class StoreResults(WritableFileSystem):
@@ -36,11 +123,11 @@ class StoreResults(WritableFileSystem):
         return open_store(self.uri, StorageConfig(uri=self.uri, endpoint_url=self.endpoint_url, region=self.region))
 
     async def aread_path(self, path: str) -> bytes:
-        return await run_sync_in_worker_thread(self._store().get_bytes, path)
+        return check_record(path, await run_sync_in_worker_thread(self._store().get_bytes, path))
 
     @async_dispatch(aread_path)
     def read_path(self, path: str) -> bytes:
-        return self._store().get_bytes(path)
+        return check_record(path, self._store().get_bytes(path))
 
     async def awrite_path(self, path: str, content: bytes) -> str:
         await run_sync_in_worker_thread(self._store().put_bytes, content, path)

@@ -27,6 +27,7 @@ from indextts_core.errors import InputError
 from indextts_core.utils.fileio import atomic_copy, atomic_write, sha256_file
 from indextts_core.model.config import GPTConfig, text_rows
 from indextts_core.model.unified_voice import UnifiedVoice
+from indextts_core.utils.safe_load import torch_load
 
 ALIAS_PREFIXES = ("inference_model.",)
 ALIAS_KEYS = ("gpt.wte.weight",)
@@ -46,10 +47,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle errors come in many types
-        raise CheckpointError(f"{path}: cannot be read with weights_only=True ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:300]})") from None
+        obj = torch_load(path, "checkpoint")
+    except InputError as e:
+        raise CheckpointError(str(e)) from None
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

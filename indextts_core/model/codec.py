@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from indextts_core.errors import ConfigError, InputError
+from indextts_core.utils.safe_load import safetensors_load
 
 
 @dataclass(frozen=True)
@@ -162,13 +163,11 @@ class SemanticCodec(nn.Module):
 
 def load_codec(weights: str | Path, cfg: CodecConfig = CodecConfig()) -> SemanticCodec:
     """Build the codec and load its safetensors strictly (as ``safetensors.torch.load_model`` does)."""
-    from safetensors.torch import load_file
-
     path = Path(weights)
     if not path.is_file():
         raise InputError(f"{path}: semantic codec weights not found")
     codec = SemanticCodec(cfg)
-    state = load_file(str(path))
+    state = safetensors_load(path, "semantic codec weights")
     expected = codec.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

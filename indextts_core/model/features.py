@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
+from indextts_core.utils.safe_load import torch_load
 
 SAMPLE_RATE = 16000
 HIDDEN_LAYER = 17  # infer_v2.get_emb: hidden_states[17]
@@ -26,10 +27,7 @@ HIDDEN_LAYER = 17  # infer_v2.get_emb: hidden_states[17]
 
 def read_stats(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``wav2vec2bert_stats.pt`` -> (mean, std) with std = sqrt(var); loaded with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: feature statistics file not found")
-    stats = torch.load(path, map_location="cpu", weights_only=True)
+    stats = torch_load(path, "feature statistics (wav2vec2bert_stats.pt)")
     if not isinstance(stats, dict) or not {"mean", "var"} <= set(stats):
         raise InputError(f"{path}: expected a dict with 'mean' and 'var' tensors")
     return stats["mean"].float(), torch.sqrt(stats["var"].float())

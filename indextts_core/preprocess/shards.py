@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from indextts_core.utils.safe_load import safetensors_open
 
 SHARD_FORMAT = "indextts-features/1"
 
@@ -85,10 +86,8 @@ class ShardReader:
     """Random access to the rows of one shard; tensors are read lazily from the memory-mapped file."""
 
     def __init__(self, path: Path):
-        from safetensors import safe_open
-
         self.path = path
-        self._f = safe_open(str(path), framework="pt")
+        self._f = safetensors_open(path, "feature shard")
         self.keys: list[str] = _read_meta(path, self._f.metadata())
         self._offsets = self._f.get_tensor("code_offsets")
 

@@ -58,6 +58,7 @@ from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
 from indextts_core.training.setup import ModelSetup
 from indextts_core.utils.fileio import atomic_write, write_json
+from indextts_core.utils.safe_load import torch_load
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +146,7 @@ def save_file(obj: Mapping[str, Any], path: Path) -> None:
 
 def load_file(path: Path) -> dict[str, Any]:
     """A training checkpoint, loaded with ``weights_only=True``."""
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling fails in many ways
-        raise InputError(f"{path}: cannot be read with weights_only=True ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:300]})") from None
+    obj = torch_load(path, "training checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         hint = " (a plain gpt.pth? use it as --checkpoint, or --warm-start to take its weights)" \
             if isinstance(obj, dict) and "format" not in obj else ""

@@ -43,6 +43,7 @@ from indextts_core.model.config import GPTConfig
 from indextts_core.utils.fileio import read_jsonl, sha256_file
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess.shards import ShardReader
+from indextts_core.utils.safe_load import safetensors_load
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -79,8 +80,6 @@ class TrainingSet:
     """
 
     def __init__(self, manifests: Sequence[Path], feature_dir: Path | None = None, *, conds: int):
-        from safetensors.torch import load_file
-
         self.conds = conds
         if not manifests:
             raise InputError("no manifests to train on")
@@ -97,7 +96,7 @@ class TrainingSet:
                 raise InputError(f"{meta_path}: features are in the artifact store ({ref}); pass their local folder")
             feature_dir = index_dir / ref
         self.feature_dir = Path(feature_dir)
-        text = load_file(str(index_dir / "text_ids.safetensors"))
+        text = safetensors_load(index_dir / "text_ids.safetensors", "text ids of the index")
         self._ids, self._offsets = text["ids"], text["offsets"]
         self.rows: list[dict[str, Any]] = []
         for m in self.manifests:

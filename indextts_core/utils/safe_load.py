@@ -1,0 +1,69 @@
+"""Reading tensor files someone else wrote, without running their code, with errors that name the file.
+
+``torch.load`` is only ever called with ``weights_only=True`` (tensors and plain containers; no
+pickled objects), and safetensors headers are checked by the library; either kind of refusal
+becomes an :class:`~indextts_core.errors.InputError` that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from indextts_core.errors import InputError
+
+
+def _torch_reason(e: Exception) -> str:
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    reason = found.group(1) if found else (text.strip().splitlines() or [type(e).__name__])[0]
+    sentence = re.match(r"(.+?\.)(\s|$)", reason)  # a whole sentence, never cut in the middle
+    return (sentence.group(1) if sentence else reason).strip()
+
+
+def torch_load(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``; a file that needs pickle is refused, clearly."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling fails in many ways
+        raise InputError(
+            f"{path}: {what} refused: it can only be read by unpickling Python objects, which could run code, and "
+            f"this platform reads tensor files with weights_only=True (tensors and plain containers only). Save it "
+            f"again with torch.save of plain tensors, or use the official file. Reason: {_torch_reason(e)}"
+        ) from None
+
+
+def safetensors_load(path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a damaged or lying header is an error naming the file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise InputError(f"{path}: {what} is not a readable safetensors file ({_first_line(e)}); it is damaged or "
+                         "was not written completely: write it again") from None
+
+
+def safetensors_open(path: str | Path, what: str) -> Any:
+    """``safe_open`` for reading tensors one by one, with the same clear error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: {what} is not a readable safetensors file ({_first_line(e)}); it is damaged or "
+                         "was not written completely: write it again") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
