@@ -22,8 +22,8 @@ from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
 from indextts_core.utils.fileio import atomic_write, write_json
-from indextts_core.store.objects import ArtifactStore, open_store
-from tasks.artifacts import StageResult, checkout, is_present
+from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, open_store
+from tasks.artifacts import StageResult, checkout, fetch_dir, is_present
 from tasks.download import DownloadResult
 from tasks.context import RunContext
 from tasks.result_storage import result_storage
@@ -134,9 +134,9 @@ class PipelineRun:
             self.rows.append(StageRow(stage=name, status="failed", seconds=time.monotonic() - start))
         result = state.result()  # raises the stage's error
         cached = state.name == "Cached"
-        if cached and isinstance(result, StageResult) and not is_present(self.store, result.artifact):
-            self.logger.warning("%s: cached output %s is gone from the store; recomputing", name,
-                                result.artifact.uri)
+        problem = self._unusable(result) if cached and isinstance(result, StageResult) else None
+        if problem:
+            self.logger.warning("%s: cached output %s; recomputing", name, problem)
             options["refresh_cache"] = True
             result = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx)
             cached = False
@@ -146,6 +146,18 @@ class PipelineRun:
                 checkout(self.store, result.artifact, dest, self.cfg.storage.cache_dir)
         self._record(name, result, cached, time.monotonic() - start)
         return result
+
+    def _unusable(self, result: StageResult) -> str | None:
+        """Why a cached stage's artifact cannot be used (gone, or damaged: then it is removed), or None."""
+        ref = result.artifact
+        if not is_present(self.store, ref):
+            return f"{ref.uri} is gone from the store"
+        try:
+            fetch_dir(self.store, ref, self.cfg.storage.cache_dir)  # verifies every file against its manifest
+        except CorruptArtifactError as e:
+            self.store.delete(ref.prefix)  # so the recomputed stage stores a good copy under the same digest
+            return f"is damaged ({e})"
+        return None
 
     def _record(self, name: str, result: Any, cached: bool, seconds: float) -> None:
         self.results[name] = result

@@ -46,6 +46,13 @@ class ObjectNotFoundError(InputError, FileNotFoundError):
     """The key does not exist in the store."""
 
 
+class CorruptArtifactError(StorageError):
+    """A stored file does not match its directory manifest (changed or damaged since it was written)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message, transient=False)
+
+
 class BucketNotFoundError(InputError):
     """The S3 bucket named by the store URI does not exist."""
 
@@ -184,7 +191,7 @@ class ArtifactStore(ABC):
         """
         info = self.dir_info(prefix)
         if info is None:
-            raise ObjectNotFoundError(f"{self.uri_for(prefix)}: no complete directory here (no {DIR_MANIFEST})")
+            raise ObjectNotFoundError(_missing_dir(self, prefix))
         dest = Path(dest)
         for f in info.files:
             target = dest / f.key
@@ -194,7 +201,8 @@ class ArtifactStore(ABC):
             got = sha256_file(target)
             if got != f.sha256:
                 target.unlink()
-                raise StorageError(f"{self.uri_for(_join(prefix, f.key))}: sha256 {got[:12]} != manifest {f.sha256[:12]}")
+                raise CorruptArtifactError(f"{self.uri_for(_join(prefix, f.key))}: sha256 {got[:12]} != manifest "
+                                           f"{f.sha256[:12]}")
         return dest
 
 
@@ -332,28 +340,83 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("INDEXTTS_CACHE", Path.home() / ".cache" / "indextts-train"))
 
 
+def verify_dir(folder: Path, info: DirInfo, label: str, record_dir: Path | None = None) -> None:
+    """Check every file of ``folder`` against the directory manifest (size and sha256).
+
+    A file is hashed on first use; ``record_dir`` keeps what was verified (size, mtime, inode per
+    file), so a later read on this machine re-hashes only files that changed since.  Raises
+    :class:`CorruptArtifactError` naming the first file that does not match.
+    """
+    record_path = None
+    record: dict[str, list[int]] = {}
+    if record_dir is not None:
+        record_path = Path(record_dir) / (hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32] + ".json")
+        if record_path.is_file():
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+            except ValueError:
+                record = {}
+    verified: dict[str, list[int]] = {}
+    for f in info.files:
+        path = folder / f.key
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise CorruptArtifactError(f"{label}/{f.key}: missing (listed in the directory manifest)") from None
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        if record.get(f.key) == stamp + [int(f.sha256[:12], 16)]:
+            verified[f.key] = record[f.key]
+            continue
+        if st.st_size != f.size or sha256_file(path) != f.sha256:
+            raise CorruptArtifactError(f"{label}/{f.key}: content does not match its recorded sha256 {f.sha256[:12]} "
+                                       "(changed or damaged after it was stored)")
+        verified[f.key] = stamp + [int(f.sha256[:12], 16)]
+    if record_path is not None and verified != record:
+        with atomic_write(record_path) as out:
+            json.dump(verified, out)
+
+
 def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A local folder holding the complete directory ``prefix``.
+    """A local folder holding the complete directory ``prefix``, every file verified against its manifest.
 
     For a local store that is the folder itself; for S3 the directory is downloaded (and verified)
-    into a cache folder keyed by its URI, reused while its manifest is unchanged.
+    into a cache folder keyed by its URI, reused while its manifest is unchanged and its files
+    still match.  Files are hashed on first use on a machine and again only when they change
+    (see :func:`verify_dir`).  Raises :class:`CorruptArtifactError` when the store's own copy is
+    damaged.
     """
-    local = store.local_path(prefix)
-    if local is not None:
-        if not store.dir_exists(prefix):
-            raise ObjectNotFoundError(f"{local}: no complete directory here (no {DIR_MANIFEST})")
-        return local
+    cache = Path(cache_dir or default_cache_dir())
+    records = cache / "verified"
     info = store.dir_info(prefix)
     if info is None:
-        raise ObjectNotFoundError(f"{store.uri_for(prefix)}: no complete directory here (no {DIR_MANIFEST})")
+        raise ObjectNotFoundError(_missing_dir(store, prefix))
+    local = store.local_path(prefix)
+    if local is not None:
+        verify_dir(local, info, str(local), records)
+        return local
     uri = store.uri_for(prefix)
-    dest = Path(cache_dir or default_cache_dir()) / "s3" / uri.removeprefix("s3://")
+    dest = cache / "s3" / uri.removeprefix("s3://")
     marker = dest / DIR_MANIFEST
     wanted = json.dumps([asdict(f) for f in info.files], sort_keys=True)
     if marker.is_file() and marker.read_text(encoding="utf-8") == wanted:
-        return dest
+        try:
+            verify_dir(dest, info, str(dest), records)
+            return dest
+        except CorruptArtifactError as e:
+            log.warning("local copy damaged, fetching again: %s", e)
     store.get_dir(prefix, dest)
     with atomic_write(marker) as f:
         f.write(wanted)
     log.debug("fetched %s (%d files) into %s", uri, len(info.files), dest)
     return dest
+
+
+def _missing_dir(store: ArtifactStore, prefix: str) -> str:
+    """What a missing directory means: the store (bucket or folder) is gone or empty, or just this folder."""
+    root_empty = not store.list("")
+    where = store.uri_for(prefix)
+    if root_empty:
+        return (f"{where}: not found, and the artifact store {store.uri} is missing or empty (wiped, or the wrong "
+                "storage.uri): every cached result that points into it is gone, so its stage runs again")
+    return (f"{where}: no complete directory here (no {DIR_MANIFEST}): it was deleted or never finished "
+            "uploading; the stage that makes it runs again")
