@@ -69,11 +69,38 @@ def decode_audio(source: str | os.PathLike[str] | bytes, name: str | None = None
         raise AudioDecodeError(f"{label}: cannot decode audio ({e})") from None
     if data.shape[0] == 0:
         raise AudioDecodeError(f"{label}: audio file contains no samples")
+    declared = _wav_declared_frames(source if isinstance(source, bytes) else Path(source))
+    if declared is not None and declared > data.shape[0]:
+        raise AudioDecodeError(f"{label}: truncated: the WAV header declares {declared / sr:.2f} s but the file holds "
+                               f"{data.shape[0] / sr:.2f} s (an interrupted copy or download?)")
     if not np.isfinite(data).all():
         raise AudioDecodeError(f"{label}: audio contains NaN or infinite samples")
     channels = data.shape[1]
     mono = data.mean(axis=1) if channels > 1 else data[:, 0]
     return Waveform(_peak_safe(np.ascontiguousarray(mono, dtype=np.float32)), int(sr), channels)
+
+
+def _wav_declared_frames(source: bytes | Path) -> int | None:
+    """Frames a RIFF/WAVE header promises in its ``data`` chunk (None: not a WAV, or no size given)."""
+    head = source[:65536] if isinstance(source, bytes) else _read_head(source)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20:pos + 22], "little")
+        if chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave the size open
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(65536)
 
 
 def resample(samples: np.ndarray | torch.Tensor, orig_sr: int, target_sr: int) -> np.ndarray:

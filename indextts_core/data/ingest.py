@@ -7,6 +7,7 @@ Every input row ends up in exactly one of two files: the accepted ``manifest.jso
 2. it matches the schema (id, audio, text, speaker, language, ...)             ``schema``
 3. its id was not seen before                                                  ``duplicate_id``
 4. its text is non-empty after light cleaning (NFC, whitespace)                ``empty_text``
+   and has something to say (a letter or a digit, not only punctuation)      ``no_speakable_text``
 5. its audio exists                                                            ``audio_missing``
 6. its audio decodes                                                           ``audio_decode``
 7. its decoded duration is within [min_duration_s, max_duration_s]             ``too_short`` / ``too_long``
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -206,6 +208,10 @@ def ingest(
         text = clean_text(row.text)
         if not text:
             rejects.append(_reject_record(raw, "empty_text", f"{raw.where}: text is empty after cleaning", row.id))
+            continue
+        if not any(unicodedata.category(ch)[0] in "LN" for ch in text):
+            rejects.append(_reject_record(raw, "no_speakable_text", f"{raw.where}: text {text!r} has no letters or "
+                                          "digits (nothing to say)", row.id))
             continue
         record = row.model_dump(exclude_none=True)
         record.update(text=text, audio=_resolve_audio(row.audio, raw.base_dir), source=raw.where)

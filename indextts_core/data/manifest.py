@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -97,27 +97,44 @@ def read_jsonl_manifest(path: Path, *, language: str | None = None, speaker: str
     defaults = {"language": language, "speaker": speaker}
     base = str(path.parent.resolve())
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise ManifestError(f"{path}: manifest not found") from None
     with handle:
+        for lineno, line, error in text_lines(handle):
+            if error is not None:
+                yield RawRow(str(path), lineno, None, base, error=error, raw=line, defaults=defaults)
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield RawRow(str(path), lineno, None, base, error=f"invalid JSON: {e.msg} at column {e.colno}",
+                             raw=line, defaults=defaults)
+                continue
+            if not isinstance(obj, dict):
+                yield RawRow(str(path), lineno, None, base, error=f"expected a JSON object, got {type(obj).__name__}",
+                             raw=line, defaults=defaults)
+                continue
+            yield RawRow(str(path), lineno, obj, base, defaults=defaults)
+
+
+def text_lines(handle: BinaryIO) -> Iterator[tuple[int, str, str | None]]:
+    """``(line number, text, error)`` per line of a binary file, each line decoded on its own.
+
+    A UTF-8 byte-order mark at the start is dropped; a line that is not UTF-8 comes back with an
+    error naming the byte within the line (the rest of the file is still read).
+    """
+    for lineno, data in enumerate(handle, start=1):
+        data = data.rstrip(b"\r\n")
+        if lineno == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
         try:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield RawRow(str(path), lineno, None, base, error=f"invalid JSON: {e.msg} at column {e.colno}",
-                                 raw=line.rstrip("\n"), defaults=defaults)
-                    continue
-                if not isinstance(obj, dict):
-                    yield RawRow(str(path), lineno, None, base, error=f"expected a JSON object, got {type(obj).__name__}",
-                                 raw=line.rstrip("\n"), defaults=defaults)
-                    continue
-                yield RawRow(str(path), lineno, obj, base, defaults=defaults)
+            yield lineno, data.decode("utf-8"), None
         except UnicodeDecodeError as e:
-            raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            yield lineno, data.decode("utf-8", errors="replace"), f"not UTF-8 text ({e.reason} at byte {e.start + 1} " \
+                "of the line)"
 
 
 def read_ljspeech(root: Path, *, language: str | None = None, speaker: str | None = None) -> Iterator[RawRow]:
@@ -131,9 +148,11 @@ def read_ljspeech(root: Path, *, language: str | None = None, speaker: str | Non
         raise ManifestError(f"{root}: not an LJSpeech folder (no metadata.csv)")
     defaults = {"language": language, "speaker": speaker or root.resolve().name}
     base = str(root.resolve())
-    with open(meta, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
+    with open(meta, "rb") as f:
+        for lineno, line, error in text_lines(f):
+            if error is not None:
+                yield RawRow(str(meta), lineno, None, base, error=error, raw=line, defaults=defaults)
+                continue
             if not line.strip():
                 continue
             cols = next(csv.reader([line], delimiter="|", quoting=csv.QUOTE_NONE))

@@ -103,8 +103,9 @@ def test_missing_manifest_and_unknown_format(tmp_path: Path):
         list(read_manifest(tmp_path, "csv"))
 
 
-def test_non_utf8_manifest_is_named(tmp_path: Path):
+def test_non_utf8_line_is_a_row_error_naming_its_line(tmp_path: Path):
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(ManifestError, match=r"latin1\.jsonl: not UTF-8"):
-        list(read_manifest(path))
+    path.write_bytes('{"text": "ok"}\n{"text": "caf\xe9"}\n'.encode("latin-1"))
+    first, second = read_manifest(path)
+    assert first.error is None and second.line == 2
+    assert second.error == "not UTF-8 text (invalid continuation byte at byte 14 of the line)"
