@@ -23,6 +23,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,13 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         data_dir = s.fetch(pairs)
         tok_path = s.fetch(tokenizer) / cfg.extend_bpe.output_name
         mirror = f"train/{key}/latest.pth"
-        if not (out / "latest.pth").is_file() and s.store.exists(mirror):
+        fresh = refreshing(cfg)
+        if fresh and (out / "latest.pth").is_file():  # --refresh-cache trains anew; the old run is kept aside
+            aside = out.with_name(f"{out.name}.before-refresh-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.rename(aside)
+            out.mkdir(parents=True)
+            logger.info("refresh: training anew; the previous checkpoints are in %s", aside)
+        if not fresh and not (out / "latest.pth").is_file() and s.store.exists(mirror):
             logger.info("resuming from the store's copy of the last checkpoint (%s)", s.store.uri_for(mirror))
             s.store.get_file(mirror, out / "latest.pth")
         val = data_dir / "GPT_pairs_val.jsonl"
@@ -171,6 +178,13 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             s.run.set_tags({"registered_model": registered_name(cfg),
                             "registered_model.version": staged.outputs["registered_version"]})
     return staged
+
+
+def refreshing(cfg: PipelineConfig) -> bool:
+    """A --refresh-cache run's first attempt trains from scratch (its retries resume it as usual)."""
+    from prefect.runtime import task_run
+
+    return bool(cfg.orchestration.refresh_cache) and not cfg.train.resume and (task_run.run_count or 1) <= 1
 
 
 def registered_name(cfg: PipelineConfig) -> str:

@@ -117,6 +117,10 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     assert statuses(sixth) == expect("ran", download="reused", ingest="cached", corpus="cached")
     # and the run folder is complete on cached runs too
     assert len(read_jsonl(make_cfg(tmp_path).run.output_dir / "ingest" / "val.jsonl")) == 8
+    # --refresh-cache recomputes, training included (not a resume that trains 0 steps)
+    refreshed = finetune(make_cfg(tmp_path, {"orchestration.refresh_cache": True}))
+    assert statuses(refreshed) == expect("ran", download="reused")
+    assert refreshed.results["train"]["metrics"]["steps"] == first.results["train"]["metrics"]["steps"] > 0
 
 
 def test_cached_result_whose_artifact_vanished_is_recomputed(tmp_path: Path):
