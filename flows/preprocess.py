@@ -20,6 +20,7 @@ from flows.runtime import PipelineRun
 from indextts_core.text.frontend import TextFrontend
 from tasks.artifacts import StageResult
 from tasks.preprocess import PreprocessPlan, preprocess_plan_task, preprocess_task, preprocess_unit_task
+from tasks.tracking import end_run
 
 #: The fingerprint of the text front-end every stage shares (part of the text stages' cache keys).
 FRONTEND = TextFrontend().fingerprint()["sha256"]
@@ -61,5 +62,10 @@ def preprocess_stage(run: PipelineRun, dataset: ArtifactRef, tokenizer: Artifact
     models = (checkpoint, w2v, codec)
     started = time.monotonic()
     plan = run.call(preprocess_plan_task, dataset, tokenizer, *models)
-    units = run_units(run.cfg, plan, *models, run.ctx)  # the expensive part
+    try:
+        units = run_units(run.cfg, plan, *models, run.ctx)  # the expensive part
+    except BaseException:
+        if plan.stage_run_id and run.tracking is not None:  # the plan's MLflow run ends FAILED, not RUNNING
+            end_run(run.tracking, plan.stage_run_id, status="FAILED")
+        raise
     return run.stage(preprocess_task, dataset, tokenizer, *models, FRONTEND, plan, units, since=started)

@@ -220,13 +220,15 @@ class Trainer:
                         break
                 if stop:
                     break
+            if bar is not None:
+                bar.close()
+                bar = None
+            return self._finish(progress, baseline, last_val, rates)
         finally:
             if bar is not None:
                 bar.close()
-        result = self._finish(progress, baseline, last_val, rates)
-        for s in sinks:
-            s.close()
-        return result
+            for s in sinks:  # flushed on failure too: a failed attempt's metrics are not lost
+                s.close()
 
     def _load_share(self, samples: list[D.Sample], step: list[int]) -> dict[int, D.LoadedSample]:
         share = D.rank_share(self.data, samples, step, self.dist.rank, self.dist.world)

@@ -265,3 +265,28 @@ def test_fresh_prompts_each_epoch_from_an_index_manifest(processed, tmp_path: Pa
     assert {t for t, _, _ in epochs[0]} == {t for t, _, _ in epochs[1]}  # the same targets
     assert set(epochs[0]) != set(epochs[1])  # with other prompts
     assert all(t != p for t, p, _ in epochs[0] + epochs[1])  # never prompted by themselves
+
+
+def test_a_failed_run_flushes_its_metrics(processed, tmp_path: Path):
+    """A metric sink that buffers (MLflow's does, 500 metrics at a time) is flushed when training fails."""
+
+    class Buffered:
+        def __init__(self):
+            self.pending, self.flushed = [], []
+
+        def log(self, metrics, step):
+            self.pending.append((step, dict(metrics)))
+
+        def close(self):
+            self.flushed += self.pending
+            self.pending = []
+
+    def crash(info):
+        if info.step == 3:
+            raise RuntimeError("the machine went away")
+
+    sink = Buffered()
+    with pytest.raises(RuntimeError, match="went away"):
+        train(inputs(processed, tmp_path / "out"), OPTS.model_copy(update={"export": False}), sinks=[sink],
+              on_step=crash)
+    assert sorted({step for step, _ in sink.flushed}) == [0, 1, 2, 3] and not sink.pending
