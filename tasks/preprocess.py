@@ -220,7 +220,7 @@ def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: Artifa
                 for u in units if not u.get("skipped")]
         result = core.assemble(clips, p, records, s.out, prep.tokenizer, TextFrontend().fingerprint(), done,
                                f"store:{_feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256)
-        numbers = result.report
+        numbers = result.report | result.run
         metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",
                                            "features_reused", "oom_backoffs") if numbers.get(k) is not None}
         metrics |= {k: numbers[k] for k in ("clips_per_second", "audio_seconds_per_second") if numbers.get(k)}

@@ -37,7 +37,8 @@ class PreprocessResult:
     reused: int  # clips whose features came from earlier runs
     rejected_by_reason: dict[str, int]
     units: list[UnitResult]
-    report: dict[str, Any] = field(default_factory=dict)  # what report.json holds
+    report: dict[str, Any] = field(default_factory=dict)  # what report.json holds (the index's content)
+    run: dict[str, Any] = field(default_factory=dict)  # this run's work: clips processed, throughput, backoffs
 
 
 def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path, tokenizer_path: Path,
@@ -96,16 +97,20 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     processed_now = sum(u.processed for u in units if u.seconds > 0)
     audio_seconds = sum(u.audio_seconds for u in units)
     busy = sum(u.seconds for u in units)
+    # what the index is (stored with it: the same inputs give the same bytes) ...
     report = {
         "clips": len(clips), "indexed": len(all_rows), "train": len(rows["train"]), "val": len(rows["val"]),
-        "rejected": len(rejects), "rejected_by_reason": reasons,
+        "rejected": len(rejects), "rejected_by_reason": reasons, "featureset": p.featureset, "limits": p.limits,
+        "code_len": _summary([r["code_len"] for r in all_rows]), "text_len": _summary([r["text_len"] for r in all_rows]),
+    }
+    # ... and how this run made it (returned and logged, never stored: it differs from run to run)
+    run = {
         "audio_processed_now": processed_now, "units": len(units),
         "features_reused": len(all_rows) - min(processed_now, len(all_rows)),
         "clips_per_second": round(processed_now / busy, 3) if busy else None,
         "audio_seconds_per_second": round(audio_seconds / busy, 3) if busy else None,
         "oom_backoffs": sum(u.backoffs for u in units), "batch_sizes": sorted({u.batch_size for u in units}),
-        "seconds": round(time.monotonic() - started, 3), "featureset": p.featureset, "limits": p.limits,
-        "code_len": _summary([r["code_len"] for r in all_rows]), "text_len": _summary([r["text_len"] for r in all_rows]),
+        "seconds": round(time.monotonic() - started, 3),
     }
     report_json, report_md, report_png = out_dir / "report.json", out_dir / "report.md", out_dir / "lengths.png"
     write_json(report_json, report)
@@ -114,7 +119,7 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     _plot_lengths([r["code_len"] for r in all_rows], [r["text_len"] for r in all_rows], p.limits, report_png)
     return PreprocessResult(out_dir, train_path, val_path, rejects_path, report_json, report_md, report_png,
                             len(clips), len(all_rows), len(rejects), processed_now,
-                            len(all_rows) - min(processed_now, len(all_rows)), reasons, list(units), report)
+                            len(all_rows) - min(processed_now, len(all_rows)), reasons, list(units), report, run)
 
 
 def _summary(values: Sequence[int]) -> dict[str, Any]:
@@ -128,9 +133,7 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Preprocessing report", "",
         f"- clips: {r['clips']}; indexed: {r['indexed']} (train {r['train']}, val {r['val']}); rejected: {r['rejected']}",
-        f"- audio processed in this run: {r['audio_processed_now']} clip(s); features reused: {r['features_reused']}",
-        f"- throughput: {r['clips_per_second']} clips/s, {r['audio_seconds_per_second']} audio s/s; "
-        f"OOM backoffs: {r['oom_backoffs']}",
+        f"- feature set: `{r['featureset']}`",
         f"- codes per clip: {r['code_len']} (limit max_mel_tokens={r['limits'].get('max_mel_tokens')})",
         f"- text tokens per clip: {r['text_len']} (limit max_text_tokens={r['limits'].get('max_text_tokens')})",
     ]

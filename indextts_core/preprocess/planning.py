@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indextts_core.preprocess.clips import Clip, reject_row
-from indextts_core.preprocess.settings import STAGE_VERSION
+from indextts_core.preprocess.settings import FEATURES_VERSION
 from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
 from indextts_core.utils.fileio import read_json, sha256_bytes
 
@@ -63,7 +63,7 @@ def unit_name(keys: Sequence[str]) -> str:
 
 def featureset_id(models: dict[str, str], cfg: PreprocessConfig, layer: int) -> str:
     """Names the features: the models' content hashes, the stage version, and the settings that change features."""
-    ident = {"models": models, "version": STAGE_VERSION, "cond_max_seconds": cfg.cond_max_seconds, "layer": layer}
+    ident = {"models": models, "version": FEATURES_VERSION, "cond_max_seconds": cfg.cond_max_seconds, "layer": layer}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 

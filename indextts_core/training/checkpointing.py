@@ -331,6 +331,8 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
     """
     ck = load_file(source)
     load_state_dict_into(model, ck["model"], source)
+    final, out = out, out.with_name(f".{out.name}.partial")  # written apart, then swapped in whole
+    shutil.rmtree(out, ignore_errors=True)
     result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
     reloaded = load_gpt(out, strict=True)
     ours = official_state_dict(model)
@@ -358,6 +360,14 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
         "files": result.files,
     })
     if not same:
-        raise RuntimeError(f"{out}: the exported checkpoint does not reproduce the trained model")
-    log.info("exported %s (step %d) to %s; strict reload verified", source.name, ck["progress"]["step"], out)
-    return out, same, unchanged
+        raise RuntimeError(f"{final}: the exported checkpoint does not reproduce the trained model")
+    if final.exists():  # an earlier export of this run: replaced whole, so nothing of it lingers
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        out.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out.rename(final)
+    log.info("exported %s (step %d) to %s; strict reload verified", source.name, ck["progress"]["step"], final)
+    return final, same, unchanged

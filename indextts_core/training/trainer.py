@@ -184,9 +184,11 @@ class Trainer:
             baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
         rates: list[Rate] = []
-        stop = False
+        stop = c.max_steps is not None and progress.step >= c.max_steps  # a resumed run that already got there
         try:
             for epoch in range(progress.epoch, c.epochs):
+                if stop:
+                    break
                 samples, plan = self.epoch_samples[epoch], self.plans[epoch]
                 start_at = progress.step_in_epoch if epoch == progress.epoch else 0
                 steps = list(range(start_at, len(plan)))

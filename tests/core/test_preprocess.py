@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from indextts_core.text.frontend import TextFrontend
 from indextts_core.preprocess import Clip, FeatureExtractor, clips_from_manifests, preprocess
 from indextts_core.preprocess.shards import ShardReader
 from tests_support import extend_tokenizer
-from indextts_core.config import IngestConfig, PreprocessConfig, load_config
+from indextts_core.config import IngestConfig, PreprocessConfig
 from tests_support import DEMO_DIR, sine
 
 LIMITS = {"min_duration_s": 0.5, "max_duration_s": 36.0}  # the ingest: duration limits
@@ -151,7 +150,7 @@ def test_injected_oom_loses_nothing(tiny_bundle, tokenizer, demo_clips, fe, extr
     assert "even alone" in rejects[victim.id]["reason"]
     assert result.indexed + result.rejected == 60  # every clip is indexed or rejected with a reason
     assert events and all(e.next_batch_size < e.failed_batch_size for e in events)
-    assert json.loads(result.report_json.read_text())["oom_backoffs"] == len(events)
+    assert result.run["oom_backoffs"] == len(events)
 
 
 def test_every_gate_rejects_and_reports(tiny_bundle, tokenizer, fe, tmp_path: Path):

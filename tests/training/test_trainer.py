@@ -290,3 +290,16 @@ def test_a_failed_run_flushes_its_metrics(processed, tmp_path: Path):
         train(inputs(processed, tmp_path / "out"), OPTS.model_copy(update={"export": False}), sinks=[sink],
               on_step=crash)
     assert sorted({step for step, _ in sink.flushed}) == [0, 1, 2, 3] and not sink.pending
+
+
+def test_exporting_the_same_weights_again_gives_the_same_bytes(processed, tmp_path: Path):
+    """A rerun that exports the same checkpoint again makes the same folder (one artifact, one digest)."""
+    from indextts_core.utils.fileio import sha256_file
+
+    opts = OPTS.model_copy(update={"max_steps": 2})
+    first = train(inputs(processed, tmp_path / "out"), opts)
+    before = {p.name: sha256_file(p) for p in sorted(first.export_dir.iterdir())}
+    again = train(inputs(processed, tmp_path / "out", resume="auto"), opts)
+    assert again.export_dir == first.export_dir and again.steps == first.steps == 2  # max_steps holds on resume
+    assert {p.name: sha256_file(p) for p in sorted(again.export_dir.iterdir())} == before
+    assert not list(first.export_dir.parent.glob(".export*"))  # nothing half-written left behind
