@@ -3,8 +3,9 @@
 The training folder is ``<run.output_dir>/<train.output_name>/<key>/`` where ``key`` hashes the
 inputs and settings: a Prefect retry, or the same flow run again after a crash, resumes that run
 on exactly its next batch (``resume auto``), while new data or new settings start a new folder.
-Each checkpoint's ``latest.pth`` is mirrored to the artifact store (``train/<key>/latest.pth``),
-so a worker on a fresh machine (a Kubernetes pod, a spot instance) resumes from there too.
+Each checkpoint's ``latest.pth`` (and ``best.pth`` when it changes) is mirrored to the artifact
+store (``train/<key>/``), so a worker on a fresh machine (a Kubernetes pod, a spot instance)
+resumes from there and exports the same best checkpoint the original machine would have.
 
 On a machine with several GPUs (``train.nproc_per_node``, default one process per GPU) the stage
 runs the same ``indextts-train train`` command under torchrun and reads its results back; the
@@ -99,7 +100,7 @@ def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_c
     logger.info("training with %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, check=False)
     if (out / "latest.pth").is_file():
-        on_checkpoint(out / "latest.pth", None, False)
+        on_checkpoint(out / "latest.pth", None, (out / "best.pth").is_file())
     if proc.returncode != 0:
         raise RuntimeError(f"distributed training exited with code {proc.returncode} (see the log above); a retry "
                            "resumes from the last checkpoint")
@@ -122,7 +123,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
                tags={"train.key": key}) as s:
         data_dir = s.fetch(pairs)
         tok_path = s.fetch(tokenizer) / cfg.extend_bpe.output_name
-        mirror = f"train/{key}/latest.pth"
+        mirror, best_mirror = f"train/{key}/latest.pth", f"train/{key}/best.pth"
         fresh = refreshing(cfg)
         if fresh and (out / "latest.pth").is_file():  # --refresh-cache trains anew; the old run is kept aside
             aside = out.with_name(f"{out.name}.before-refresh-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -132,6 +133,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         if not fresh and not (out / "latest.pth").is_file() and s.store.exists(mirror):
             logger.info("resuming from the store's copy of the last checkpoint (%s)", s.store.uri_for(mirror))
             s.store.get_file(mirror, out / "latest.pth")
+            if s.store.exists(best_mirror):  # the export takes the best checkpoint: it must travel too
+                s.store.get_file(best_mirror, out / "best.pth")
         val = data_dir / "GPT_pairs_val.jsonl"
         run_inputs = TrainInputs(
             checkpoint_dir=s.fetch(checkpoint), tokenizer=tok_path, train=data_dir / "GPT_pairs_train.jsonl",
@@ -141,6 +144,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir))
 
         def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
+            if is_best:  # first, so the store never holds a latest.pth newer than the best it names
+                s.store.put_file(out / "best.pth", best_mirror)
             s.store.put_file(out / "latest.pth", mirror)
 
         sinks = [MlflowMetricSink(s.run)] if s.run is not None else []

@@ -36,6 +36,19 @@ def test_demo_run_records_lineage(tmp_path: Path):
     assert (cfg.run.output_dir / "extend-bpe" / "extended_bpe.model").is_file()
     assert summary.results["extend-bpe"]["metrics"]["base_drift"] == 0.0
     assert "| ingest | ran |" in (cfg.run.output_dir / "summary.md").read_text()
+    # what a fresh worker needs to finish this training exactly as here: the latest and the best checkpoint
+    (ckpts,) = (cfg.run.output_dir / "trained_ckpts").iterdir()
+    mirrored = tmp_path / "store" / "train" / ckpts.name
+    for name in ("latest.pth", "best.pth"):
+        assert (mirrored / name).read_bytes() == (ckpts / name).read_bytes(), name
+    # a fresh machine (no local checkpoints, the export gone from the store) finishes with the same export
+    exported = (cfg.run.output_dir / "train" / "gpt.pth").read_bytes()
+    shutil.rmtree(cfg.run.output_dir / "trained_ckpts")
+    shutil.rmtree(summary.results["train"]["artifact"]["uri"])
+    again = finetune(cfg)
+    assert statuses(again)["train"] == "ran" and again.results["train"]["metrics"]["steps"] == \
+        summary.results["train"]["metrics"]["steps"]
+    assert (cfg.run.output_dir / "train" / "gpt.pth").read_bytes() == exported
 
     # MLflow: one parent, one child per stage, tagged with the Prefect flow run and the commit
     runs = mlflow_runs(cfg)
