@@ -16,6 +16,7 @@ artifacts under ``mlartifacts/`` there or, when the artifact store is S3, under 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -106,21 +107,36 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"http://127.0.0.1:5000/{path} (start the UI: mlflow ui --backend-store-uri {tracking_uri})"
 
 
+@contextlib.contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock next to a sqlite store while its schema and experiment are created."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]) -> TrackingRef:
     """Create the experiment if needed and open the parent run of a flow run."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME
 
     uri = default_tracking_uri(cfg)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = _client(uri, cfg.storage.endpoint_url)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is not None:
-        exp_id = exp.experiment_id
-    else:  # a tracking server keeps its own (proxied) artifact root; a local store gets ours
-        local = not uri.startswith(("http://", "https://", "databricks"))
-        exp_id = client.create_experiment(cfg.tracking.experiment,
-                                          artifact_location=default_artifact_location(cfg) if local else None)
+    with _first_use_lock(uri):  # two runs starting at once on a new store: one creates it, the other waits
+        client = _client(uri, cfg.storage.endpoint_url)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        if exp is not None:
+            exp_id = exp.experiment_id
+        else:  # a tracking server keeps its own (proxied) artifact root; a local store gets ours
+            local = not uri.startswith(("http://", "https://", "databricks"))
+            exp_id = client.create_experiment(cfg.tracking.experiment,
+                                              artifact_location=default_artifact_location(cfg) if local else None)
     all_tags = {"git.commit": git_commit(), "language": cfg.language, "run.name": cfg.run.name, **tags}
     run = client.create_run(exp_id, run_name=run_name, tags={
         **all_tags, MLFLOW_RUN_NAME: run_name, MLFLOW_GIT_COMMIT: all_tags["git.commit"],
