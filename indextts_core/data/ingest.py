@@ -8,7 +8,8 @@ Every input row ends up in exactly one of two files: the accepted ``manifest.jso
 3. its id was not seen before                                                  ``duplicate_id``
 4. its text is non-empty after light cleaning (NFC, whitespace)                ``empty_text``
    and has something to say (a letter or a digit, not only punctuation)      ``no_speakable_text``
-5. its audio exists                                                            ``audio_missing``
+5. its audio is inside the dataset (when the dataset is in the artifact store)  ``audio_outside_dataset``
+   and exists                                                                  ``audio_missing``
 6. its audio decodes                                                           ``audio_decode``
 7. its decoded duration is within [min_duration_s, max_duration_s]             ``too_short`` / ``too_long``
 
@@ -42,7 +43,7 @@ from indextts_core.text.clean import clean_text
 log = logging.getLogger(__name__)
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
-STAGE_VERSION = "3"
+STAGE_VERSION = "4"
 
 #: Declared and measured durations may differ by this much before the row is counted as corrected.
 _DURATION_TOLERANCE_S = 0.1
@@ -182,6 +183,7 @@ def ingest(
     first either way).
     """
     opts = cfg or IngestConfig()
+    root = Path(dataset_root).resolve() if dataset_root is not None and audio_base is not None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     raws: list[RawRow] = []
@@ -215,6 +217,13 @@ def ingest(
             continue
         record = row.model_dump(exclude_none=True)
         record.update(text=text, audio=_resolve_audio(row.audio, raw.base_dir), source=raw.where)
+        if root is not None and not record["audio"].startswith("s3://") \
+                and not Path(record["audio"]).resolve().is_relative_to(root):
+            rejects.append(_reject_record(raw, "audio_outside_dataset", f"{raw.where}: audio {row.audio} is outside "
+                                          "the dataset folder, so it is not in the artifact store and a worker on "
+                                          "another machine cannot read it: put it under the dataset folder (a path "
+                                          "relative to the manifest) or give an s3:// URI", row.id))
+            continue
         candidates.append((raw, record))
 
     workers = opts.workers or os.cpu_count() or 1

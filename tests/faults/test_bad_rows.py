@@ -56,3 +56,17 @@ def test_a_truncated_wav_is_rejected_not_trained_on(tmp_path: Path):
     (bad,) = rejects
     assert result.accepted == 1 and bad["line"] == 2 and "truncated" in bad["reason"]
     assert "declares 2.00 s but the file holds 0.67 s" in bad["reason"]
+
+
+def test_audio_outside_the_stored_dataset_is_a_reject_not_a_local_path(tmp_path: Path):
+    """A worker elsewhere could never read an absolute path on this machine: the row says so."""
+    rows = _demo_rows(2)
+    elsewhere = tmp_path / "elsewhere" / "x.flac"
+    elsewhere.parent.mkdir()
+    shutil.copy(DEMO_DIR / rows[1]["audio"], elsewhere)
+    rows[1]["audio"] = str(elsewhere)
+    manifest = _dataset(tmp_path, [json.dumps(r, ensure_ascii=False).encode() for r in rows])
+    result = ingest([ManifestInput(manifest)], tmp_path / "out", IngestConfig(max_rejected_fraction=1.0),
+                    dataset_root=manifest.parent, audio_base="store://datasets/d")
+    (bad,) = [json.loads(x) for x in result.rejects.read_text(encoding="utf-8").splitlines()]
+    assert result.accepted == 1 and bad["reason_code"] == "audio_outside_dataset" and bad["line"] == 2
