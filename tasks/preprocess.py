@@ -219,7 +219,8 @@ def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: Artifa
         done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
                 for u in units if not u.get("skipped")]
         result = core.assemble(clips, p, records, s.out, prep.tokenizer, TextFrontend().fingerprint(), done,
-                               f"store:{_feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256)
+                               f"store:{_feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256,
+                               base_files=core.checkpoint_files_sha256(prep.bundle))
         numbers = result.report | result.run
         metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",
                                            "features_reused", "oom_backoffs") if numbers.get(k) is not None}

@@ -39,7 +39,7 @@ from indextts_core.preprocess.extract import (
     probe_batch_seconds,
     process_unit,
 )
-from indextts_core.preprocess.index import PreprocessResult, assemble
+from indextts_core.preprocess.index import PreprocessResult, assemble, checkpoint_files_sha256
 from indextts_core.preprocess.planning import (
     Plan,
     TextItem,
@@ -80,7 +80,7 @@ __all__ = [
     "FeatureExtractor", "Extract", "UnitResult", "decode_clip_audio", "_decode", "length_batches",
     "probe_batch_seconds", "process_unit",
     # index
-    "PreprocessResult", "assemble",
+    "PreprocessResult", "assemble", "checkpoint_files_sha256",
     # the whole stage
     "preprocess",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
+from indextts_core.model.bundle import ModelBundle
 from indextts_core.preprocess.clips import Clip, reject_row
 from indextts_core.preprocess.extract import UnitResult
 from indextts_core.preprocess.planning import Plan, UnitRecords
@@ -43,11 +44,13 @@ class PreprocessResult:
 
 def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path, tokenizer_path: Path,
              frontend_fp: dict[str, Any], units: Sequence[UnitResult], feature_dir_ref: str,
-             started: float, base_gpt_sha256: str | None = None) -> PreprocessResult:
+             started: float, base_gpt_sha256: str | None = None,
+             base_files: dict[str, str] | None = None) -> PreprocessResult:
     """Write the index, text ids, rejects and report for ``clips`` from the plan and the unit records.
 
     ``base_gpt_sha256`` (the GPT whose conditioning computed the speaker latents and emotion
-    vectors) goes into ``preprocess.json``, so training can refuse a different base checkpoint.
+    vectors) and ``base_files`` (the other checkpoint files behind the features, by name) go into
+    ``preprocess.json``, so training can refuse a different base checkpoint, naming the file.
     """
     from safetensors.torch import save_file
 
@@ -91,6 +94,7 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
         "tokenizer": {"file": tokenizer_path.name, "sha256": sha256_file(tokenizer_path)}, "frontend": frontend_fp,
         "shards": sorted({r["shard"] for rs in rows.values() for r in rs}), "limits": p.limits,
         "base_gpt_sha256": base_gpt_sha256,
+        "base_files_sha256": dict(base_files or {}),
     })
     all_rows = rows["train"] + rows["val"]
     reasons = dict(Counter(r["reason_code"] for r in rejects).most_common())
@@ -120,6 +124,13 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     return PreprocessResult(out_dir, train_path, val_path, rejects_path, report_json, report_md, report_png,
                             len(clips), len(all_rows), len(rejects), processed_now,
                             len(all_rows) - min(processed_now, len(all_rows)), reasons, list(units), report, run)
+
+
+def checkpoint_files_sha256(bundle: ModelBundle) -> dict[str, str]:
+    """sha256 of the files in the checkpoint folder, besides gpt.pth, that shaped the features and are
+    exported with the model (the Wav2Vec2-BERT statistics): training checks them against its checkpoint."""
+    stats = bundle.stats_path
+    return {stats.name: sha256_file(stats)} if stats.is_file() else {}
 
 
 def _summary(values: Sequence[int]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The whole stage in this process: plan, process every unit, assemble (the CLI's path)."""
+"""The whole stage in one process: plan, process every unit, assemble (the flow runs units in parallel)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from indextts_core.preprocess.extract import (
     probe_batch_seconds,
     process_unit,
 )
-from indextts_core.preprocess.index import PreprocessResult, assemble
+from indextts_core.preprocess.index import PreprocessResult, assemble, checkpoint_files_sha256
 from indextts_core.preprocess.planning import Plan, plan, read_units
 from indextts_core.preprocess.settings import CPU_BATCH_SECONDS, batch_seconds_setting, resolved_device
 from indextts_core.utils.fileio import sha256_file
@@ -72,7 +72,8 @@ def preprocess(
                                       max_duration_s=max_duration_s))
     ref = os.path.relpath(p.feature_dir, out_dir)
     return assemble(clips, p, read_units(p.feature_dir), Path(out_dir), tokenizer_path, frontend.fingerprint(), units,
-                    ref, started, base_gpt_sha256=sha256_file(bundle.gpt_path))
+                    ref, started, base_gpt_sha256=sha256_file(bundle.gpt_path),
+                    base_files=checkpoint_files_sha256(bundle))
 
 
 def _probe_on_longest(extract: Extract, p: Plan, cfg: PreprocessConfig, device: torch.device, storage: Any, *,

@@ -93,8 +93,8 @@ def check_tokenizer(base_tokenizer: Path, tokenizer: Path, checkpoint_rows: int,
 
 
 def check_index(meta: Mapping[str, Any], index_dir: Path, tokenizer: TokenizerCheck, base_gpt_sha256: str,
-                max_text_id: int) -> None:
-    """Refuse an index made with another tokenizer or another base GPT."""
+                max_text_id: int, checkpoint_dir: Path | None = None) -> None:
+    """Refuse an index made with another tokenizer or another base checkpoint (every recorded file)."""
     recorded = (meta.get("tokenizer") or {})
     if recorded.get("sha256") and recorded["sha256"] != tokenizer.sha256:
         raise InputError(f"{index_dir / 'preprocess.json'}: the text ids were made with tokenizer "
@@ -106,6 +106,14 @@ def check_index(meta: Mapping[str, Any], index_dir: Path, tokenizer: TokenizerCh
         raise InputError(f"{index_dir / 'preprocess.json'}: speaker latents and emotion vectors were computed with base "
                          f"GPT {gpt[:12]}, but the checkpoint's gpt.pth is {base_gpt_sha256[:12]}; re-run preprocess "
                          "with this checkpoint")
+    for name, sha in (meta.get("base_files_sha256") or {}).items() if checkpoint_dir is not None else ():
+        path = Path(checkpoint_dir) / name
+        got = sha256_file(path) if path.is_file() else "missing"
+        if got != sha:
+            raise InputError(f"{index_dir / 'preprocess.json'}: the features were computed with {name} {sha[:12]}, but "
+                             f"the checkpoint's {path} is {got[:12]}: this is not the checkpoint preprocess used "
+                             "(download.checkpoint / --checkpoint); re-run preprocess with it, or train with the one "
+                             "preprocess used")
     if not gpt:
         log.warning("%s: no base_gpt_sha256 recorded (older preprocess output); cannot check that the cached speaker "
                     "latents come from this checkpoint", index_dir / "preprocess.json")

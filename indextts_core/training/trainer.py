@@ -105,7 +105,7 @@ class Trainer:
         self.data = open_data(Path(i.train), Path(i.val) if i.val is not None else None, i.feature_dir,
                               D.conditioning_positions(self.setup.model.cfg))
         check_index(self.data.meta, self.data.manifests[0].parent, self.setup.tokenizer, self.setup.base_gpt_sha256,
-                    self.data.max_text_id())
+                    self.data.max_text_id(), Path(i.checkpoint_dir))
         self.policy = i.pairing or PairingPolicy(seed=self.seed)
         self.source = SampleSource(self.data, Path(i.train), c.fresh_prompts, self.policy)
         self.val = Validation(self.data, validation_samples(self.data, i.val, self.policy),

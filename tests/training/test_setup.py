@@ -46,6 +46,26 @@ def test_index_made_with_another_tokenizer_or_base_model_is_refused(processed, t
     check_index(meta, processed.data, setup.tokenizer, setup.base_gpt_sha256, setup.vocab_size - 1)
 
 
+def test_another_stats_file_than_preprocess_used_is_refused(processed, tmp_path: Path):
+    """Every checkpoint file behind the features is fingerprinted, not only gpt.pth."""
+    import shutil
+
+    import torch
+
+    bundle = open_bundle(processed.checkpoint)
+    setup = prepare_model(bundle, processed.tokenizer)
+    meta = json.loads((processed.data / "preprocess.json").read_text())
+    assert set(meta["base_files_sha256"]) == {"wav2vec2bert_stats.pt"}
+    check_index(meta, processed.data, setup.tokenizer, setup.base_gpt_sha256, 1, processed.checkpoint)
+    other = tmp_path / "ckpt"
+    shutil.copytree(processed.checkpoint, other)
+    stats = torch.load(other / "wav2vec2bert_stats.pt", weights_only=True)
+    torch.save({k: v + 1 for k, v in stats.items()}, other / "wav2vec2bert_stats.pt")
+    with pytest.raises(InputError, match=r"features were computed with wav2vec2bert_stats.pt .* not the checkpoint "
+                                         r"preprocess used \(download.checkpoint / --checkpoint\)"):
+        check_index(meta, processed.data, setup.tokenizer, setup.base_gpt_sha256, 1, other)
+
+
 def test_frozen_parts_are_not_parameters_and_groups_have_their_own_settings(processed):
     bundle = open_bundle(processed.checkpoint)
     setup = prepare_model(bundle, processed.tokenizer)
