@@ -34,6 +34,10 @@ class DownloadError(InputError):
     """A requested asset does not exist at its source.  The message names the asset and file."""
 
 
+class OutputError(InputError):
+    """This machine refused a write (disk full, read-only, no permission); the message names the path."""
+
+
 class StorageError(IndexTTSError):
     """An object-store operation failed.  ``transient`` says whether a retry may succeed."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from indextts_core.errors import OutputError
 
 _CHUNK = 1 << 20
 
@@ -35,9 +38,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | 
     exception the temporary file is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_failure(path, e) or e from None
     try:
         os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as f:
@@ -45,10 +51,30 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        failure = _write_failure(path, e)
+        if failure is not None:
+            raise failure from None
         raise
+
+
+_WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+def _write_failure(path: Path, e: BaseException) -> OutputError | None:
+    """A clear error for a write the machine refused (full, read-only, not allowed), or None."""
+    if isinstance(e, OSError) and e.errno in _WRITE_FAILURES:
+        reason = _WRITE_FAILURES[e.errno]
+    elif isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e)):
+        reason = "the write failed part-way (torch.save), which usually means the device is full"
+    else:
+        return None
+    return OutputError(f"{path}: cannot write: {reason}. Nothing was half-written (any earlier {path.name} is "
+                       f"unchanged). Free space or make {path.parent} writable, or point run.output_dir or "
+                       "storage.uri elsewhere, then run again: finished work is kept and the run resumes.")
 
 
 def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
