@@ -10,18 +10,25 @@ Every input row ends up in exactly one of two files: the accepted ``manifest.jso
    and has something to say (a letter or a digit, not only punctuation)      ``no_speakable_text``
 5. its audio is inside the dataset (when the dataset is in the artifact store)  ``audio_outside_dataset``
    and exists                                                                  ``audio_missing``
+   and can be read (S3 permissions)                                            ``audio_unreadable``
+   with working S3 credentials                                                 ``storage_credentials``
 6. its audio decodes                                                           ``audio_decode``
 7. its decoded duration is within [min_duration_s, max_duration_s]             ``too_short`` / ``too_long``
 
 Outputs in ``out_dir``: ``manifest.jsonl`` (accepted rows, audio as absolute paths or s3 URIs,
 measured duration, sample rate and the audio file's sha256), ``train.jsonl``, ``val.jsonl``,
 ``rejects.jsonl``, ``report.json``, ``report.md`` and ``durations.png``.
+
+A missing or refused S3 credential is a configuration problem, not a property of a row: the rows
+it affects are listed in the rejects file with ``storage_credentials`` and the stage then fails
+with one :class:`StorageCredentialsError` (an input error: never retried).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +38,19 @@ from typing import Any
 
 from indextts_core.data.audio import decode_audio
 from indextts_core.config import IngestConfig, ManifestSource
-from indextts_core.errors import AudioDecodeError, ManifestError
+from indextts_core.errors import AudioDecodeError, ManifestError, StorageError
 from indextts_core.utils.fileio import sha256_bytes, write_jsonl
 from indextts_core.data.manifest import RawRow, parse_row, read_manifest
 from indextts_core.utils.progress import track
 from indextts_core.data.report import dataset_report, plot_durations, report_markdown, write_report
 from indextts_core.data.split import split_by_speaker
-from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
+from indextts_core.store.objects import (
+    ArtifactStore,
+    ObjectNotFoundError,
+    StorageCredentialsError,
+    open_store,
+    split_s3_uri,
+)
 from indextts_core.text.clean import clean_text
 
 log = logging.getLogger(__name__)
@@ -117,14 +130,51 @@ def _resolve_audio(audio: str, base_dir: str) -> str:
     return str(Path(base_dir, audio).resolve())
 
 
-def _check_audio(uri: str, opts: IngestConfig, storage: Any) -> dict[str, Any]:
+class _AudioReader:
+    """Reads clips from local paths and ``s3://`` URIs: one S3 client per bucket, shared by the threads.
+
+    A credentials problem is remembered per bucket, so the other rows of that bucket are rejected
+    at once instead of each searching for credentials again.
+    """
+
+    def __init__(self, storage: Any):
+        self.storage = storage
+        self.credential_errors: dict[str, str] = {}  # bucket -> the first error's message
+        self._stores: dict[str, ArtifactStore] = {}
+        self._lock = threading.Lock()
+
+    def _store(self, bucket: str) -> ArtifactStore:
+        with self._lock:  # boto3 sessions are not thread-safe to create; their clients are to use
+            if bucket not in self._stores:
+                self._stores[bucket] = open_store(f"s3://{bucket}", self.storage)
+            return self._stores[bucket]
+
+    def read(self, uri: str) -> bytes:
+        if not uri.startswith("s3://"):
+            return Path(uri).read_bytes()
+        bucket, key = split_s3_uri(uri)
+        known = self.credential_errors.get(bucket)
+        if known is not None:
+            raise _Rejection("storage_credentials", known)
+        try:
+            return self._store(bucket).get_bytes(key)
+        except StorageCredentialsError as e:
+            self.credential_errors.setdefault(bucket, str(e))
+            raise _Rejection("storage_credentials", str(e)) from None
+        except StorageError as e:
+            if e.transient:  # an outage: the stage fails and is retried, no row is blamed
+                raise
+            raise _Rejection("audio_unreadable", str(e)) from None
+
+
+def _check_audio(uri: str, opts: IngestConfig, reader: _AudioReader) -> dict[str, Any]:
     """Read, hash and decode one clip.  Raises _Rejection with the reason."""
     try:
-        data = read_uri_bytes(uri, storage)
+        data = reader.read(uri)
     except (ObjectNotFoundError, IsADirectoryError, FileNotFoundError):
         raise _Rejection("audio_missing", f"audio not found: {uri}") from None
     except PermissionError as e:
-        raise _Rejection("audio_missing", f"audio not readable: {uri} ({e.strerror})") from None
+        raise _Rejection("audio_unreadable", f"audio not readable: {uri} ({e.strerror})") from None
     try:
         wav = decode_audio(data, name=uri)
     except AudioDecodeError as e:
@@ -227,13 +277,14 @@ def ingest(
         candidates.append((raw, record))
 
     workers = opts.workers or os.cpu_count() or 1
+    reader = _AudioReader(storage)
     accepted: list[dict[str, Any]] = []
     corrected = 0
 
     def check(item: tuple[RawRow, dict[str, Any]]) -> tuple[RawRow, dict[str, Any], dict[str, Any] | _Rejection]:
         raw, record = item
         try:
-            return raw, record, _check_audio(record["audio"], opts, storage)
+            return raw, record, _check_audio(record["audio"], opts, reader)
         except _Rejection as r:
             return raw, record, r
 
@@ -274,6 +325,13 @@ def ingest(
 
     if rejects:
         log.warning("%d of %d rows rejected (see %s)", len(rejects), len(raws), paths["rejects"])
+    if reader.credential_errors:
+        bucket, first = next(iter(reader.credential_errors.items()))
+        n = report["rejected_by_reason"].get("storage_credentials", 0)
+        raise StorageCredentialsError(
+            f"{n} row(s) read audio from S3 ({', '.join(f's3://{b}' for b in reader.credential_errors)}) and the "
+            f"credentials were missing or refused: {first}. Those rows are listed in {paths['rejects']}; fix the "
+            "credentials and run again")
     if not accepted:
         raise ManifestError(f"no usable rows: all {len(raws)} rows were rejected; reasons in {paths['rejects']}")
     if len(rejects) > opts.max_rejected_fraction * len(raws):

@@ -34,7 +34,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from indextts_core.errors import InputError, StorageError
-from indextts_core.utils.fileio import atomic_copy, atomic_write, sha256_bytes, sha256_file
+from indextts_core.utils.fileio import (
+    STALE_TEMP_AGE_S,
+    atomic_copy,
+    atomic_write,
+    remove_stale_temp_files,
+    sha256_bytes,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,10 @@ class CorruptArtifactError(StorageError):
 
 class BucketNotFoundError(InputError):
     """The S3 bucket named by the store URI does not exist."""
+
+
+class StorageCredentialsError(InputError):
+    """S3 credentials are missing, incomplete or refused: a configuration problem, never retried."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,10 @@ class ArtifactStore(ABC):
     def local_path(self, key: str) -> Path | None:
         """The file backing ``key`` when the store is a local folder, else None."""
         return None
+
+    @abstractmethod
+    def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+        """Remove what killed writers left behind (never visible as objects); a line per item removed."""
 
     # ------------------------------------------------------------------ shared behaviour
     def sha256(self, key: str) -> str:
@@ -286,6 +301,10 @@ class LocalStore(ArtifactStore):
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+    def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+        """Delete temporary files of writers that were killed (see :func:`is_stale_temp`)."""
+        return [str(p) for p in remove_stale_temp_files(self.root, max_age_s=max_age_s)]
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

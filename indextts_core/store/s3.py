@@ -8,7 +8,6 @@ object we write carries its sha256 in its metadata.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,19 @@ from indextts_core.store.objects import (
     BucketNotFoundError,
     ObjectInfo,
     ObjectNotFoundError,
+    StorageCredentialsError,
     _check_key,
 )
-from indextts_core.utils.fileio import sha256_bytes, sha256_file
+from indextts_core.utils.fileio import STALE_TEMP_AGE_S, make_temp, sha256_bytes, sha256_file
 
 #: S3 error codes that mean 'try again later'.
 _TRANSIENT_S3_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
                        "InternalError", "ServiceUnavailable"}
+#: S3 error codes that mean the credentials themselves are wrong (a retry cannot help).
+_CREDENTIAL_S3_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                        "TokenRefreshRequired", "AuthorizationHeaderMalformed", "InvalidClientTokenId"}
+_HOW_TO_CONFIGURE = ("set storage.access_key_id and storage.secret_access_key in the run config, or "
+                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment")
 
 
 class S3Store(ArtifactStore):
@@ -79,14 +84,27 @@ class S3Store(ArtifactStore):
         return f"s3://{self.bucket}/{self._key(key)}" if key else self.uri
 
     def _error(self, e: Exception, key: str, action: str) -> Exception:
-        from botocore.exceptions import ClientError
+        """Our error for a boto failure: not found, credentials (not transient), or a storage error."""
+        from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, PartialCredentialsError
 
+        where = self.uri_for(key)
+        if isinstance(e, NoCredentialsError):
+            return StorageCredentialsError(f"{where}: {action} failed: no S3 credentials found; {_HOW_TO_CONFIGURE}")
+        if isinstance(e, PartialCredentialsError):
+            return StorageCredentialsError(f"{where}: {action} failed: incomplete S3 credentials ({e}); "
+                                           f"{_HOW_TO_CONFIGURE}")
+        if isinstance(e, NoRegionError):
+            return StorageCredentialsError(f"{where}: {action} failed: no S3 region; set storage.region in the "
+                                           "run config or AWS_DEFAULT_REGION")
         if isinstance(e, ClientError):
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                return ObjectNotFoundError(f"{self.uri_for(key)}: no such object")
+                return ObjectNotFoundError(f"{where}: no such object")
             if code == "NoSuchBucket":
                 return BucketNotFoundError(f"s3://{self.bucket}: bucket does not exist")
+            if code in _CREDENTIAL_S3_CODES:
+                return StorageCredentialsError(f"{where}: {action} failed: the S3 server refused the credentials "
+                                               f"({code}); {_HOW_TO_CONFIGURE}")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             transient = status >= 500 or code in _TRANSIENT_S3_CODES
             return StorageError(f"{self.uri_for(key)}: {action} failed: {code or e}", transient=transient)
@@ -109,7 +127,7 @@ class S3Store(ArtifactStore):
         full = self._key(key)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        fd, tmp = make_temp(dest)
         os.close(fd)
         try:
             self._client.download_file(self.bucket, full, tmp, Config=self._transfer)
@@ -170,6 +188,29 @@ class S3Store(ArtifactStore):
         if digest is None:  # written by someone else: hash the content once
             digest = sha256_bytes(self.get_bytes(key))
         return ObjectInfo(_check_key(key), int(head["ContentLength"]), digest)
+
+    def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+        """Abort multipart uploads under this prefix started more than ``max_age_s`` ago.
+
+        A killed upload leaves its parts billed and invisible; an upload that old is abandoned (S3
+        cannot tell us whether its writer still lives, so age is the only safe test).
+        """
+        import datetime as dt
+
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age_s)
+        aborted = []
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "")
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if up["Initiated"] <= cutoff:
+                        self._client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"],
+                                                            UploadId=up["UploadId"])
+                        aborted.append(f"s3://{self.bucket}/{up['Key']} (multipart upload {up['UploadId']})")
+        except Exception as e:
+            raise self._error(e, "", "sweep") from e
+        return aborted
 
     def delete(self, key: str) -> None:
         for k in self.list(key):
