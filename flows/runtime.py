@@ -21,8 +21,9 @@ from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
-from indextts_core.utils.fileio import atomic_write, write_json
-from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, open_store
+from indextts_core.errors import StorageError
+from indextts_core.utils.fileio import atomic_write, remove_stale_temp_files, write_json
+from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, default_cache_dir, open_store
 from tasks.artifacts import StageResult, checkout, fetch_dir, is_present
 from tasks.download import DownloadResult
 from tasks.context import RunContext
@@ -102,6 +103,21 @@ class PipelineRun:
         self.tracking = start_parent_run(cfg, f"{cfg.run.name}-{flow_name}-{flow_run.name or 'local'}", tags)
         self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
         cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what killed runs left half-written: temporary files in the store, the local cache and
+        the run folder, abandoned multipart uploads (never visible as results, but they take space)."""
+        try:
+            removed = self.store.sweep()
+        except StorageError as e:  # e.g. no permission to list uploads: not a reason to stop the run
+            self.logger.warning("could not clean up abandoned uploads in %s: %s", self.store.uri, e)
+            removed = []
+        for folder in (self.cfg.storage.cache_dir or default_cache_dir(), self.cfg.run.output_dir):
+            removed += [str(p) for p in remove_stale_temp_files(folder)]
+        if removed:
+            self.logger.info("removed %d temporary file(s) that killed runs left behind: %s", len(removed),
+                             ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
 
     def __enter__(self) -> PipelineRun:
         return self

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from indextts_core.utils.fileio import make_temp
 from indextts_core.utils.safe_load import safetensors_open
 
 SHARD_FORMAT = "indextts-features/1"
@@ -60,7 +61,7 @@ def write_shard(directory: Path, clips: list[ClipFeatures]) -> Path:
     keys = [c.key for c in clips]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / shard_name(keys)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = make_temp(path)
     os.close(fd)
     try:
         # one metadata entry: safetensors writes a map's entries in hash order, so two would make

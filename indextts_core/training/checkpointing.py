@@ -31,7 +31,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -57,7 +56,7 @@ from indextts_core.training.objective import forward
 from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
 from indextts_core.training.setup import ModelSetup
-from indextts_core.utils.fileio import atomic_write, write_json
+from indextts_core.utils.fileio import atomic_write, make_temp, write_json
 from indextts_core.utils.safe_load import torch_load
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = make_temp(dst)
     os.close(fd)
     os.unlink(tmp)
     try:

@@ -8,7 +8,10 @@ import functools
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +33,69 @@ def default_file_mode() -> int:
     return 0o644
 
 
+def _owner_tag() -> str:
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+    return f"~{host}~{os.getpid()}~"
+
+
+#: ``.<name>.~<host>~<pid>~<random>.tmp``: every temporary file says which process writes it.
+_TEMP_NAME = re.compile(r"^\..+\.~(?P<host>[A-Za-z0-9-]*)~(?P<pid>\d+)~[^.]*\.tmp$")
+#: A temporary file not written to for this long is abandoned, whoever wrote it.
+STALE_TEMP_AGE_S = 24 * 3600
+
+
+def make_temp(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """``mkstemp`` next to ``path``, named after it and after this host and process.
+
+    The name lets :func:`remove_stale_temp_files` tell a file a killed process left behind from one
+    a live process is still writing.
+    """
+    path = Path(path)
+    return tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}", suffix=".tmp", dir=path.parent)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_temp(path: Path, *, now: float | None = None, max_age_s: float = STALE_TEMP_AGE_S) -> bool:
+    """Was ``path`` (a temporary file of ours) left behind by a writer that is gone?
+
+    Ours from a process of this host that no longer runs: yes.  Any ``.*.tmp`` file not modified
+    for ``max_age_s`` (a writer on another machine sharing the folder, or an older version's file):
+    yes.  Anything else may still be written to.
+    """
+    name = path.name
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    m = _TEMP_NAME.match(name)
+    if m and m["host"] == _owner_tag().split("~")[1] and not _pid_alive(int(m["pid"])):
+        return True
+    try:
+        age = (now or time.time()) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > max_age_s
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], *, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Delete the temporary files killed writers left under ``folder``; the paths removed."""
+    removed = []
+    now = time.time()
+    for p in Path(folder).rglob(".*.tmp"):
+        if p.is_file() and is_stale_temp(p, now=now, max_age_s=max_age_s):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
@@ -41,7 +107,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | 
     binary = "b" in mode
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = make_temp(path)
     except OSError as e:
         raise _write_failure(path, e) or e from None
     try:
