@@ -139,10 +139,20 @@ def run(
 
 
 def prefect_defaults() -> None:
-    """Environment defaults for Prefect when run from this CLI (the user's own settings win)."""
+    """Environment defaults for Prefect when run from this CLI (the user's own settings win).
+
+    Without ``PREFECT_API_URL`` this starts the temporary API server the command talks to: one that
+    stops with the command, however the command ends (see :mod:`flows.api_server`).
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "indextts_core,tasks")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    from flows.api_server import start_temporary_api
+
+    try:
+        start_temporary_api(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    except RuntimeError as e:
+        raise _fail(e) from None
 
 
 def print_summary(summary: Any) -> None:
