@@ -153,6 +153,10 @@ class ArtifactStore(ABC):
         return None
 
     @abstractmethod
+    def is_empty(self) -> bool:
+        """Whether the store holds no object at all (answered without listing everything)."""
+
+    @abstractmethod
     def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
         """Remove what killed writers left behind (never visible as objects); a line per item removed."""
 
@@ -302,6 +306,10 @@ class LocalStore(ArtifactStore):
         else:
             path.unlink(missing_ok=True)
 
+    def is_empty(self) -> bool:
+        return not any(p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+                       for p in self.root.rglob("*"))
+
     def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
         """Delete temporary files of writers that were killed (see :func:`is_stale_temp`)."""
         return [str(p) for p in remove_stale_temp_files(self.root, max_age_s=max_age_s)]
@@ -432,7 +440,7 @@ def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathL
 
 def _missing_dir(store: ArtifactStore, prefix: str) -> str:
     """What a missing directory means: the store (bucket or folder) is gone or empty, or just this folder."""
-    root_empty = not store.list("")
+    root_empty = store.is_empty()
     where = store.uri_for(prefix)
     if root_empty:
         return (f"{where}: not found, and the artifact store {store.uri} is missing or empty (wiped, or the wrong "

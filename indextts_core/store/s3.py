@@ -189,6 +189,14 @@ class S3Store(ArtifactStore):
             digest = sha256_bytes(self.get_bytes(key))
         return ObjectInfo(_check_key(key), int(head["ContentLength"]), digest)
 
+    def is_empty(self) -> bool:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            page = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as e:
+            raise self._error(e, "", "list") from e
+        return not page.get("KeyCount", len(page.get("Contents", [])))
+
     def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
         """Abort multipart uploads under this prefix started more than ``max_age_s`` ago.
 

@@ -65,3 +65,12 @@ def test_a_wiped_store_says_so(tmp_path: Path):
     store = open_store(tmp_path / "store")
     with pytest.raises(InputError, match="artifact store .* is missing or empty .* its stage runs again"):
         materialize_dir(store, "artifacts/ingest/abc", tmp_path / "cache")
+
+
+def test_a_wiped_bucket_prefix_says_so_and_a_missing_folder_says_that(s3_bucket: str, tmp_path: Path):
+    store = open_store(f"s3://{s3_bucket}/team/runs")
+    with pytest.raises(InputError, match=f"artifact store s3://{s3_bucket}/team/runs is missing or empty"):
+        materialize_dir(store, "artifacts/ingest/abc", tmp_path / "cache")
+    store.put_bytes(b"{}", "artifacts/corpus/def/report.json")
+    with pytest.raises(InputError, match="no complete directory here"):
+        materialize_dir(store, "artifacts/ingest/abc", tmp_path / "cache")
