@@ -327,6 +327,34 @@ class TrainConfig(_Section):
         return self
 
 
+class GenerationConfig(_Section):
+    """Decoding the GPT: infer_v2's options, with its defaults (``indextts-train generate``).
+
+    Defaults are what the official ``IndexTTS2.infer`` uses: sampling with 3 beams (beam
+    sampling), temperature 0.8, top-k 30, top-p 0.8, repetition penalty 10, length penalty 0, at
+    most 1500 codes.  ``do_sample: false`` gives beam search, ``num_beams: 1`` greedy or plain
+    sampling.
+    """
+
+    do_sample: bool = Field(True, description="Sample (with beams: beam sampling); false = argmax / beam search.")
+    temperature: float = Field(0.8, gt=0, description="Divides the logits before sampling (sampling only).")
+    top_k: int = Field(30, ge=0, description="Keep the k most likely codes when sampling (0 = off).")
+    top_p: float = Field(0.8, gt=0, le=1, description="Keep the smallest set of codes with this much probability "
+                         "when sampling (1 = off).")
+    num_beams: PositiveInt = Field(3, description="Beams (1 = no beam search).")
+    repetition_penalty: float = Field(10.0, gt=0, description="Divides (multiplies, if negative) the score of "
+                                      "every code already in the sequence, as transformers does (1 = off).")
+    length_penalty: float = Field(0.0, description="Beam scores are divided by length ** this (0 = plain sums).")
+    max_mel_tokens: PositiveInt = Field(1500, description="Most codes generated per item (infer_v2's "
+                                        "max_mel_tokens); an item that reaches it did not stop.")
+    emo_alpha: float = Field(1.0, ge=0, le=1, description="How much of the emotion prompt's emotion vector to mix "
+                             "into the speaker's (infer_v2's emo_alpha).")
+    batch_exact: bool = Field(True, description="Each item of a batch gets exactly what it gets alone (exact "
+                              "conditioning, one random stream per item); false = the official batching, padding "
+                              "leak and one shared random stream included.")
+    seed: int = Field(0, description="Seed of the sampling (item i of a batch uses seed + i).")
+
+
 class OrchestrationConfig(_Section):
     """How the orchestrated flow runs stages: retries of transient faults and caching."""
 
@@ -359,6 +387,7 @@ class PipelineConfig(_Section):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 

@@ -6,6 +6,10 @@ the causal mask is built per call, so sequences may be longer than GPT-2's nomin
 Linear layers keep HF's ``Conv1D`` layout, weight ``(in, out)``, so ``gpt.h.{i}.*`` tensors load
 and save unchanged.  Dropout (p=0.1 on the embeddings, attention weights and residual branches)
 is active in train mode only, as in HF GPT-2.  Optional gradient checkpointing per block.
+
+:meth:`GPT2.step` is the decoding path: it takes and returns each layer's cached keys and values
+(``KV``) and an explicit boolean attention mask, so a prompt is encoded once and each new token
+costs one position.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+#: One layer's cached keys and values, each (B, heads, positions, head_dim).
+KV = tuple[torch.Tensor, torch.Tensor]
 
 
 class Conv1D(nn.Module):
@@ -39,13 +46,27 @@ class Attention(nn.Module):
         self.attn_dropout = dropout
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, d = x.shape
         q, k, v = self.c_attn(x).split(d, dim=2)
-        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        return tuple(z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))  # type: ignore
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, -1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0,
-                                           is_causal=t > 1)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, d)))
+                                           is_causal=x.size(1) > 1)
+        return self._out(y)
+
+    def step(self, x: torch.Tensor, past: KV | None, mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
+        """New positions ``x`` (B, t, D) after the cached ones; ``mask`` (B, 1, t, past + t), True = attend."""
+        q, k, v = self._qkv(x)
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), (k, v)
 
 
 class MLP(nn.Module):
@@ -71,6 +92,11 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
+    def step(self, x: torch.Tensor, past: KV | None, mask: torch.Tensor) -> tuple[torch.Tensor, KV]:
+        h, kv = self.attn.step(self.ln_1(x), past, mask)
+        x = x + h
+        return x + self.mlp(self.ln_2(x)), kv
+
 
 class GPT2(nn.Module):
     def __init__(self, dim: int, layers: int, heads: int, dropout: float = 0.1):
@@ -88,3 +114,16 @@ class GPT2(nn.Module):
             else:
                 x = block(x)
         return self.ln_f(x)
+
+    def step(self, inputs_embeds: torch.Tensor, past: list[KV] | None, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, list[KV]]:
+        """Run new positions against the cache (eval only): final hidden states and the grown cache.
+
+        ``mask`` (B, 1, new, cached + new) says which keys each new position may attend to; the
+        caller builds it (causal order, padding).  Every query must be allowed at least one key.
+        """
+        x, cache = inputs_embeds, []
+        for i, block in enumerate(self.h):
+            x, kv = block.step(x, past[i] if past is not None else None, mask)
+            cache.append(kv)
+        return self.ln_f(x), cache
