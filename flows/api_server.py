@@ -108,6 +108,7 @@ def _die_with_parent(parent: int, on_orphaned: threading.Event) -> None:
 
 def main(argv: list[str]) -> None:
     parent, port = int(argv[0]), int(argv[1])
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # until uvicorn takes over: nothing to shut down yet
     orphaned = threading.Event()
     _die_with_parent(parent, orphaned)
 
@@ -120,8 +121,10 @@ def main(argv: list[str]) -> None:
 
     def stop_when_orphaned() -> None:
         orphaned.wait()
+        if not server.started:  # no client ever saw it: nothing to finish
+            os._exit(0)
         server.should_exit = True
-        time.sleep(15)  # a graceful shutdown that hangs must still end
+        time.sleep(5)  # a graceful shutdown that hangs must still end
         os._exit(0)
 
     threading.Thread(target=stop_when_orphaned, name="orphan-stop", daemon=True).start()
