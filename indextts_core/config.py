@@ -281,6 +281,13 @@ class TrainConfig(_Section):
     mel_loss_weight: float = Field(0.8, ge=0)
     val_interval: PositiveInt = Field(1000, description="Validate (and save a checkpoint) every this many optimiser "
                                       "steps, and at every epoch end.")
+    val_generate: int = Field(8, ge=0, description="Validation pairs decoded at every validation (and at step 0) "
+                              "to measure stop rate, length ratio and repetition; 0 = off.")
+    val_generate_decoding: Literal["infer_v2", "greedy"] = Field(
+        "infer_v2", description="How those pairs are decoded: infer_v2's defaults (what users hear) or greedy "
+        "(cheapest).")
+    val_generate_max_ratio: float = Field(3.0, gt=0, description="Each decoded item stops at this many times its "
+                                          "reference's codes (+10): bounds the cost of a model that never stops.")
     keep_checkpoints: PositiveInt = Field(3, description="How many model_step{N}.pth to keep (best.pth is kept "
                                           "apart).")
     best_metric: str = Field("loss", description="Validation metric that picks best.pth: loss, mel_loss, or per "

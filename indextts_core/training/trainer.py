@@ -62,6 +62,8 @@ from indextts_core.training.records import (
 )
 from indextts_core.training.samples import SampleSource, open_data, validation_samples
 from indextts_core.training.setup import ModelSetup, check_index, prepare_model
+from indextts_core.training.generation_watch import GenerationWatch
+from indextts_core.training.generation_watch import brief as listen_brief
 from indextts_core.training.validation import Validation, brief, check_best_metric, read_baseline
 from indextts_core.utils.fileio import write_json
 from indextts_core.utils.oom import BackoffEvent, is_oom, run_with_oom_backoff
@@ -110,6 +112,8 @@ class Trainer:
         self.source = SampleSource(self.data, Path(i.train), c.fresh_prompts, self.policy)
         self.val = Validation(self.data, validation_samples(self.data, i.val, self.policy),
                               self.source.seen_speakers(), c.text_loss_weight, c.mel_loss_weight, c.pad_at_end)
+        self.listen = GenerationWatch(self.data, self.val.samples, self.source.seen_speakers(), c.val_generate,
+                                      c.val_generate_decoding, c.val_generate_max_ratio, self.seed)
         # the plan of every epoch, up front: total steps for the schedule and the ETA
         self.epoch_samples = [self.source.epoch(e) for e in range(c.epochs)]
         self.plans = [D.plan_epoch(self.data, s, c.batch_tokens, self.seed, e, min_per_step=self.dist.world,
@@ -180,6 +184,9 @@ class Trainer:
             check_best_metric(c.best_metric, baseline)
             self._log(baseline, 0)
             log.info("baseline (step 0, before any update): %s", brief(baseline))
+            if self.listen:
+                self._log({"time/generate_s": self.listen.seconds}, 0)
+                log.info("baseline generation: %s", listen_brief(baseline, self.listen.seconds))
         elif d.is_main and self.val:
             baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
@@ -330,7 +337,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation and checkpoints
     def _validate(self, micro_tokens: int) -> dict[str, float]:
-        return self.val(self.model, micro_tokens, self.dist, self.device, self.amp_dtype)
+        metrics = self.val(self.model, micro_tokens, self.dist, self.device, self.amp_dtype)
+        if self.listen:
+            metrics |= self.listen(self.model, self.dist, self.device, self.amp_dtype)
+        return metrics
 
     def _validate_and_save(self, progress: Progress) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -343,6 +353,9 @@ class Trainer:
             if progress.best_value is None or value < progress.best_value:
                 progress.best_value, progress.best_step, is_best = value, progress.step, True
             log.info("step %d validation: %s%s", progress.step, brief(metrics), " (best)" if is_best else "")
+            if self.listen:
+                self._log({"time/generate_s": self.listen.seconds}, progress.step)
+                log.info("step %d generation: %s", progress.step, listen_brief(metrics, self.listen.seconds))
         else:
             is_best = True  # without validation the newest checkpoint is the one to export
             progress.best_step = progress.step

@@ -144,6 +144,18 @@ def test_logs_checkpoints_and_retention(reference):
     assert info["steps_per_epoch"] == [EPOCH, EPOCH] and info["planned_padding_share"] < 0.1
 
 
+def test_training_logs_generation_at_step_0_and_every_validation(reference):
+    out, result, _ = reference
+    rows = read_metrics(out / "metrics.jsonl")
+    gen_steps = [r["step"] for r in rows if "gen/stop_rate" in r]
+    val_steps = [r["step"] for r in rows if "val/loss" in r]
+    assert gen_steps == val_steps and gen_steps[0] == 0
+    first = next(r for r in rows if "gen/stop_rate" in r)
+    assert {"gen/am/stop_rate", "gen/en/stop_rate", "gen/am/length_ratio", "gen/en/repeated_4gram"} <= set(first)
+    assert any("time/generate_s" in r for r in rows)
+    assert "gen/stop_rate" in result.baseline  # the base model's reading, for comparison
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", [{"kill_after_step": 6}, {"kill_after_checkpoint": EPOCH}],
                          ids=["mid-epoch", "epoch-boundary"])
