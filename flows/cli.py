@@ -147,6 +147,7 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "indextts_core,tasks")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # core logs after a stage flow
     from flows.api_server import start_temporary_api
 
     try:
@@ -173,6 +174,7 @@ def print_summary(summary: Any) -> None:
                           f"-> {m['final.loss']:.3f}, mel_top1 {m.get('baseline.mel_top1', float('nan')):.3f} -> "
                           f"{m['final.mel_top1']:.3f}; export verified: {bool(m.get('export_verified'))}; "
                           f"registered version {trained['outputs'].get('registered_version') or '-'}")
+        print_generation(m)
     table = Table(title=f"Run {summary.run_name}: {summary.status}")
     for col in ("stage", "status", "s", "output"):
         table.add_column(col)
@@ -185,6 +187,18 @@ def print_summary(summary: Any) -> None:
         "artifact store": summary.store,
         "MLflow run": summary.mlflow_link or "",
     })
+
+
+def print_generation(m: dict[str, Any]) -> None:
+    """Does it speak? The validation decodes of the base model and of the trained one, per language."""
+    if "final.gen/stop_rate" not in m:
+        return
+    groups = [""] + sorted({k.split("/")[1] + "/" for k in m if k.startswith("final.gen/") and k.count("/") == 2})
+    for g in groups:
+        def pair(name: str, g: str = g) -> str:
+            return f"{m.get(f'baseline.gen/{g}{name}', float('nan')):.2f} -> {m[f'final.gen/{g}{name}']:.2f}"
+        console.print(f"generation{' ' + g.rstrip('/') if g else ''}: stop rate {pair('stop_rate')}, length ratio "
+                      f"{pair('length_ratio')}, repeated 4-grams {pair('repeated_4gram')}", highlight=False)
 
 
 def _run_stage(cfg: PipelineConfig, stage: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -588,7 +602,7 @@ def print_training(result: dict[str, Any]) -> None:
         table = Table(title=f"Validation: step 0 -> step {m['steps']}")
         for col in ("", "loss", "text_loss", "mel_loss", "mel_top1"):
             table.add_column(col, justify="right" if col else "left")
-        groups = sorted({k.rpartition("/")[0] for k in final})
+        groups = sorted({k.rpartition("/")[0] for k in final if not k.startswith("gen/")})
         for g in groups:
             prefix = f"{g}/" if g else ""
             cells = []
@@ -598,6 +612,7 @@ def print_training(result: dict[str, Any]) -> None:
                              (f"{b:.3f}" if b is not None else ""))
             table.add_row(g or "all", *cells)
         console.print(table)
+        print_generation(m)
     if "throughput.tokens_per_s" in m:
         console.print(f"steps: {m['steps']}; {m['throughput.tokens_per_s']:.0f} tokens/s, "
                       f"{m['throughput.samples_per_s']:.1f} samples/s; padding {m['throughput.padding_share']:.1%}; "
@@ -608,6 +623,83 @@ def print_training(result: dict[str, Any]) -> None:
         "export (official layout)": f"{ckpts}/export (strict reload verified: {bool(m.get('export_verified'))}; "
                                     f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
         "registered version": result["outputs"].get("registered_version") or "-",
+    })
+
+
+def _w2v_bert_dir(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
+    """The Wav2Vec2-BERT folder for prompts: given, in the model folder, or the run config's (download stage)."""
+    from indextts_core.model.bundle import W2V_DIR
+
+    if given is not None:
+        return given
+    if (model / W2V_DIR).is_dir():
+        return model / W2V_DIR
+    from flows.local_inputs import store_for
+    from indextts_core.model.bundle import open_bundle
+    from tasks.artifacts import ArtifactRef, fetch_dir
+
+    err_console.print(f"{model} holds no {W2V_DIR}: using the encoder of the run config's checkpoint")
+    assets = _run_stage(cfg, "download")["assets"]
+    store = store_for(cfg)
+    if "w2v_bert" in assets:
+        return fetch_dir(store, ArtifactRef.model_validate(assets["w2v_bert"]), cfg.storage.cache_dir)
+    root = fetch_dir(store, ArtifactRef.model_validate(assets["checkpoint"]), cfg.storage.cache_dir)
+    return open_bundle(root).w2v_bert_dir
+
+
+@app.command()
+def generate(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
+                                             "IndexTTS-2 folder.", exists=True, file_okay=False)],
+    speaker_prompt: Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True,
+                                                 dir_okay=False)],
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT", help="A line to say (repeatable).")] = None,
+    lines: Annotated[Path | None, typer.Option(help="A UTF-8 file with one line to say per line.", exists=True,
+                                               dir_okay=False)] = None,
+    language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
+    = "am",
+    emotion_prompt: Annotated[Path | None, typer.Option(help="Audio whose emotion to use (default: the speaker "
+                                                              "prompt's).", exists=True, dir_okay=False)] = None,
+    emo_alpha: Annotated[float | None, typer.Option(help="Share of the emotion prompt's emotion, 0..1 (default: "
+                                                         "generation.emo_alpha).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where codes.jsonl, latents.safetensors and generate.json go.")]
+    = Path("generated"),
+    w2v_bert: Annotated[Path | None, typer.Option(help="Wav2Vec2-BERT 2.0 folder for the prompts (default: "
+                                                       "<model>/hf_cache/w2v-bert-2.0, else the run config's).",
+                                                  file_okay=False)] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Say lines of text with a fine-tuned (or the official) GPT: semantic codes and the s2mel latent per line.
+
+    Decoding follows infer_v2 (its defaults; change them with --set generation.<option>=...), text goes
+    through the training front-end and the folder's tokenizer.
+    """
+    import torch
+
+    from indextts_core.generation.run import generate_lines
+    from indextts_core.model.bundle import open_bundle
+
+    try:
+        cfg = _config(config, overrides, **{"generation.emo_alpha": emo_alpha})
+        if not text and lines is None:
+            raise InputError("nothing to say: give --text or --lines")
+        said = list(text or [])
+        where = "--text"
+        if lines is not None:
+            said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+            where = str(lines) if not text else "--text/--lines"
+        bundle = open_bundle(model, _w2v_bert_dir(model, w2v_bert, cfg))
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        result = generate_lines(bundle, said, language, speaker_prompt, output_dir, cfg.generation,
+                                emotion_prompt=emotion_prompt, device=dev, where=where)
+    except (InputError, ValueError) as e:
+        raise _fail(e) from None
+    print_outputs("Generated", {
+        "lines": f"{result.lines} ({result.stopped} stopped before generation.max_mel_tokens)",
+        "codes": f"{result.codes} in {result.seconds:.1f} s",
+        "codes.jsonl": str(output_dir / "codes.jsonl"), "latents": str(output_dir / "latents.safetensors"),
     })
 
 

@@ -69,6 +69,22 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path):
     assert {"best.pth", "latest.pth", "metrics.jsonl", "logs"} <= {p.name for p in ckpts.iterdir()}
     assert (run_dir / "extend-bpe" / "extended_bpe.model").is_file()
     assert (tmp_path / "runs" / "mlflow.db").is_file()
+    # does it speak? the base model's decodes at step 0 and the trained model's, per language
+    assert {"baseline.gen/am/stop_rate", "final.gen/am/stop_rate", "final.gen/en/length_ratio"} <= set(train)
+    assert "generation am: stop rate" in out
+
+    # the demo's export speaks: codes and the s2mel latent per line (the encoder from the run config's checkpoint)
+    said = tmp_path / "said.txt"
+    said.write_text("ሰላም ነው?\nእንኳን ደህና መጡ።\n", encoding="utf-8")
+    prompt = DEMO_DIR / "audio" / "spk01_am_001.flac"
+    cli("generate", "--model", str(run_dir / "train"), "--speaker-prompt", str(prompt), "--lines", str(said),
+        "--language", "am", "--output-dir", "gen", "--set", "generation.num_beams=1", cwd=tmp_path, env=env)
+    rows = [json.loads(x) for x in (tmp_path / "gen" / "codes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in rows] == [1, 2] and all(r["text_ids"] for r in rows)
+    from safetensors.torch import load_file
+
+    latents = load_file(tmp_path / "gen" / "latents.safetensors")
+    assert [tuple(latents[f"line{r['line']}"].shape) for r in rows] == [(r["code_len"], 64) for r in rows]
 
     cli("run", cwd=tmp_path, env=env)
     second = json.loads((run_dir / "summary.json").read_text())
@@ -172,3 +188,16 @@ def test_help_is_readable_at_80_columns():
         out = cli(command, "--help", env={"COLUMNS": "80"}).stdout
         assert "…" not in out, command
         assert max(len(line) for line in out.splitlines()) <= 80, command
+
+
+def test_generate_on_a_tiny_bundle_folder(tmp_path: Path, tiny_bundle):
+    """A folder written by write_tiny_bundle (official layout, encoders in hf_cache/): no flow, no server."""
+    model = str(tiny_bundle.checkpoint_dir)
+    prompt = str(DEMO_DIR / "audio" / "spk02_en_001.flac")
+    err = cli("generate", "--model", model, "--speaker-prompt", prompt, check=False)
+    assert err.returncode == 2 and "nothing to say: give --text or --lines" in err.stderr
+    out = cli("generate", "--model", model, "--speaker-prompt", prompt, "--emotion-prompt", prompt,
+              "--emo-alpha", "0.6", "--text", "HELLO THERE", "--language", "en", "--output-dir", str(tmp_path / "g"))
+    assert "1 (1 stopped" in out.stdout or "1 (0 stopped" in out.stdout
+    info = json.loads((tmp_path / "g" / "generate.json").read_text())
+    assert info["options"]["emo_alpha"] == 0.6 and info["options"]["num_beams"] == 3 and info["lines"] == 1

@@ -33,7 +33,8 @@ ALIAS_PREFIXES = ("inference_model.",)
 ALIAS_KEYS = ("gpt.wte.weight",)
 #: Files of an official checkpoint folder that an export carries over from the base folder.
 CARRIED_FILES = ("LICENSE", "LICENSE.txt", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "s2mel.pth",
-                 "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "pinyin.vocab", "glossary.yaml")
+                 "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "pinyin.vocab", "glossary.yaml",
+                 "indextts-bundle.json")
 CARRIED_DIRS = ("qwen0.6bemo4-merge",)
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from indextts_core.utils.fileio import make_temp
+from indextts_core.utils.fileio import atomic_path
 from indextts_core.utils.safe_load import safetensors_open
 
 SHARD_FORMAT = "indextts-features/1"
@@ -61,18 +60,10 @@ def write_shard(directory: Path, clips: list[ClipFeatures]) -> Path:
     keys = [c.key for c in clips]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / shard_name(keys)
-    fd, tmp = make_temp(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # one metadata entry: safetensors writes a map's entries in hash order, so two would make
         # identical shards differ byte for byte
         save_file(tensors, tmp, metadata={"indextts": json.dumps({"format": SHARD_FORMAT, "keys": keys})})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
