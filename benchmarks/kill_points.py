@@ -32,24 +32,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flows.api_server import servers_of  # noqa: E402
+
 CLI = Path(sys.executable).parent / "indextts-train"
 
 
 def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def _servers_of(pid: int) -> list[int]:
-    """Temporary API servers started for process ``pid`` (found through /proc)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"flows.api_server" in args and str(pid).encode() in args:
-            found.append(int(d.name))
-    return found
 
 
 def _leftovers(*folders: Path) -> list[Path]:
@@ -108,9 +99,9 @@ def trial(i: int, root: Path, kill_at: float) -> dict:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 10
-    while _servers_of(proc.pid) and time.monotonic() < deadline:
+    while servers_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    orphans = _servers_of(proc.pid)
+    orphans = servers_of(proc.pid)
     for pid in orphans:  # do not let them disturb the next trial
         os.kill(pid, signal.SIGKILL)
     rc, seconds = box.run("rerun.log")

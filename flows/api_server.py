@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,19 @@ def _use_api(url: str) -> None:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         _SETTINGS.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+
+
+def servers_of(pid: int) -> list[int]:
+    """The pids of temporary API servers started for process ``pid`` that still run (Linux: from /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"flows.api_server" in args and str(pid).encode() in args:
+            found.append(int(d.name))
+    return found
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

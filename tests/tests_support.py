@@ -135,3 +135,10 @@ def extend_tokenizer(base: Path, corpus: dict[str, list[str]], out_dir: Path, fe
     result = extend_bpe(base, corpus, probe_lines(None, fe), out_dir / "extended_bpe.model", ExtendBpeConfig(),
                         seed=1234, frontend=fe.fingerprint(), report_dir=out_dir)
     return result.model_path
+
+
+def close(actual: Any, expected: Any) -> None:
+    """Equal at the golden fixtures' tolerance (atol 1e-5, rtol 1e-4)."""
+    import torch
+
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)

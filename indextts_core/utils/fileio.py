@@ -97,45 +97,21 @@ def remove_stale_temp_files(folder: str | os.PathLike[str], *, max_age_s: float 
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file name next to ``path``, for writers that take a name (safetensors, torch.save).
 
-    Readers see either the old file or the complete new one, never a partial write.  On an
-    exception the temporary file is removed and ``path`` is left untouched.
+    On success the file is fsynced and renamed over ``path``: readers see either the old file or
+    the complete new one, never a partial write.  On an exception the temporary file is removed,
+    ``path`` is left untouched, and a write the machine refused becomes an :class:`OutputError`.
     """
     path = Path(path)
-    binary = "b" in mode
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = make_temp(path)
+        os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; give the file the usual permissions
+        os.close(fd)
     except OSError as e:
         raise _write_failure(path, e) or e from None
-    try:
-        os.fchmod(fd, default_file_mode())  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        failure = _write_failure(path, e)
-        if failure is not None:
-            raise failure from None
-        raise
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary file name next to ``path`` for writers that take a name (safetensors, torch.save).
-
-    On success the file is fsynced and renamed over ``path``; on an exception it is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp(path)
-    os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -148,6 +124,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if failure is not None:
             raise failure from None
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on success it replaces ``path`` (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+        yield f
 
 
 _WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",

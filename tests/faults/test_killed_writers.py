@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.api_server import servers_of
 from flows.runtime import PipelineRun
 from indextts_core.store.objects import open_store
 from indextts_core.utils.fileio import make_temp
@@ -86,19 +87,6 @@ def test_the_next_run_sweeps_the_store_the_cache_and_the_run_folder(tmp_path: Pa
     assert not any(p.exists() for p in leftovers)
 
 
-def _servers_of(pid: int) -> list[int]:
-    """Temporary API servers started for process ``pid``."""
-    found = []
-    for d in Path("/proc").iterdir():
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"flows.api_server" in args and str(pid).encode() in args:
-            found.append(int(d.name))
-    return found
-
-
 def test_a_killed_command_leaves_no_server_running(tmp_path: Path):
     """The campaign: SIGKILL of `run` left the temporary Prefect server running in 9 of 10 cases."""
     from tests_support import BIN, DEMO_DIR
@@ -111,19 +99,19 @@ def test_a_killed_command_leaves_no_server_running(tmp_path: Path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (servers := _servers_of(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
+        while not (servers := servers_of(proc.pid)) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert servers, "the command started no temporary server"
         time.sleep(2)  # let it get to work
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 30
-        while _servers_of(proc.pid) and time.monotonic() < deadline:
+        while servers_of(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _servers_of(proc.pid) == [], "the temporary server outlived the killed command"
+        assert servers_of(proc.pid) == [], "the temporary server outlived the killed command"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in _servers_of(proc.pid):
+        for pid in servers_of(proc.pid):
             os.kill(pid, signal.SIGKILL)

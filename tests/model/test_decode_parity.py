@@ -10,27 +10,10 @@ import torch
 
 from indextts_core.config import GenerationConfig
 from indextts_core.generation import build_prompt, decode, item_generators
-from indextts_core.model.checkpoint import load_gpt
-from tests_support import FIXTURES
+from tests_support import close
 
-GPT_DIR = FIXTURES / "indextts2_gpt_tiny"
 GREEDY = GenerationConfig(do_sample=False, num_beams=1, repetition_penalty=1.0, max_mel_tokens=10)
 INFER_V2 = GenerationConfig(do_sample=False)  # infer_v2's defaults otherwise: 3 beams, penalty 10, lp 0
-
-
-def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def cases() -> dict:
-    return torch.load(GPT_DIR / "cases.pt", map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.set_num_threads(2)
-    return load_gpt(GPT_DIR).eval()
 
 
 def test_greedy_decode_one_item(model, cases):

@@ -9,26 +9,8 @@ import pytest
 import torch
 
 from indextts_core.model import UnifiedVoice, compute_losses
-from indextts_core.model.checkpoint import load_gpt
 from indextts_core.model.losses import target_mask, token_losses
-from tests_support import FIXTURES
-
-GPT_DIR = FIXTURES / "indextts2_gpt_tiny"
-
-
-def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def cases() -> dict:
-    return torch.load(GPT_DIR / "cases.pt", map_location="cpu", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def model() -> UnifiedVoice:
-    torch.set_num_threads(2)
-    return load_gpt(GPT_DIR)
+from tests_support import close
 
 
 def test_speaker_conditioning(model: UnifiedVoice, cases: dict):
