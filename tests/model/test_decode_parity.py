@@ -102,3 +102,27 @@ def test_batched_rows_equal_solo_decodes(model, cases, opts):
                 close(batch.logits[k, :n], solo.logits[0])
             if solo.scores is not None:
                 close(batch.scores[k], solo.scores[0])
+
+
+def test_score_processors_follow_transformers():
+    """Repetition penalty (divide positive, multiply negative scores of codes already present), then
+    temperature, top-k and top-p, each keeping at least ``keep`` candidates."""
+    from indextts_core.generation.decode import process_scores
+
+    scores = torch.tensor([[2.0, -1.0, 0.5, 0.0, -3.0]])
+    history = torch.tensor([[0, 1, 1]])
+    penalised = process_scores(scores, history, GenerationConfig(do_sample=False, repetition_penalty=2.0), keep=1)
+    assert penalised.tolist() == [[1.0, -2.0, 0.5, 0.0, -3.0]]
+    top2 = process_scores(scores, history[:, :0], GenerationConfig(temperature=1.0, top_k=2, top_p=1.0,
+                                                                   repetition_penalty=1.0), keep=1)
+    assert torch.isinf(top2).tolist() == [[False, True, False, True, True]]
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    nucleus = process_scores(probs, history[:, :0], GenerationConfig(temperature=1.0, top_k=0, top_p=0.7,
+                                                                      repetition_penalty=1.0), keep=1)
+    assert torch.isinf(nucleus).tolist() == [[False, False, True, True]]  # 0.5 + 0.3 >= 0.7
+    hot = process_scores(scores, history[:, :0], GenerationConfig(temperature=0.5, top_k=0, top_p=1.0,
+                                                                  repetition_penalty=1.0), keep=1)
+    assert torch.equal(hot, scores / 0.5)
+    kept = process_scores(scores, history[:, :0], GenerationConfig(temperature=1.0, top_k=1, top_p=1.0,
+                                                                   repetition_penalty=1.0), keep=2)
+    assert (~torch.isinf(kept)).sum() == 2  # beams keep at least two candidates
