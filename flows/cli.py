@@ -653,7 +653,8 @@ def generate(
                                              "IndexTTS-2 folder.", exists=True, file_okay=False)],
     speaker_prompt: Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True,
                                                  dir_okay=False)],
-    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT", help="A line to say (repeatable).")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT",
+                                                   help="A line to say (repeatable).")] = None,
     lines: Annotated[Path | None, typer.Option(help="A UTF-8 file with one line to say per line.", exists=True,
                                                dir_okay=False)] = None,
     language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
