@@ -1,4 +1,5 @@
-"""S2Mel, the stage between the GPT and the vocoder: the parts before the flow-matching decoder.
+"""S2Mel, the stage between the GPT and the vocoder: the parts before the flow-matching decoder
+(:mod:`indextts_core.model.s2mel_decoder`).
 
 With the released ``s2mel.pth`` layout (``{"net": {"cfm": ..., "length_regulator": ...,
 "gpt_layer": ...}}``) and the ``s2mel:`` section of ``config.yaml``:

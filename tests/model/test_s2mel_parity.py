@@ -98,3 +98,38 @@ def test_full_size_keys_and_strict_loading(s2mel_cfg, tmp_path):
     torch.save({"model": {}}, tmp_path / "other.pth")
     with pytest.raises(InputError, match="other.pth: not an S2Mel checkpoint"):
         load_s2mel_net(tmp_path / "other.pth")
+
+
+@pytest.fixture(scope="module")
+def decoder(s2mel_cfg):
+    from indextts_core.model.s2mel_decoder import load_decoder
+
+    return load_decoder(DIR / "s2mel.pth", s2mel_cfg)
+
+
+def test_estimator_batch_with_a_masked_item(decoder, cases):
+    e, o = cases["inputs"]["est"], cases["outputs"]["estimator"]
+    with torch.no_grad():
+        close(decoder.estimator(e["x"], e["prompt_x"], e["x_lens"], e["t"], e["style"], e["mu"]), o["output"])
+
+
+@pytest.mark.parametrize("steps, rate, key", [(4, 0.7, "cfm"), (25, 0.7, "cfm_infer_v2_steps"), (2, 0.0, "cfm_nocfg")])
+def test_euler_solver_on_the_injected_noise(decoder, cases, steps, rate, key):
+    """cfm.inference with the stored noise: 4 steps with CFG, infer_v2's 25, and 2 without CFG."""
+    i, o = cases["inputs"], cases["outputs"]
+    seg, ref = o["segment"], o["prompt"]["ref_mel"]
+    out = decoder.solve_euler(o["cfm"]["noise"], seg["x_lens"], ref, seg["cat_condition"], i["style"], steps, rate)
+    torch.testing.assert_close(out, o[key]["output"], atol=1e-4, rtol=1e-4)
+    assert out[..., : ref.size(-1)].eq(0).all()  # the prompt frames are exactly 0, as released
+    if key == "cfm":
+        torch.testing.assert_close(out[:, :, ref.size(-1):], o["cfm"]["vc_target"], atol=1e-4, rtol=1e-4)
+
+
+def test_decoder_full_size_keys():
+    from indextts_core.model.s2mel_decoder import FlowMatching
+
+    full = json.loads((FIXTURES / "s2mel_full_shapes.json").read_text())
+    with torch.device("meta"):
+        model = FlowMatching(full["s2mel_config"])
+    expected = {e["key"]: tuple(e["shape"]) for e in full["net"]["cfm"]}
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
