@@ -5,9 +5,11 @@
     config.yaml  gpt.pth  bpe.model  wav2vec2bert_stats.pt  [s2mel.pth feat1.pt ...]
     hf_cache/w2v-bert-2.0/                       (facebook/w2v-bert-2.0, Hugging Face layout)
     hf_cache/semantic_codec_model.safetensors    (amphion/MaskGCT semantic_codec/model.safetensors)
+    hf_cache/campplus_cn_common.bin              (funasr/campplus, for synthesis)
+    hf_cache/bigvgan/                            (nvidia/bigvgan_v2_22khz_80band_256x, for synthesis)
 
-The two ``hf_cache`` locations are the ones the official code uses; both can be given
-explicitly instead.  :func:`write_tiny_bundle` writes a folder of the same layout with a tiny
+The ``hf_cache`` locations are where the official code's downloads land; each can be given
+explicitly instead (an export carries no ``hf_cache``: it names the base folder's encoders).  :func:`write_tiny_bundle` writes a folder of the same layout with a tiny
 random configuration (and an ``indextts-bundle.json`` noting the tiny Wav2Vec2-BERT's feature
 layer), for tests and the laptop demo.
 """
@@ -32,8 +34,11 @@ from indextts_core.model.features import HIDDEN_LAYER, SemanticFeatures
 from indextts_core.model.unified_voice import UnifiedVoice
 
 BUNDLE_META = "indextts-bundle.json"
-W2V_DIR = Path("hf_cache") / "w2v-bert-2.0"
-CODEC_FILE = Path("hf_cache") / "semantic_codec_model.safetensors"
+HF_CACHE = Path("hf_cache")
+W2V_DIR = HF_CACHE / "w2v-bert-2.0"
+CODEC_FILE = HF_CACHE / "semantic_codec_model.safetensors"
+CAMPPLUS_FILE = HF_CACHE / "campplus_cn_common.bin"
+BIGVGAN_DIR = HF_CACHE / "bigvgan"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
@@ -46,6 +51,20 @@ class ModelBundle:
     w2v_bert_dir: Path
     codec_path: Path
     hidden_layer: int = HIDDEN_LAYER
+    campplus_config: dict[str, int] | None = None  # constructor widths (None: the release's)
+    hf_cache: Path | None = None  # where campplus and bigvgan are (default: <checkpoint>/hf_cache)
+
+    @property
+    def s2mel_path(self) -> Path:
+        return self.checkpoint_dir / self.config.get("s2mel_checkpoint", "s2mel.pth")
+
+    @property
+    def campplus_path(self) -> Path:
+        return (self.hf_cache or self.checkpoint_dir / HF_CACHE) / CAMPPLUS_FILE.name
+
+    @property
+    def bigvgan_dir(self) -> Path:
+        return (self.hf_cache or self.checkpoint_dir / HF_CACHE) / BIGVGAN_DIR.name
 
     @property
     def gpt_path(self) -> Path:
@@ -77,8 +96,12 @@ class ModelBundle:
 
 
 def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = None,
-                codec_path: str | Path | None = None) -> ModelBundle:
-    """Read a checkpoint folder's config and locate its auxiliary models (nothing is loaded yet)."""
+                codec_path: str | Path | None = None, hf_cache: str | Path | None = None) -> ModelBundle:
+    """Read a checkpoint folder's config and locate its auxiliary models (nothing is loaded yet).
+
+    ``hf_cache``: the folder holding the encoders and synthesis models when it is not the
+    checkpoint's own ``hf_cache/`` (an export uses its base folder's).
+    """
     root = Path(checkpoint_dir)
     if not root.is_dir():
         raise InputError(f"{root}: checkpoint folder not found")
@@ -86,11 +109,13 @@ def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = No
     gpt_cfg = GPTConfig.from_dict(config["gpt"], f"{root / 'config.yaml'}: gpt")
     codec_cfg = CodecConfig.from_dict(config.get("semantic_codec") or {})
     meta = json.loads((root / BUNDLE_META).read_text()) if (root / BUNDLE_META).is_file() else {}
+    cache = Path(hf_cache) if hf_cache else root / HF_CACHE
     bundle = ModelBundle(
         checkpoint_dir=root, config=config, gpt_config=gpt_cfg, codec_config=codec_cfg,
-        w2v_bert_dir=Path(w2v_bert_dir) if w2v_bert_dir else root / W2V_DIR,
-        codec_path=Path(codec_path) if codec_path else root / CODEC_FILE,
+        w2v_bert_dir=Path(w2v_bert_dir) if w2v_bert_dir else cache / W2V_DIR.name,
+        codec_path=Path(codec_path) if codec_path else cache / CODEC_FILE.name,
         hidden_layer=int(meta.get("w2v_bert_hidden_layer", HIDDEN_LAYER)),
+        campplus_config=meta.get("campplus"), hf_cache=cache,
     )
     for what, path in (("gpt weights", bundle.gpt_path), ("tokenizer", bundle.tokenizer_path),
                        ("feature statistics", bundle.stats_path)):
@@ -113,6 +138,31 @@ TINY_GPT = {
 }
 TINY_CODEC = {"codebook_size": 64, "hidden_size": 1024, "codebook_dim": 8, "vocos_dim": 16,
               "vocos_intermediate_dim": 32, "vocos_num_layers": 2}
+#: The released ``s2mel:`` schema with tiny widths (the decoder needs an even head size, wavenet = DiT width).
+TINY_S2MEL = {
+    "preprocess_params": {"sr": 22050, "spect_params": {"n_fft": 1024, "win_length": 1024, "hop_length": 256,
+                                                        "n_mels": 80, "fmin": 0, "fmax": "None"}},
+    "dit_type": "DiT", "reg_loss_type": "l1", "style_encoder": {"dim": 192},
+    "length_regulator": {"channels": 32, "is_discrete": False, "in_channels": 1024, "content_codebook_size": 16,
+                         "sampling_ratios": [1, 1, 1, 1], "vector_quantize": False, "n_codebooks": 1,
+                         "quantizer_dropout": 0.0, "f0_condition": False, "n_f0_bins": 512},
+    "DiT": {"hidden_dim": 64, "num_heads": 4, "depth": 5, "class_dropout_prob": 0.1, "block_size": 8192,
+            "in_channels": 80, "style_condition": True, "final_layer_type": "wavenet", "target": "mel",
+            "content_dim": 32, "content_codebook_size": 16, "content_type": "discrete", "f0_condition": False,
+            "n_f0_bins": 512, "content_codebooks": 1, "is_causal": False, "long_skip_connection": True,
+            "zero_prompt_speech_token": False, "time_as_token": False, "style_as_token": False,
+            "uvit_skip_connection": True, "add_resblock_in_transformer": False},
+    "wavenet": {"hidden_dim": 64, "num_layers": 3, "kernel_size": 5, "dilation_rate": 1, "p_dropout": 0.2,
+                "style_condition": True},
+}
+#: nvidia/bigvgan_v2_22khz_80band_256x with 128 initial channels instead of 1536.
+TINY_BIGVGAN = {"resblock": "1", "upsample_rates": [4, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4],
+                "upsample_initial_channel": 128, "resblock_kernel_sizes": [3, 7, 11],
+                "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "use_tanh_at_final": False,
+                "use_bias_at_final": False, "activation": "snakebeta", "snake_logscale": True, "num_mels": 80,
+                "n_fft": 1024, "hop_size": 256, "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": None}
+#: CAMPPlus constructor widths of the tiny bundle (the release uses the defaults).
+TINY_CAMPPLUS = {"growth_rate": 8, "bn_size": 2, "init_channels": 32}
 
 
 def train_base_tokenizer(lines: list[str], dest: Path, vocab_size: int = 256) -> int:
@@ -185,5 +235,35 @@ def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) ->
     codec = SemanticCodec(CodecConfig.from_dict(TINY_CODEC))
     (root / CODEC_FILE).parent.mkdir(parents=True, exist_ok=True)
     save_model(codec, str(root / CODEC_FILE))
-    write_json(root / BUNDLE_META, {"format": 1, "kind": "tiny-random", "seed": seed, "w2v_bert_hidden_layer": 1})
+    _write_tiny_synthesis(root, seed, gpt["model_dim"])
+    write_json(root / BUNDLE_META, {"format": 1, "kind": "tiny-random", "seed": seed, "w2v_bert_hidden_layer": 1,
+                                    "campplus": TINY_CAMPPLUS})
     return open_bundle(root)
+
+
+def _write_tiny_synthesis(root: Path, seed: int, gpt_dim: int) -> None:
+    """Random S2Mel (``s2mel.pth`` + the ``s2mel:`` config section), CAMPPlus and BigVGAN in the release layout."""
+    from indextts_core.model.bigvgan import BigVGAN
+    from indextts_core.model.campplus import CAMPPlus
+    from indextts_core.model.s2mel import LengthRegulator, gpt_layer
+    from indextts_core.model.s2mel_decoder import FlowMatching
+
+    torch.manual_seed(seed + 4)
+    net = {"cfm": FlowMatching(TINY_S2MEL).state_dict(),
+           "length_regulator": LengthRegulator.from_config(TINY_S2MEL["length_regulator"]).state_dict(),
+           "gpt_layer": gpt_layer(gpt_dim).state_dict()}
+    with atomic_write(root / "s2mel.pth", "wb") as f:
+        torch.save({"net": net}, f)
+    config = read_config(root / "config.yaml")
+    config |= {"s2mel": TINY_S2MEL, "s2mel_checkpoint": "s2mel.pth"}
+    with atomic_write(root / "config.yaml") as f:
+        f.write("# tiny random IndexTTS-2-layout bundle for tests and the demo (not a trained model)\n")
+        yaml.safe_dump(config, f, sort_keys=False)
+    torch.manual_seed(seed + 5)
+    with atomic_write(root / CAMPPLUS_FILE, "wb") as f:
+        torch.save(CAMPPlus(**TINY_CAMPPLUS).state_dict(), f)
+    torch.manual_seed(seed + 6)
+    (root / BIGVGAN_DIR).mkdir(parents=True, exist_ok=True)
+    write_json(root / BIGVGAN_DIR / "config.json", TINY_BIGVGAN)
+    with atomic_write(root / BIGVGAN_DIR / "bigvgan_generator.pt", "wb") as f:
+        torch.save({"generator": BigVGAN(TINY_BIGVGAN).state_dict()}, f)

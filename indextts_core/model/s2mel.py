@@ -122,13 +122,17 @@ def load_s2mel_net(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
     return {name: {k.removeprefix("module."): v for k, v in sd.items()} for name, sd in net.items()}
 
 
-def load_front(path: str | Path, s2mel_cfg: dict[str, Any]) -> tuple[LengthRegulator, nn.Sequential]:
-    """The length regulator and ``gpt_layer`` of ``s2mel.pth``, each loaded strictly, in eval mode."""
+def load_front(path: str | Path, s2mel_cfg: dict[str, Any], gpt_dim: int = 1280
+               ) -> tuple[LengthRegulator, nn.Sequential]:
+    """The length regulator and ``gpt_layer`` of ``s2mel.pth``, each loaded strictly, in eval mode.
+
+    ``gpt_dim``: the GPT's ``model_dim`` (1280 in the release, where infer_v2 hard-codes it).
+    """
     from indextts_core.model.checkpoint import load_state_dict_into
 
     net = load_s2mel_net(path)
     regulator = LengthRegulator.from_config(s2mel_cfg["length_regulator"])
-    layer = gpt_layer()
+    layer = gpt_layer(gpt_dim)
     for name, module in (("length_regulator", regulator), ("gpt_layer", layer)):
         load_state_dict_into(module, net[name], Path(f"{path}[net.{name}]"))  # type: ignore[arg-type]
     return regulator.eval(), layer.eval()
