@@ -42,6 +42,12 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="Run configuration YAML (every section optional; defaults work).",
                  exists=False, dir_okay=False),
 ]
+HfCacheOpt = Annotated[
+    Path | None,
+    typer.Option(help="Folder of the encoders and synthesis models (w2v-bert-2.0/, semantic codec, "
+                      "campplus_cn_common.bin, bigvgan/); default: <model>/hf_cache, else the run config's "
+                      "checkpoint's.", file_okay=False),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", metavar="KEY=VALUE",
@@ -626,25 +632,30 @@ def print_training(result: dict[str, Any]) -> None:
     })
 
 
-def _w2v_bert_dir(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
-    """The Wav2Vec2-BERT folder for prompts: given, in the model folder, or the run config's (download stage)."""
-    from indextts_core.model.bundle import W2V_DIR
+def _hf_cache(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
+    """The folder of encoders and synthesis models for ``model``: given, the model's own ``hf_cache/``, or that
+    of the run config's checkpoint (through the download stage, as preprocessing got them)."""
+    from indextts_core.model.bundle import HF_CACHE
 
     if given is not None:
         return given
-    if (model / W2V_DIR).is_dir():
-        return model / W2V_DIR
+    if (model / HF_CACHE).is_dir():
+        return model / HF_CACHE
     from flows.local_inputs import store_for
-    from indextts_core.model.bundle import open_bundle
     from tasks.artifacts import ArtifactRef, fetch_dir
 
-    err_console.print(f"{model} holds no {W2V_DIR}: using the encoder of the run config's checkpoint")
+    err_console.print(f"{model} holds no {HF_CACHE}/: using the one of the run config's checkpoint")
     assets = _run_stage(cfg, "download")["assets"]
-    store = store_for(cfg)
-    if "w2v_bert" in assets:
-        return fetch_dir(store, ArtifactRef.model_validate(assets["w2v_bert"]), cfg.storage.cache_dir)
-    root = fetch_dir(store, ArtifactRef.model_validate(assets["checkpoint"]), cfg.storage.cache_dir)
-    return open_bundle(root).w2v_bert_dir
+    return fetch_dir(store_for(cfg), ArtifactRef.model_validate(assets["checkpoint"]), cfg.storage.cache_dir) \
+        / HF_CACHE
+
+
+def _open_model(model: Path, hf_cache: Path | None, cfg: PipelineConfig, w2v_bert: Path | None = None) -> Any:
+    from indextts_core.model.bundle import open_bundle
+
+    if w2v_bert is not None and hf_cache is None:  # the prompts need only the encoder, and it was given
+        return open_bundle(model, w2v_bert)
+    return open_bundle(model, w2v_bert, hf_cache=_hf_cache(model, hf_cache, cfg))
 
 
 @app.command()
@@ -666,8 +677,8 @@ def generate(
     output_dir: Annotated[Path, typer.Option(help="Where codes.jsonl, latents.safetensors and generate.json go.")]
     = Path("generated"),
     w2v_bert: Annotated[Path | None, typer.Option(help="Wav2Vec2-BERT 2.0 folder for the prompts (default: "
-                                                       "<model>/hf_cache/w2v-bert-2.0, else the run config's).",
-                                                  file_okay=False)] = None,
+                                                       "in --hf-cache).", file_okay=False)] = None,
+    hf_cache: HfCacheOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
@@ -680,7 +691,6 @@ def generate(
     import torch
 
     from indextts_core.generation.run import generate_lines
-    from indextts_core.model.bundle import open_bundle
 
     try:
         cfg = _config(config, overrides, **{"generation.emo_alpha": emo_alpha})
@@ -691,7 +701,7 @@ def generate(
         if lines is not None:
             said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
             where = str(lines) if not text else "--text/--lines"
-        bundle = open_bundle(model, _w2v_bert_dir(model, w2v_bert, cfg))
+        bundle = _open_model(model, hf_cache, cfg, w2v_bert)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         result = generate_lines(bundle, said, language, speaker_prompt, output_dir, cfg.generation,
                                 emotion_prompt=emotion_prompt, device=dev, where=where)
@@ -701,6 +711,65 @@ def generate(
         "lines": f"{result.lines} ({result.stopped} stopped before generation.max_mel_tokens)",
         "codes": f"{result.codes} in {result.seconds:.1f} s",
         "codes.jsonl": str(output_dir / "codes.jsonl"), "latents": str(output_dir / "latents.safetensors"),
+    })
+
+
+@app.command()
+def synthesize(
+    model: Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
+                                             "IndexTTS-2 folder.", exists=True, file_okay=False)],
+    speaker_prompt: Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True,
+                                                 dir_okay=False)],
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT",
+                                                   help="A line to say (repeatable).")] = None,
+    lines: Annotated[Path | None, typer.Option(help="A UTF-8 file with one line to say per line (one wav each).",
+                                               exists=True, dir_okay=False)] = None,
+    language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
+    = "am",
+    emotion_prompt: Annotated[Path | None, typer.Option(help="Audio whose emotion to use (default: the speaker "
+                                                              "prompt's).", exists=True, dir_okay=False)] = None,
+    emo_alpha: Annotated[float | None, typer.Option(help="Share of the emotion prompt's emotion, 0..1.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The wav file, for a single --text (default: "
+                                                  "<output-dir>/line1.wav).", dir_okay=False)] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where line<N>.wav and synthesize.json go.")] = Path("synthesized"),
+    diffusion_steps: Annotated[int, typer.Option(help="Flow-matching steps (infer_v2: 25).")] = 25,
+    cfg_rate: Annotated[float, typer.Option(help="Classifier-free guidance rate (infer_v2: 0.7).")] = 0.7,
+    interval_silence: Annotated[int, typer.Option(help="Silence between segments, ms (infer_v2: 200).")] = 200,
+    hf_cache: HfCacheOpt = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Speak lines of text as 22.05 kHz wav files: GPT codes, S2Mel and BigVGAN, as infer_v2 runs them.
+
+    Decoding follows infer_v2 (change it with --set generation.<option>=...; generation.seed fixes the
+    random stream); long lines are cut into infer_v2's segments and joined with silence.
+    """
+    import torch
+
+    from indextts_core.synthesis.run import synthesize_lines
+
+    try:
+        cfg = _config(config, overrides, **{"generation.emo_alpha": emo_alpha})
+        said = list(text or [])
+        if lines is not None:
+            said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+        if not said:
+            raise InputError("nothing to say: give --text or --lines")
+        if out is not None and len(said) != 1:
+            raise InputError(f"--out names one file but there are {len(said)} lines: use --output-dir")
+        outputs = [out] if out is not None else [output_dir / f"line{n}.wav" for n in range(1, len(said) + 1)]
+        bundle = _open_model(model, hf_cache, cfg)
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        result = synthesize_lines(bundle, said, language, speaker_prompt, outputs, cfg.generation,
+                                  emotion_prompt=emotion_prompt, device=dev, diffusion_steps=diffusion_steps,
+                                  cfg_rate=cfg_rate, interval_silence_ms=interval_silence,
+                                  report=(out.parent if out is not None else output_dir) / "synthesize.json")
+    except (InputError, ValueError) as e:
+        raise _fail(e) from None
+    print_outputs("Synthesized", {
+        "audio": f"{len(result.wavs)} file(s), {result.audio_seconds:.1f} s in {result.seconds:.1f} s",
+        "wav": str(result.wavs[0]) if len(result.wavs) == 1 else str(output_dir),
     })
 
 

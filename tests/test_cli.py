@@ -86,6 +86,12 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path):
     latents = load_file(tmp_path / "gen" / "latents.safetensors")
     assert [tuple(latents[f"line{r['line']}"].shape) for r in rows] == [(r["code_len"], 64) for r in rows]
 
+    # ... and synthesizes: a 22.05 kHz wav per line (S2Mel, CAMPPlus, BigVGAN from the base folder's hf_cache)
+    cli("synthesize", "--model", str(run_dir / "train"), "--speaker-prompt", str(prompt), "--lines", str(said),
+        "--language", "am", "--output-dir", "syn", "--set", "generation.num_beams=1", "--diffusion-steps", "2",
+        cwd=tmp_path, env=env)
+    _assert_wavs(tmp_path / "syn", 2)
+
     cli("run", cwd=tmp_path, env=env)
     second = json.loads((run_dir / "summary.json").read_text())
     assert {s["stage"]: s["status"] for s in second["stages"]} == expect("cached", download="reused")
@@ -201,3 +207,27 @@ def test_generate_on_a_tiny_bundle_folder(tmp_path: Path, tiny_bundle):
     assert "1 (1 stopped" in out.stdout or "1 (0 stopped" in out.stdout
     info = json.loads((tmp_path / "g" / "generate.json").read_text())
     assert info["options"]["emo_alpha"] == 0.6 and info["options"]["num_beams"] == 3 and info["lines"] == 1
+
+
+def _assert_wavs(folder: Path, n: int) -> None:
+    import soundfile as sf
+
+    report = json.loads((folder / "synthesize.json").read_text())
+    assert [r["line"] for r in report["lines"]] == list(range(1, n + 1))
+    for r in report["lines"]:
+        info = sf.info(str(folder / r["wav"]))
+        assert info.samplerate == 22050 and info.subtype == "PCM_16" and info.channels == 1
+        # frames: (codes * 1.72) mel frames per segment x 256 samples, plus 200 ms between segments
+        assert info.frames >= int(r["codes"] * 1.72 - r["segments"]) * 256
+    assert report["real_time_factor"] is not None or report["audio_s"] == 0
+
+
+def test_synthesize_on_a_tiny_bundle_folder(tmp_path: Path, tiny_bundle):
+    model, prompt = str(tiny_bundle.checkpoint_dir), str(DEMO_DIR / "audio" / "spk02_en_001.flac")
+    cli("synthesize", "--model", model, "--speaker-prompt", prompt, "--text", "HELLO THERE. HOW ARE YOU?",
+        "--language", "en", "--out", str(tmp_path / "one" / "hello.wav"), "--diffusion-steps", "2")
+    _assert_wavs(tmp_path / "one", 1)
+    err = cli("synthesize", "--model", model, "--speaker-prompt", prompt, "--text", "A.", "--text", "B.",
+              "--out", str(tmp_path / "x.wav"), check=False)
+    assert err.returncode == 2 and "--out names one file but there are 2 lines" in err.stderr
+
