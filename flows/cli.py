@@ -42,6 +42,10 @@ ConfigOpt = Annotated[
     typer.Option("--config", "-c", help="Run configuration YAML (every section optional; defaults work).",
                  exists=False, dir_okay=False),
 ]
+ModelOpt = Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
+                                              "IndexTTS-2 folder.", exists=True, file_okay=False)]
+PromptOpt = Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True, dir_okay=False)]
+TextOpt = Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT", help="A line to say (repeatable).")]
 HfCacheOpt = Annotated[
     Path | None,
     typer.Option(help="Folder of the encoders and synthesis models (w2v-bert-2.0/, semantic codec, "
@@ -660,12 +664,9 @@ def _open_model(model: Path, hf_cache: Path | None, cfg: PipelineConfig, w2v_ber
 
 @app.command()
 def generate(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
-                                             "IndexTTS-2 folder.", exists=True, file_okay=False)],
-    speaker_prompt: Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True,
-                                                 dir_okay=False)],
-    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT",
-                                                   help="A line to say (repeatable).")] = None,
+    model: ModelOpt,
+    speaker_prompt: PromptOpt,
+    text: TextOpt = None,
     lines: Annotated[Path | None, typer.Option(help="A UTF-8 file with one line to say per line.", exists=True,
                                                dir_okay=False)] = None,
     language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
@@ -716,12 +717,9 @@ def generate(
 
 @app.command()
 def synthesize(
-    model: Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
-                                             "IndexTTS-2 folder.", exists=True, file_okay=False)],
-    speaker_prompt: Annotated[Path, typer.Option(help="Audio of the voice to speak with.", exists=True,
-                                                 dir_okay=False)],
-    text: Annotated[list[str] | None, typer.Option("--text", "-t", metavar="TEXT",
-                                                   help="A line to say (repeatable).")] = None,
+    model: ModelOpt,
+    speaker_prompt: PromptOpt,
+    text: TextOpt = None,
     lines: Annotated[Path | None, typer.Option(help="A UTF-8 file with one line to say per line (one wav each).",
                                                exists=True, dir_okay=False)] = None,
     language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
