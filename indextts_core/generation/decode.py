@@ -76,7 +76,7 @@ class _Stepper:
         causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         mask = causal[None] & self.valid[:, None, :]
         mask |= torch.eye(n, dtype=torch.bool, device=x.device)[None]  # padding rows see themselves: no NaN
-        self.inputs = x  # kept for the no-cache path
+        self.inputs = x if not use_cache else None  # the no-cache path re-runs everything
         self.cache: list[KV] | None = None
         self.fed = 1  # mel tokens fed so far (start_mel)
         self.logits = self._run(x, mask[:, None])
@@ -98,6 +98,7 @@ class _Stepper:
         self.fed += 1
         if self.use_cache:
             return self._run(emb, self.valid[:, None, None, :])
+        assert self.inputs is not None
         self.inputs = torch.cat((self.inputs, emb), dim=1)
         n = self.inputs.size(1)
         mask = torch.ones(n, n, dtype=torch.bool, device=emb.device).tril()[None] & self.valid[:, None, :]
@@ -106,7 +107,8 @@ class _Stepper:
 
     def reorder(self, rows: torch.Tensor) -> None:
         self.valid = self.valid[rows]
-        self.inputs = self.inputs[rows]
+        if self.inputs is not None:
+            self.inputs = self.inputs[rows]
         if self.cache is not None:
             self.cache = [(k[rows], v[rows]) for k, v in self.cache]
 

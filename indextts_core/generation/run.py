@@ -56,7 +56,7 @@ def prompt_features(bundle: ModelBundle, features, path: Path) -> tuple[torch.Te
     """Normalised Wav2Vec2-BERT features (1, T, 1024) and length of one prompt file."""
     wave = load_audio(path, PROMPT_SR, name=str(path)).samples[: int(PROMPT_MAX_S * PROMPT_SR)]
     if len(wave) < PROMPT_SR // 10:
-        raise InputError(f"{path}: prompt is {len(wave) / PROMPT_SR:.2f} s long; give at least a second of speech")
+        raise InputError(f"{path}: prompt is {len(wave) / PROMPT_SR:.2f} s long (under 0.1 s); give a few seconds of speech")
     return features.extract_padded([wave])
 
 

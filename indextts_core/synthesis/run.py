@@ -45,7 +45,7 @@ class SynthesisResult:
 def _prompt(path: Path, sample_rate: int) -> torch.Tensor:
     wave = load_audio(path, sample_rate, name=str(path)).samples[: int(PROMPT_MAX_S * sample_rate)]
     if len(wave) < sample_rate // 10:
-        raise InputError(f"{path}: prompt is {len(wave) / sample_rate:.2f} s long; give at least a second of speech")
+        raise InputError(f"{path}: prompt is {len(wave) / sample_rate:.2f} s long (under 0.1 s); give a few seconds of speech")
     return torch.from_numpy(wave).float().unsqueeze(0)
 
 
