@@ -26,7 +26,8 @@ from indextts_core.errors import InputError
 
 app = typer.Typer(
     name="indextts-train",
-    help="Teach IndexTTS2 a new language: ingest -> corpus -> tokenizer -> preprocess -> pairs -> train -> export.",
+    help="Teach IndexTTS2 a new language: ingest -> corpus -> tokenizer -> preprocess -> pairs -> train -> export -> "
+         "evaluate -> promote.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -185,6 +186,13 @@ def print_summary(summary: Any) -> None:
                           f"{m['final.mel_top1']:.3f}; export verified: {bool(m.get('export_verified'))}; "
                           f"registered version {trained['outputs'].get('registered_version') or '-'}")
         print_generation(m)
+    if results.get("evaluate"):
+        print_evaluation(results["evaluate"]["data"])
+    promoted = results.get("promote")
+    if promoted:
+        d = promoted["decision"]
+        console.print(f"promotion: {promoted['registered_model']} v{promoted['version'] or '-'} -> "
+                      f"{promoted['alias'] or '-'}: {d['reason']}", highlight=False)
     table = Table(title=f"Run {summary.run_name}: {summary.status}")
     for col in ("stage", "status", "s", "output"):
         table.add_column(col)
@@ -194,6 +202,8 @@ def print_summary(summary: Any) -> None:
     print_outputs("Where things are", {
         "run folder": summary.output_dir,
         "summary": str(Path(summary.output_dir) / "summary.md"),
+        **({"evaluation report": str(Path(summary.output_dir) / "evaluate" / "report.html")}
+           if results.get("evaluate") else {}),
         "artifact store": summary.store,
         "MLflow run": summary.mlflow_link or "",
     })
@@ -634,6 +644,91 @@ def print_training(result: dict[str, Any]) -> None:
                                     f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
         "registered version": result["outputs"].get("registered_version") or "-",
     })
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(
+        help="Checkpoint folder to evaluate: an export or the official folder (default: the train stage's export).",
+        exists=True, file_okay=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder with train_manifest.jsonl and val_manifest.jsonl (processed_data: a preprocess or pairs "
+             "output; default: the pairs stage's).", exists=True, file_okay=False)] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="Base checkpoint folder: compared with, and the source of the synthesis models and encoders "
+             "(default: the config's).")] = None,
+    asr_model: Annotated[Path | None, typer.Option(
+        help="Local Whisper folder (Hugging Face layout) for CER/WER (default: evaluate.asr_model, else "
+             "download.asr).", exists=True, file_okay=False)] = None,
+    sentences: Annotated[Path | None, typer.Option(
+        help="Extra sentences to say: one per line, '<language><TAB><text>' or text in the run's language.",
+        exists=True, dir_okay=False)] = None,
+    max_items: Annotated[int | None, typer.Option(help="Most items per language and group.")] = None,
+    compare_base: Annotated[bool, typer.Option(help="Also evaluate the base checkpoint.")] = True,
+    output_dir: Annotated[Path | None, typer.Option(
+        help="Copy the report folder here (default: run.output_dir/evaluate).", file_okay=False)] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Does the model speak the language? Say held-out sentences with each speaker's voice and score them.
+
+    The model, the base checkpoint and the current champion (MLflow alias) say the same items with
+    the same seeds: held-out clips of trained and of unseen speakers, prompted with another clip of
+    the speaker, plus --sentences.  Scores per language, with 95% intervals: CER/WER from Whisper
+    (language forced), speaker similarity (CAMPPlus), duration ratio, stop failures; the real
+    recordings are scored too.  Writes report.html (every sample playable), report.md, plots.png,
+    evaluation.json and items.jsonl.
+    """
+    from flows.local_inputs import publish_files, store_for, use_checkpoint
+
+    try:
+        cfg = _config(config, overrides, **{
+            "evaluate.asr_model": str(asr_model) if asr_model else None,
+            "evaluate.sentences": str(sentences) if sentences else None, "evaluate.max_items": max_items,
+            "evaluate.compare_base": None if compare_base else False})
+        store = store_for(cfg)
+        if checkpoint is not None:
+            use_checkpoint(cfg, checkpoint)
+        given = {}
+        if model is not None:
+            given["train"] = publish_files(store, {p.relative_to(model).as_posix(): p for p in sorted(model.rglob("*"))
+                                                   if p.is_file() and HF_CACHE_NAME not in p.relative_to(model).parts},
+                                           "train")
+        if data is not None:
+            files = {n: data / n for n in ("train_manifest.jsonl", "val_manifest.jsonl")}
+            missing = [str(p) for p in files.values() if not p.is_file()]
+            if missing:
+                raise InputError(f"{', '.join(missing)}: not found (--data takes a preprocess or pairs output folder)")
+            given["pairs"] = publish_files(store, files, "pairs")
+        result = _run_stage(cfg, "evaluate", given)
+        dest = _copy_result(cfg, result, output_dir) if output_dir else cfg.run.output_dir / "evaluate"
+    except InputError as e:
+        raise _fail(e) from None
+    print_evaluation(result["data"])
+    print_outputs("Evaluation", {"report": str(dest / "report.html"), "table": str(dest / "report.md"),
+                                 "seconds": f"{result['metrics']['eval_seconds']:.1f}"})
+
+
+HF_CACHE_NAME = "hf_cache"
+
+
+def print_evaluation(data: dict[str, Any]) -> None:
+    """The headline numbers of an evaluation: every model over all items, and the new model's difference."""
+    from indextts_core.evaluation.report import LABELS
+
+    headline = data["headline"]
+    metrics = [m for m in LABELS if any(m in v for v in headline.values())]
+    table = Table(title=f"Evaluation (all items; ASR: {data.get('asr') or 'none'})")
+    table.add_column("model")
+    for m in metrics:
+        table.add_column(LABELS[m], justify="right")
+    for name, values in headline.items():
+        table.add_row(name, *[f"{values[m]:.3f}" if m in values else "" for m in metrics])
+    console.print(table)
+    for d in data.get("differences", []):
+        if d["model"] == "fine-tuned" and d["metric"] in ("cer", "speaker_sim"):
+            console.print(f"fine-tuned - {d['versus']}: {LABELS[d['metric']]} {d['mean']:+.3f} "
+                          f"[{d['low']:+.3f}, {d['high']:+.3f}]", highlight=False)
 
 
 def _hf_cache(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:

@@ -12,6 +12,11 @@ artifact store and in ``<run.output_dir>/<stage>``, a child MLflow run under thi
 6. pairs:      prompt/target pairs for train and validation
 7. train:      fine-tune the GPT (resumable), export the best checkpoint in the official layout,
                register it in the MLflow model registry with its lineage
+8. evaluate:   the base model, the fine-tuned one and the current champion say the same held-out
+               sentences with the same voices: CER/WER (ASR), speaker similarity, durations, stop
+               failures per language with intervals; an HTML report with every sample's audio
+9. promote:    the new version becomes ``champion`` only if it measurably beats the incumbent,
+               ``challenger`` otherwise; the decision and its numbers are recorded on the version
 
 Run it with ``indextts-train run`` (no server needed: Prefect starts a temporary one), from a
 Prefect deployment (``deployments/prefect.yaml``), or directly with ``python -m flows.finetune``.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.evaluate import current_champion, evaluate_stage, promote_stage
 from flows.preprocess import FRONTEND, preprocess_stage
 from flows.runtime import PipelineRun, RunSummary
 from indextts_core.config import PipelineConfig
@@ -45,7 +51,12 @@ def finetune(cfg: PipelineConfig = PipelineConfig()) -> RunSummary:  # noqa: B00
         index = preprocess_stage(run, dataset.artifact, tokenizer.artifact, assets["checkpoint"],
                                  assets.get("w2v_bert"), assets.get("semantic_codec"))
         pairs = run.stage(pairs_task, index.artifact)
-        run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"])
+        trained = run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"])
+        champion = current_champion(run)
+        evaluation = evaluate_stage(run, trained.artifact, assets["checkpoint"], pairs.artifact,
+                                    assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("asr"),
+                                    champion) if cfg.evaluate.enabled else None
+        promote_stage(run, trained, evaluation, champion)
         return run.finish()
 
 

@@ -26,6 +26,7 @@ from indextts_core.utils.fileio import atomic_write, remove_stale_temp_files, wr
 from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, default_cache_dir, open_store
 from tasks.artifacts import StageResult, checkout, fetch_dir, is_present
 from tasks.download import DownloadResult
+from tasks.promote import PromotionResult
 from tasks.context import RunContext
 from tasks.result_storage import result_storage
 from tasks.tracking import end_run, log_parent_artifact, run_link, start_parent_run, tag_run
@@ -79,10 +80,14 @@ def _numbers(result: Any) -> str:
     if isinstance(result, StageResult):
         keep = ("accepted", "rejected", "speakers", "hours", "val_clips", "vocab_size", "indexed",
                 "audio_processed_now", "train_pairs", "val_pairs", "steps", "baseline.loss", "final.loss")
-        picked = {k: v for k, v in result.metrics.items() if k in keep or k.endswith(".lines")}
+        picked = {k: v for k, v in result.metrics.items() if k in keep or k.endswith(".lines")
+                  or (k.startswith("eval.") and k.count(".") == 2 and k.rsplit(".", 1)[1] in ("cer", "speaker_sim"))}
         return ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in picked.items())
     if isinstance(result, DownloadResult):
         return ", ".join(f"{k}: {'reused' if v else 'fetched'}" for k, v in result.reused.items())
+    if isinstance(result, PromotionResult):
+        d = result.decision
+        return f"v{result.version or '-'} -> {result.alias or '-'} ({d['reason']})"
     return ""
 
 
@@ -186,6 +191,8 @@ class PipelineRun:
             row.status = "reused" if result.all_reused else "ran"
             row.output = ", ".join(f"{k}: {v.uri}" for k, v in result.assets.items())
             row.mlflow_run_id = result.mlflow_run_id
+        elif isinstance(result, PromotionResult):
+            row.output, row.mlflow_run_id = f"{result.registered_model} v{result.version or '-'}", result.mlflow_run_id
         self.rows.append(row)
         tags = {f"stage.{name}.status": row.status}
         if cached and row.mlflow_run_id:

@@ -19,6 +19,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.evaluate import current_champion, evaluate_stage
 from flows.preprocess import FRONTEND, preprocess_stage
 from flows.runtime import PipelineRun, RunSummary
 from indextts_core.config import PipelineConfig
@@ -31,7 +32,7 @@ from tasks.pairs import pairs_task
 from tasks.train import train_task
 
 #: The stages a command can run, in pipeline order.
-STAGES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train")
+STAGES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate")
 
 
 class Upstream:
@@ -76,6 +77,10 @@ class Upstream:
             return run.stage(pairs_task, self.artifact("preprocess"))
         if stage == "train":
             return run.stage(train_task, self.artifact("pairs"), self.artifact("extend-bpe"), checkpoint())
+        if stage == "evaluate":
+            return evaluate_stage(run, self.artifact("train"), checkpoint(), self.artifact("pairs"),
+                                  self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("asr"),
+                                  current_champion(run))
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
 
 

@@ -133,6 +133,9 @@ class DownloadConfig(_Section):
     )
     w2v_bert: AssetSource | None = Field(None, description="facebook/w2v-bert-2.0 folder (Hugging Face layout).")
     semantic_codec: AssetSource | None = Field(None, description="MaskGCT semantic codec safetensors.")
+    asr: AssetSource | None = Field(None, description="Whisper folder (Hugging Face layout, e.g. hf://openai/"
+                                    "whisper-large-v3) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
+                                    "one (the demo; its transcripts are noise).")
     hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
     offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
 
@@ -362,6 +365,50 @@ class GenerationConfig(_Section):
     seed: int = Field(0, description="Seed of the sampling (item i of a batch uses seed + i).")
 
 
+class EvaluateConfig(_Section):
+    """The evaluation stage: does the model speak the language? (``indextts-train evaluate``)
+
+    Every model (the base, the fine-tuned one, the current champion) says the same fixed set with
+    the same seeds: held-out clips of trained speakers and of unseen speakers, prompted with another
+    clip of the same speaker, and the optional sentence file.  Scores: CER/WER through the ASR model
+    (Whisper, language forced), CAMPPlus speaker similarity to the prompt, duration ratio, stop
+    failures; means with bootstrap intervals per language in an HTML report with audio players.
+    """
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
+
+    enabled: bool = Field(True, description="Run the evaluation stage after training.")
+    max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers).")
+    sentences: Path | None = Field(None, description="Extra sentences to say (UTF-8, one per line, "
+                                   "'<language><TAB><text>' or just text in the run's language).")
+    asr_model: Path | None = Field(None, description="Local Whisper folder (Hugging Face layout) for CER/WER; "
+                                   "default: the download.asr asset; none: no CER/WER.")
+    asr_batch_size: PositiveInt = Field(8, description="Clips transcribed at once.")
+    speaker_model: Path | None = Field(None, description="CAMPPlus weights for speaker similarity (release "
+                                       "widths); default: the checkpoint's campplus_cn_common.bin.")
+    compare_base: bool = Field(True, description="Also evaluate the base checkpoint (its own tokenizer).")
+    diffusion_steps: PositiveInt = Field(25, description="Flow-matching steps (infer_v2: 25).")
+    cfg_rate: float = Field(0.7, ge=0, description="Classifier-free guidance of the decoder (infer_v2: 0.7).")
+    max_duration_ratio: float = Field(3.0, gt=0, description="An item stops at this many times its reference's "
+                                      "codes (counted as a stop failure).")
+    resamples: PositiveInt = Field(1000, description="Bootstrap resamples of the confidence intervals.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class PromotionConfig(_Section):
+    """Which registered version is the ``champion``: it moves only on measured improvement."""
+
+    metric: Literal["auto", "cer", "wer", "speaker_sim", "val_loss"] = Field(
+        "auto", description="What decides: auto = cer when an ASR model is configured, else val_loss.")
+    min_improvement: float = Field(0.0, ge=0, description="The candidate must beat the incumbent by more than this "
+                                   "(absolute, in the metric's units).")
+    require_significant: bool = Field(False, description="Also require the paired bootstrap interval of the "
+                                      "difference to exclude zero.")
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+
 class OrchestrationConfig(_Section):
     """How the orchestrated flow runs stages: retries of transient faults and caching."""
 
@@ -395,6 +442,8 @@ class PipelineConfig(_Section):
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 

@@ -55,8 +55,9 @@ def _feature_prefix(featureset: str) -> str:
     return f"features/{featureset}"
 
 
-def _bundle(cfg: PipelineConfig, store: ArtifactStore, checkpoint: ArtifactRef,
-            w2v: ArtifactRef | None, codec: ArtifactRef | None) -> ModelBundle:
+def checkpoint_bundle(cfg: PipelineConfig, store: ArtifactStore, checkpoint: ArtifactRef,
+                      w2v: ArtifactRef | None, codec: ArtifactRef | None) -> ModelBundle:
+    """The base checkpoint folder with its encoders (the configured assets, else its ``hf_cache/``), local."""
     root = fetch_dir(store, checkpoint, cfg.storage.cache_dir)
     w2v_dir = fetch_dir(store, w2v, cfg.storage.cache_dir) if w2v else None
     codec_file = None
@@ -112,7 +113,7 @@ def _prepare(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, to
     with _PREPARED_LOCK:
         if key in _PREPARED:
             return _PREPARED[key]
-        bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+        bundle = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
         ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
         clips = core.clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
         tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
@@ -180,7 +181,7 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
     prefix = _feature_prefix(featureset)
     if store.exists(f"{prefix}/{name}.json"):
         return {"unit": name, "skipped": True}
-    bundle = _bundle(cfg, store, checkpoint, w2v, codec)
+    bundle = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
     extractor, seconds = _extractor(bundle, cfg, unit)
     opts = cfg.preprocess
     if core.batch_clips(opts):  # a Prefect retry after an out-of-memory at the floor starts from a smaller batch

@@ -48,6 +48,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "preprocess": ("preprocess", "ingest.min_duration_s", "ingest.max_duration_s"),
     "pairs": ("run.seed", "pairs"),
     "train": ("run.seed", "pairs", "extend_bpe.output_name", "train"),
+    "evaluate": ("run.seed", "generation", "evaluate"),
 }
 
 

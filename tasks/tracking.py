@@ -194,6 +194,10 @@ class StageRun:
     def log_artifact(self, local: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local), artifact_path)
 
+    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
+        """Every file under ``local_dir``, keeping the folder's layout (a report with its audio)."""
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
@@ -308,3 +312,25 @@ def register_model(ref: TrackingRef, name: str, source: str, run_id: str, tags: 
     mv = client.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
                                      description=description)
     return str(mv.version)
+
+
+def model_version_by_alias(ref: TrackingRef, name: str, alias: str) -> dict[str, Any] | None:
+    """The version of registered model ``name`` that ``alias`` points at: version, source, tags; None if unset."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(ref.tracking_uri, ref.s3_endpoint_url)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags or {})}
+
+
+def set_model_alias(ref: TrackingRef, name: str, alias: str, version: str) -> None:
+    _client(ref.tracking_uri, ref.s3_endpoint_url).set_registered_model_alias(name, alias, version)
+
+
+def tag_model_version(ref: TrackingRef, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    client = _client(ref.tracking_uri, ref.s3_endpoint_url)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, str(v))

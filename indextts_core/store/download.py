@@ -44,6 +44,9 @@ DEFAULT_FILES: dict[str, dict[str, list[str] | None]] = {
     "checkpoint": {"any": ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]},
     "w2v_bert": {"hf": ["config.json", "model.safetensors", "preprocessor_config.json"], "any": None},
     "semantic_codec": {"hf": ["semantic_codec/model.safetensors"], "any": None},
+    "asr": {"hf": ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
+                   "tokenizer_config.json", "vocab.json", "merges.txt", "normalizer.json", "added_tokens.json",
+                   "special_tokens_map.json", "model.safetensors"], "any": None},
     "dataset": {"any": None},
 }
 
@@ -236,7 +239,10 @@ def _tiny_seed(src: AssetSource) -> int:
 
 
 def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
-    """tiny://<seed>: a tiny random checkpoint folder written on the spot (nothing is downloaded)."""
+    """tiny://<seed>: a tiny random model folder written on the spot (nothing is downloaded).
+
+    The ``asr`` asset gets a tiny Whisper, every other asset a tiny IndexTTS-2 checkpoint folder.
+    """
     seed = _tiny_seed(src)
     tag = f"tiny:{seed}:{TINY_VERSION}"
     prefix = asset_prefix(name, src)
@@ -244,17 +250,21 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
     record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
     reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
     if not reused:
+        from indextts_core.evaluation.asr import write_tiny_whisper
         from indextts_core.model.bundle import write_tiny_bundle
 
         with tempfile.TemporaryDirectory(prefix="indextts-tiny-") as staging:
-            write_tiny_bundle(staging, seed=seed)
+            if name == "asr":
+                write_tiny_whisper(staging, seed=seed)
+            else:
+                write_tiny_bundle(staging, seed=seed)
             files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
             info = store.put_files(files, prefix)
         record = {"name": name, "source": src.source, "revision": None,
                   "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
                   "fingerprints": {f.key: tag for f in info.files}}
         store.put_json(record, record_key)
-        log.info("%s: wrote a tiny random checkpoint (seed %d) to %s", name, seed, store.uri_for(prefix))
+        log.info("%s: wrote a tiny random model (seed %d) to %s", name, seed, store.uri_for(prefix))
     assert record is not None
     files_ = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
     return FetchedAsset(name, src.source, None, prefix, store.uri_for(prefix), files_, reused)
@@ -331,6 +341,7 @@ def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
         "checkpoint": cfg.download.checkpoint,
         "w2v_bert": cfg.download.w2v_bert,
         "semantic_codec": cfg.download.semantic_codec,
+        "asr": cfg.download.asr,
         "dataset": cfg.ingest.source,
     }
     return {k: v for k, v in assets.items() if v is not None}

@@ -1,0 +1,144 @@
+"""Speech recognition for the intelligibility metrics: an interface and its Whisper implementation.
+
+A :class:`Transcriber` turns 16 kHz mono waveforms into text in a language given explicitly
+(never detected: a model that speaks the wrong language must score badly, not be transcribed in
+the language it chose).  :class:`WhisperTranscriber` loads a Hugging Face Whisper folder
+(``config.json``, the weights, the tokenizer and feature-extractor files, ``generation_config.json``
+with ``lang_to_id``) from a local path; nothing is fetched.  Any Whisper size works, as does a
+fine-tuned one for the language.
+
+:func:`write_tiny_whisper` writes a tiny random Whisper folder of the same layout: the tests and
+the laptop demo load it through the same code as a real one (its transcripts are noise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from indextts_core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+#: What a Whisper folder must hold besides the weights.
+WHISPER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json")
+
+
+class Transcriber(Protocol):
+    """Text of each 16 kHz waveform, in ``language`` (an ISO 639-1 code)."""
+
+    name: str
+
+    def transcribe(self, waves: Sequence[np.ndarray], language: str) -> list[str]: ...
+
+    def supports(self, language: str) -> bool: ...
+
+
+def whisper_language(language: str) -> str:
+    """Whisper's code for a language: its ISO 639-1 code (the part before a region: ``pt-BR`` -> ``pt``)."""
+    return language.split("-")[0].split("_")[0].lower()
+
+
+class WhisperTranscriber:
+    """Greedy Whisper transcription with the language and task forced, in batches."""
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu", batch_size: int = 8,
+                 max_new_tokens: int = 200):
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+        from transformers.utils import logging as hf_logging
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: ASR model folder not found (evaluate.asr_model or download.asr)")
+        missing = [f for f in WHISPER_FILES if not (folder / f).is_file()]
+        if missing:
+            raise InputError(f"{folder}: not a Whisper folder in the Hugging Face layout (missing {', '.join(missing)})")
+        kind = json.loads((folder / "config.json").read_text()).get("model_type")
+        if kind != "whisper":
+            raise InputError(f"{folder / 'config.json'}: model_type is {kind!r}; the ASR backend reads Whisper models")
+        hf_logging.disable_progress_bar()
+        self.folder, self.device = folder, torch.device(device)
+        self.processor = WhisperProcessor.from_pretrained(str(folder))
+        self.model = WhisperForConditionalGeneration.from_pretrained(str(folder)).to(self.device).eval()
+        self.languages = {t.strip("<|>") for t in (getattr(self.model.generation_config, "lang_to_id", None) or {})}
+        if not self.languages:
+            raise InputError(f"{folder / 'generation_config.json'}: no lang_to_id (an English-only or outdated "
+                             "Whisper); the language must be set explicitly")
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.name = f"whisper:{folder.name}"
+
+    def supports(self, language: str) -> bool:
+        return whisper_language(language) in self.languages
+
+    @torch.no_grad()
+    def transcribe(self, waves: Sequence[np.ndarray], language: str) -> list[str]:
+        lang = whisper_language(language)
+        if lang not in self.languages:
+            raise InputError(f"{self.folder}: Whisper does not know language {language!r} (it knows "
+                             f"{len(self.languages)}: {', '.join(sorted(self.languages)[:20])}...)")
+        texts: list[str] = []
+        for at in range(0, len(waves), self.batch_size):
+            chunk = [np.asarray(w, dtype=np.float32) for w in waves[at:at + self.batch_size]]
+            feats = self.processor.feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                                     return_attention_mask=True)
+            out = self.model.generate(feats.input_features.to(self.device, self.model.dtype),
+                                      attention_mask=feats.attention_mask.to(self.device), language=lang,
+                                      task="transcribe", do_sample=False, num_beams=1,
+                                      max_new_tokens=self.max_new_tokens)
+            texts += [t.strip() for t in self.processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        return texts
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes (printable bytes stand for themselves)."""
+    kept = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    out, shifted = [], 0
+    for b in range(256):
+        if b in kept:
+            out.append(chr(b))
+        else:
+            out.append(chr(0x100 + shifted))
+            shifted += 1
+    return out
+
+
+def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am", "zh", "ja"), seed: int = 0) -> Path:
+    """A tiny random multilingual Whisper in the Hugging Face layout (about 200 kB): bytes as tokens, no merges."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, \
+        WhisperTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    root = Path(dest)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(_byte_alphabet())}))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    eot = "<|endoftext|>"
+    tok = WhisperTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), unk_token=eot, bos_token=eot,
+                           eos_token=eot, pad_token=eot)
+    langs = [f"<|{whisper_language(x)}|>" for x in dict.fromkeys(languages)]
+    tok.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", *langs, "<|translate|>",
+                                                          "<|transcribe|>", "<|notimestamps|>"]})
+    ids = tok.convert_tokens_to_ids
+    cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                        max_source_positions=1500, max_target_positions=448, pad_token_id=ids(eot),
+                        bos_token_id=ids(eot), eos_token_id=ids(eot), decoder_start_token_id=ids("<|startoftranscript|>"))
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(cfg).save_pretrained(str(root))
+    gen = GenerationConfig(decoder_start_token_id=cfg.decoder_start_token_id, bos_token_id=ids(eot),
+                           eos_token_id=ids(eot), pad_token_id=ids(eot), max_length=448, is_multilingual=True,
+                           lang_to_id={t: ids(t) for t in langs},
+                           task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
+                           no_timestamps_token_id=ids("<|notimestamps|>"))
+    gen.save_pretrained(str(root))
+    tok.save_pretrained(str(root))
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(str(root))
+    return root

@@ -1,0 +1,169 @@
+"""The evaluation report: a markdown table, a plot, and an HTML page to listen to every sample.
+
+``report.md``: per language and group, each metric's mean and 95% interval for the real recordings,
+the base model and the fine-tuned one (and any other model evaluated), and the paired difference of
+the last model against each other.  ``plots.png``: the same means with their intervals, one panel
+per metric.  ``report.html``: the tables, the plot, and one row per item with audio players for the
+prompt, the real recording, and every model's output, with the transcripts.  Everything refers to
+files in the same folder, so the folder can be copied, logged to MLflow or served as it is.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from indextts_core.evaluation.run import METRICS, REFERENCE
+from indextts_core.utils.fileio import atomic_write, read_jsonl
+
+LABELS = {"cer": "CER", "wer": "WER", "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio",
+          "stop_failure": "stop failures"}
+
+
+def _cell(e: Mapping[str, Any] | None) -> str:
+    if e is None:
+        return ""
+    return f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+
+def _grouped(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[tuple[str, str], Mapping[str, Any]]]:
+    out: dict[tuple[str, str], dict[tuple[str, str], Mapping[str, Any]]] = defaultdict(dict)
+    for e in summary["table"]:
+        out[(e["language"], e["group"])][(e["model"], e["metric"])] = e
+    return out
+
+
+def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> str:
+    models = [REFERENCE, *summary["models"]]
+    last = list(summary["models"])[-1]
+    diffs = {(d["language"], d["group"], d["versus"], d["metric"]): d for d in summary["differences"]
+             if d["model"] == last}
+    lines = [f"# {title}", "",
+             f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
+             f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
+             f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
+    others = [m for m in summary["models"] if m != last]
+    for (lang, group), cells in sorted(_grouped(summary).items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        lines += [f"## {lang} / {group}" if lang != "all" else "## all items", "",
+                  "| metric | " + " | ".join(models) + "".join(f" | {last} - {o}" for o in others) + " |",
+                  "|---|" + "---:|" * (len(models) + len(others))]
+        for metric in METRICS:
+            row = [_cell(cells.get((m, metric))) for m in models]
+            if not any(row):
+                continue
+            row += [_cell(diffs.get((lang, group, o, metric))) for o in others]
+            lower = " (lower is better)" if METRICS[metric] else ""
+            lines.append(f"| {LABELS[metric]}{lower} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_report(summary: Mapping[str, Any], dest: Path) -> Path:
+    """One panel per metric: means with intervals per language (all groups together) and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [REFERENCE, *summary["models"]]
+    table = [e for e in summary["table"] if e["group"] != "all"]
+    metrics = [m for m in METRICS if any(e["metric"] == m for e in table)]
+    keys = sorted({(e["language"], e["group"]) for e in table})
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
+    width = 0.8 / len(models)
+    for ax, metric in zip(axes[0], metrics):
+        cells = {(e["language"], e["group"], e["model"]): e for e in table if e["metric"] == metric}
+        for j, model in enumerate(models):
+            xs, ys, lo, hi = [], [], [], []
+            for i, (lang, group) in enumerate(keys):
+                e = cells.get((lang, group, model))
+                if e is None:
+                    continue
+                xs.append(i + (j - (len(models) - 1) / 2) * width)
+                ys.append(e["mean"])
+                lo.append(e["mean"] - e["low"])
+                hi.append(e["high"] - e["mean"])
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=model)
+        ax.set_xticks(range(len(keys)), [f"{lang}\n{group}" for lang, group in keys], fontsize=8)
+        ax.set_title(LABELS[metric] + (" (lower is better)" if METRICS[metric] else ""), fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return dest
+
+
+def _audio(src: str | None) -> str:
+    return f'<audio controls preload="none" src="{html.escape(src)}"></audio>' if src else ""
+
+
+def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], markdown: str, title: str) -> str:
+    models = list(summary["models"])
+    by_item: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    order: list[str] = []
+    for r in rows:
+        if r["id"] not in by_item:
+            order.append(r["id"])
+        by_item[r["id"]][r["model"]] = r
+    tables = []
+    for block in markdown.split("\n## ")[1:]:
+        head, *body = block.strip().splitlines()
+        table = [line for line in body if line.startswith("|")]
+        if not table:
+            continue
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in table if not line.startswith("|---")]
+        tables.append(f"<h3>{html.escape(head)}</h3><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+                      + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                                          for row in cells[1:]) + "</table>")
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in [REFERENCE, *models])
+    items = []
+    for item_id in order:
+        cols = by_item[item_id]
+        any_row = next(iter(cols.values()))
+        cells = []
+        for m in [REFERENCE, *models]:
+            r = cols.get(m)
+            if r is None:
+                cells.append("<td></td>")
+                continue
+            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "speaker_sim", "duration_ratio") if r.get(k) is not None]
+            transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""
+            cells.append(f"<td>{_audio(r['wav'])}<div class='m'>{html.escape(', '.join(facts))}</div>{transcript}</td>")
+        items.append(f"<tr><td><b>{html.escape(item_id)}</b> ({html.escape(any_row['language'])}, "
+                     f"{html.escape(any_row['group'])})<div>{html.escape(any_row['text'])}</div></td>"
+                     f"<td>{_audio(_prompt_path(any_row, summary))}</td>{''.join(cells)}</tr>")
+    style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}.m{color:#555}"
+             ".t{color:#036;font-style:italic}audio{width:220px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1><p>ASR: {html.escape(str(summary['asr'] or 'none'))}; "
+            f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings.</p>{''.join(tables)}"
+            f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"
+            f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")
+
+
+def _prompt_path(row: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
+    return summary.get("prompt_files", {}).get(row["prompt_id"])
+
+
+def write_report(out_dir: Path, title: str = "Evaluation") -> dict[str, Path]:
+    """``report.md``, ``plots.png`` and ``report.html`` from ``evaluation.json`` and ``items.jsonl`` in ``out_dir``."""
+    import json
+
+    summary = json.loads((out_dir / "evaluation.json").read_text())
+    rows = read_jsonl(out_dir / "items.jsonl")
+    prompts = {p.stem: f"audio/prompt/{p.name}" for p in sorted((out_dir / "audio" / "prompt").glob("*"))}
+    summary["prompt_files"] = prompts
+    md = markdown_report(summary, title)
+    with atomic_write(out_dir / "report.md") as f:
+        f.write(md)
+    plot_report(summary, out_dir / "plots.png")
+    with atomic_write(out_dir / "report.html") as f:
+        f.write(html_report(summary, rows, md, title))
+    return {"markdown": out_dir / "report.md", "plot": out_dir / "plots.png", "html": out_dir / "report.html"}

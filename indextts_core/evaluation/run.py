@@ -1,0 +1,274 @@
+"""Evaluate checkpoint folders on one evaluation set: speak every item, score it, summarise per language.
+
+For each model (``base``, ``fine-tuned``, ``champion``... in the order given) every item of the
+set is synthesized with its prompt and the same seed (item ``k`` uses ``seed + k`` for both the GPT's
+sampling and the decoder's noise), so differences come from the weights.  Each output is scored:
+
+* ``cer`` / ``wer``: the transcript of the output (the ASR backend, language forced) against the
+  item's text, after :func:`~indextts_core.evaluation.scoring.normalize_for_scoring` on both;
+  WER only where the language separates words with spaces;
+* ``speaker_sim``: cosine of the CAMPPlus embeddings of the prompt and the output (both read at
+  16 kHz the same way; 0 for an output under 0.2 s);
+* ``duration_ratio``: output seconds / the reference recording's seconds (items with one);
+* ``stop_failure``: 1 when a segment did not stop before its code limit (``max_duration_ratio``
+  times the reference's codes, or the model's limit).
+
+The real recordings are scored the same way (``reference``: the ASR's own error on real speech,
+and the speaker similarity two real clips of a speaker reach), the floor and ceiling to read the
+models against.  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
+with bootstrap intervals per language and group, paired differences between models, headline
+numbers), and the audio under ``audio/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from indextts_core.config import GenerationConfig
+from indextts_core.data.audio import load_audio
+from indextts_core.evaluation.asr import Transcriber
+from indextts_core.evaluation.evalset import EvalSet
+from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, word_error_rate
+from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
+from indextts_core.model.bundle import ModelBundle
+from indextts_core.model.campplus import CAMPPlus, style_features
+from indextts_core.synthesis.chain import SAMPLE_RATE, write_wav
+from indextts_core.utils.fileio import sha256_file, write_json, write_jsonl
+from indextts_core.utils.progress import track
+
+log = logging.getLogger(__name__)
+
+#: Metrics, and whether lower is better.
+METRICS: dict[str, bool] = {"cer": True, "wer": True, "speaker_sim": False, "duration_ratio": False,
+                            "stop_failure": True}
+REFERENCE = "reference"
+ASR_SR = 16000
+#: Outputs shorter than this get speaker similarity 0 (too few frames for a speaker vector).
+MIN_EMBED_S = 0.2
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    seed: int = 0
+    diffusion_steps: int = 25
+    cfg_rate: float = 0.7
+    max_duration_ratio: float = 3.0
+    resamples: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    output_dir: Path
+    summary: dict[str, Any]
+    items: int
+    seconds: float
+
+
+class SpeakerEmbedder:
+    """CAMPPlus speaker vectors of 16 kHz audio (Kaldi fbank, mean-normalised, as for the style vector)."""
+
+    def __init__(self, model: CAMPPlus):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, wave_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(wave_16k, dtype=torch.float32).reshape(1, -1).to(self.device)
+        return self.model(style_features(x).unsqueeze(0))[0].cpu()
+
+    def similarity(self, wave_16k: np.ndarray, prompt: torch.Tensor) -> float:
+        """Cosine with the prompt's vector; 0 for an output too short (or too silent) to embed, so a model
+        that says nothing scores low instead of dropping out of the mean."""
+        if len(wave_16k) < MIN_EMBED_S * ASR_SR:
+            return 0.0
+        vec = self(wave_16k)
+        return cosine(vec, prompt) if bool(torch.isfinite(vec).all()) else 0.0
+
+
+def _wave_16k(pcm: torch.Tensor) -> np.ndarray:
+    """Synthesized (1, N) int16-scale samples at 22.05 kHz -> float 16 kHz."""
+    import torchaudio
+
+    x = pcm.float().reshape(1, -1) / 32767.0
+    return torchaudio.functional.resample(x, SAMPLE_RATE, ASR_SR)[0].numpy()
+
+
+def _transcribe(asr: Transcriber | None, waves: Mapping[str, np.ndarray], language_of: Mapping[str, str]) -> dict[str, str]:
+    """Transcripts by key, one batch per language; empty where the ASR does not know the language."""
+    if asr is None:
+        return {}
+    by_lang: dict[str, list[str]] = defaultdict(list)
+    for key in waves:
+        by_lang[language_of[key]].append(key)
+    out: dict[str, str] = {}
+    for lang, keys in sorted(by_lang.items()):
+        if not asr.supports(lang):
+            log.warning("%s does not know language %r: no CER/WER for its %d item(s)", asr.name, lang, len(keys))
+            continue
+        for key, text in zip(keys, asr.transcribe([waves[k] for k in keys], lang)):
+            out[key] = text
+    return out
+
+
+def _scores(text: str, language: str, transcript: str | None) -> dict[str, float | None]:
+    if transcript is None:
+        return {"cer": None, "wer": None}
+    return {"cer": char_error_rate(text, transcript),
+            "wer": word_error_rate(text, transcript) if has_words(language) else None}
+
+
+def evaluate_models(
+    models: Mapping[str, ModelBundle],
+    evalset: EvalSet,
+    out_dir: Path,
+    opts: GenerationConfig,
+    *,
+    asr: Transcriber | None,
+    embedder: SpeakerEmbedder,
+    read_audio: Callable[[str], bytes],
+    options: EvalOptions = EvalOptions(),
+    device: str | torch.device = "cpu",
+) -> EvalResult:
+    """Speak and score every item with every model; write the results to ``out_dir``."""
+    from indextts_core.synthesis.run import Synthesizer
+
+    start = time.monotonic()
+    items = evalset.items
+    if not items:
+        raise ValueError("the evaluation set is empty")
+    audio = out_dir / "audio"
+    clips: dict[str, bytes] = {}
+
+    def clip(uri: str) -> bytes:
+        if uri not in clips:
+            clips[uri] = read_audio(uri)
+        return clips[uri]
+
+    # the real recordings: prompts and references, copied next to the report, and scored as a model would be
+    rows: list[dict[str, Any]] = []
+    prompt_vec: dict[str, torch.Tensor] = {}
+    ref_waves: dict[str, np.ndarray] = {}
+    for item in items:
+        for kind, uri in (("prompt", item.prompt_audio), ("reference", item.reference_audio)):
+            if uri is None:
+                continue
+            dest = audio / kind / f"{item.prompt_id if kind == 'prompt' else item.id}{Path(uri).suffix or '.wav'}"
+            if not dest.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(clip(uri))
+        if item.prompt_audio not in prompt_vec:
+            prompt_vec[item.prompt_audio] = embedder(load_audio(clip(item.prompt_audio), ASR_SR,
+                                                                name=item.prompt_audio).samples)
+        if item.reference_audio is not None:
+            ref_waves[item.id] = load_audio(clip(item.reference_audio), ASR_SR, name=item.reference_audio).samples
+    ref_text = _transcribe(asr, ref_waves, {i.id: i.language for i in items})
+    for item in items:
+        if item.reference_audio is None:
+            continue
+        rows.append({"model": REFERENCE, **_item_fields(item), "wav": f"audio/reference/{item.id}"
+                     f"{Path(item.reference_audio).suffix or '.wav'}", "transcript": ref_text.get(item.id),
+                     **_scores(item.text, item.language, ref_text.get(item.id) if asr else None),
+                     "speaker_sim": embedder.similarity(ref_waves[item.id], prompt_vec[item.prompt_audio]),
+                     "duration_ratio": 1.0, "stop_failure": 0.0, "audio_s": item.reference_duration, "seconds": 0.0})
+
+    model_info: dict[str, Any] = {}
+    for name, bundle in models.items():
+        t0 = time.monotonic()
+        synth = Synthesizer(bundle, opts, device=device, diffusion_steps=options.diffusion_steps,
+                            cfg_rate=options.cfg_rate)
+        model_info[name] = {"folder": str(bundle.checkpoint_dir), "gpt_sha256": sha256_file(bundle.gpt_path),
+                            "tokenizer_sha256": sha256_file(bundle.tokenizer_path)}
+        states: dict[str, Any] = {}
+        waves: dict[str, np.ndarray] = {}
+        made: list[dict[str, Any]] = []
+        for k, item in enumerate(track(items, description=f"evaluating {name}")):
+            if item.prompt_audio not in states:
+                states[item.prompt_audio] = synth.prompt(clip(item.prompt_audio), name=item.prompt_audio)
+            limit = None
+            if item.reference_codes:
+                limit = max(1, int(item.reference_codes * options.max_duration_ratio))
+            t = time.monotonic()
+            random = torch.Generator(device=synth.device).manual_seed(options.seed + k)
+            spoken = synth.speak(item.text, item.language, states[item.prompt_audio], random,
+                                 max_mel_tokens=limit, where=f"evaluation item {item.id}")
+            wav = write_wav(spoken.pcm, audio / name / f"{item.id}.wav")
+            waves[item.id] = _wave_16k(spoken.pcm)
+            made.append({"model": name, **_item_fields(item), "wav": wav.relative_to(out_dir).as_posix(),
+                         "speaker_sim": embedder.similarity(waves[item.id], prompt_vec[item.prompt_audio]),
+                         "duration_ratio": (spoken.seconds / item.reference_duration
+                                            if item.reference_duration else None),
+                         "stop_failure": 0.0 if spoken.stopped else 1.0, "codes": spoken.codes,
+                         "audio_s": round(spoken.seconds, 3), "seconds": round(time.monotonic() - t, 3)})
+        del synth
+        texts = _transcribe(asr, waves, {i.id: i.language for i in items})
+        for row in made:
+            row["transcript"] = texts.get(row["id"])
+            row |= _scores(row["text"], row["language"], texts.get(row["id"]) if asr else None)
+        rows += made
+        model_info[name]["seconds"] = round(time.monotonic() - t0, 2)
+        log.info("evaluated %s: %d items in %.1f s", name, len(made), model_info[name]["seconds"])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "items.jsonl", rows)
+    summary = summarise(rows, list(models), options)
+    summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
+                "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped},
+                "options": {**options.__dict__, "generation": opts.model_dump(mode="json")},
+                "seconds": round(time.monotonic() - start, 2),
+                "audio_s": round(sum(r["audio_s"] or 0 for r in rows if r["model"] != REFERENCE), 2)}
+    write_json(out_dir / "evaluation.json", summary)
+    return EvalResult(out_dir, summary, len(items), summary["seconds"])
+
+
+def _item_fields(item: Any) -> dict[str, Any]:
+    return {"id": item.id, "group": item.group, "language": item.language, "speaker": item.speaker,
+            "text": item.text, "prompt_id": item.prompt_id}
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options: EvalOptions) -> dict[str, Any]:
+    """Means with intervals per (language, group, model, metric) and overall; paired differences vs the first model.
+
+    ``headline[model][metric]`` is the mean over every item; ``differences`` compare each later model with
+    every earlier one on the items both have a value for (the same items, resampled together).
+    """
+    names = [REFERENCE, *models]
+    values: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        for metric in METRICS:
+            v = r.get(metric)
+            if v is None:
+                continue
+            for lang, group in ((r["language"], r["group"]), ("all", "all")):
+                values[(lang, group, r["model"], metric)][r["id"]] = float(v)
+    table, headline = [], {m: {} for m in names}
+    for (lang, group, model, metric), by_id in sorted(values.items()):
+        est = bootstrap_mean(list(by_id.values()), options.resamples, options.confidence, options.seed)
+        table.append({"language": lang, "group": group, "model": model, "metric": metric, **est.as_dict()})
+        if lang == "all":
+            headline[model][metric] = est.mean
+    diffs = []
+    for i, a in enumerate(models):
+        for b in models[:i]:
+            for (lang, group, model, metric), by_id in sorted(values.items()):
+                if model != a or (lang, group, b, metric) not in values:
+                    continue
+                other = values[(lang, group, b, metric)]
+                common = sorted(set(by_id) & set(other))
+                if not common:
+                    continue
+                est = paired_difference([by_id[k] for k in common], [other[k] for k in common], options.resamples,
+                                        options.confidence, options.seed)
+                diffs.append({"language": lang, "group": group, "model": a, "versus": b, "metric": metric,
+                              **est.as_dict()})
+    return {"table": table, "differences": diffs, "headline": {k: v for k, v in headline.items() if v},
+            "lower_is_better": METRICS}

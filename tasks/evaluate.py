@@ -1,0 +1,114 @@
+"""Evaluate stage task: the base model, the fine-tuned one and the current champion, said and scored.
+
+Inputs: the exported model (the train stage's artifact, or any checkpoint folder given to
+``indextts-train evaluate``), the base checkpoint (its synthesis models and encoders serve every
+model), the pairs artifact (its manifests give the evaluation set), the ASR asset (optional) and the
+champion's export (optional).  Outputs: the report folder (``report.html`` with every sample's
+audio, ``report.md``, ``plots.png``, ``evaluation.json``, ``items.jsonl``, ``audio/``) as the stage
+artifact and in MLflow (artifacts ``evaluation/``; metrics ``eval.<model>.<metric>`` over all items
+and ``eval.<model>.<language>.<group>.<metric>``).  Cached on its inputs, the ``generation`` and
+``evaluate`` settings and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from prefect import get_run_logger
+
+from indextts_core.config import PipelineConfig
+from indextts_core.errors import InputError
+from indextts_core.evaluation import STAGE_VERSION
+from indextts_core.evaluation.asr import WhisperTranscriber
+from indextts_core.evaluation.evalset import build_eval_set, read_sentences
+from indextts_core.evaluation.report import write_report
+from indextts_core.evaluation.run import EvalOptions, SpeakerEmbedder, evaluate_models
+from indextts_core.model.bundle import ModelBundle, open_bundle
+from indextts_core.model.campplus import load_campplus
+from indextts_core.store.objects import read_uri_bytes
+from indextts_core.utils.fileio import read_jsonl
+from tasks.artifacts import ArtifactRef, StageResult
+from tasks.context import RunContext
+from tasks.preprocess import checkpoint_bundle
+from tasks.stage import Stage, stage_task
+
+
+def sentences_digest(cfg: PipelineConfig) -> str | None:
+    """The sentence file's content hash (part of the cache key), or None without one."""
+    path = cfg.evaluate.sentences
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError(f"evaluate.sentences: {path} not found")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def device_of(setting: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if setting == "auto" else setting
+
+
+def asr_folder(cfg: PipelineConfig, s: Stage, asr: ArtifactRef | None) -> Path | None:
+    if cfg.evaluate.asr_model is not None:
+        return cfg.evaluate.asr_model
+    return s.fetch(asr) if asr is not None else None
+
+
+def like_base(folder: Path, base: ModelBundle) -> ModelBundle:
+    """A model folder (an export) with the base checkpoint's encoders and synthesis models."""
+    return open_bundle(folder, base.w2v_bert_dir, base.codec_path, hf_cache=base.hf_cache)
+
+
+@stage_task("evaluate", STAGE_VERSION)
+def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactRef, pairs: ArtifactRef,
+                  w2v: ArtifactRef | None, codec: ArtifactRef | None, asr: ArtifactRef | None,
+                  champion: ArtifactRef | None, sentences: str | None, ctx: RunContext) -> StageResult:
+    logger = get_run_logger()
+    e = cfg.evaluate
+    inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion}
+    with Stage("evaluate", cfg, ctx, inputs) as s:
+        base = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec)
+        models = {"base": base} if e.compare_base else {}
+        if champion is not None:
+            models["champion"] = like_base(s.fetch(champion), base)
+        models["fine-tuned"] = like_base(s.fetch(model), base)
+        data = s.fetch(pairs)
+        said = read_sentences(e.sentences, cfg.language) if sentences is not None and e.sentences else []
+        evalset = build_eval_set(read_jsonl(data / "train_manifest.jsonl"), read_jsonl(data / "val_manifest.jsonl"),
+                                 max_items=e.max_items, seed=cfg.run.seed, sentences=said)
+        if not evalset.items:
+            raise InputError(f"nothing to evaluate: no validation clip has another clip of its speaker to prompt with "
+                             f"({evalset.skipped}); raise ingest.val_fraction or add clips")
+        device = device_of(e.device)
+        folder = asr_folder(cfg, s, asr)
+        transcriber = WhisperTranscriber(folder, device, e.asr_batch_size) if folder is not None else None
+        speaker_model = load_campplus(e.speaker_model) if e.speaker_model else load_campplus(
+            base.campplus_path, base.campplus_config)
+        logger.info("evaluating %s on %d items (%s); ASR: %s", ", ".join(models), len(evalset.items),
+                    ", ".join(f"{k}: {v}" for k, v in sorted(evalset.counts().items())),
+                    transcriber.name if transcriber else "none (no CER/WER)")
+        result = evaluate_models(
+            models, evalset, s.out, cfg.generation, asr=transcriber, embedder=SpeakerEmbedder(speaker_model.to(device)),
+            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device,
+            options=EvalOptions(seed=cfg.generation.seed, diffusion_steps=e.diffusion_steps, cfg_rate=e.cfg_rate,
+                                max_duration_ratio=e.max_duration_ratio, resamples=e.resamples,
+                                confidence=e.confidence))
+        paths = write_report(s.out, title=f"{cfg.run.name}: {cfg.language} evaluation")
+        summary = result.summary
+        metrics: dict[str, float | int] = {"items": result.items, "eval_seconds": result.seconds,
+                                           "audio_seconds": summary["audio_s"]}
+        for name, values in summary["headline"].items():
+            metrics |= {f"eval.{name}.{k}": v for k, v in values.items()}
+        for row in summary["table"]:
+            if row["language"] != "all":
+                metrics[f"eval.{row['model']}.{row['language']}.{row['group']}.{row['metric']}"] = row["mean"]
+        staged = s.publish(metrics, {"report": "report.html", "summary": "evaluation.json"},
+                           reports=[paths["markdown"]], data={"headline": summary["headline"],
+                                                              "differences": [d for d in summary["differences"]
+                                                                              if d["language"] == "all"],
+                                                              "asr": summary["asr"], "models": list(models)})
+        if s.run is not None:
+            s.run.log_artifacts(s.out, "evaluation")
+        logger.info("evaluation report: %s", s.out / "report.html")
+    return staged

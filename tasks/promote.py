@@ -1,0 +1,132 @@
+"""Promotion: which registered version is in use, moved only on measured improvement.
+
+* :func:`champion_task` looks up the version the ``champion`` alias points at (and its exported
+  folder, recorded on the version at registration), so the evaluation can say both models again.
+* :func:`promote_task` decides (:mod:`indextts_core.evaluation.promotion`) and records: the new
+  version gets the ``champion`` alias when it beats the incumbent (the champion, or the base model
+  when there is none), ``challenger`` otherwise; the decision and its numbers become tags of the
+  version (``promotion.*``, ``eval.*``), of the ``promote`` MLflow run, and a Prefect artifact.
+
+Not cached: the registry changes between runs (another run may have promoted a model meanwhile).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from indextts_core.config import PipelineConfig
+from indextts_core.evaluation.promotion import Decision, choose_metric, decide
+from indextts_core.store.objects import open_store
+from tasks.artifacts import ArtifactRef, StageResult, is_present
+from tasks.context import RunContext
+from tasks.policies import STAGE_TASK_OPTIONS
+from tasks.tracking import model_version_by_alias, set_model_alias, stage_run, tag_model_version
+from tasks.train import registered_name
+
+
+class Champion(BaseModel):
+    version: str
+    artifact: ArtifactRef | None = None  # its exported folder, when recorded and still in the store
+    tags: dict[str, str] = {}
+
+
+class PromotionResult(BaseModel):
+    registered_model: str | None
+    version: str | None
+    alias: str | None  # the alias the version got (None: no registry)
+    decision: dict[str, Any]
+    mlflow_run_id: str | None = None
+
+
+@task(name="champion", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
+def champion_task(cfg: PipelineConfig, ctx: RunContext) -> Champion | None:
+    """The current champion of the run's registered model, or None (no registry, or no champion yet)."""
+    if ctx.tracking is None:
+        return None
+    found = model_version_by_alias(ctx.tracking, registered_name(cfg), cfg.promotion.champion_alias)
+    if found is None:
+        return None
+    artifact = None
+    if found["tags"].get("export.ref"):
+        artifact = ArtifactRef.model_validate_json(found["tags"]["export.ref"])
+        if not is_present(open_store(cfg.storage.uri, cfg.storage), artifact):
+            get_run_logger().warning("champion v%s: its export %s is gone from the store; comparing with its "
+                                     "recorded numbers", found["version"], artifact.uri)
+            artifact = None
+    return Champion(version=found["version"], artifact=artifact, tags=found["tags"])
+
+
+def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
+              champion: Champion | None) -> Decision:
+    p = cfg.promotion
+    has_asr = bool(evaluation is not None and evaluation.data.get("asr"))
+    metric = choose_metric(p.metric, has_asr)
+    rule = {"min_improvement": p.min_improvement, "require_significant": p.require_significant}
+    if metric == "val_loss":
+        candidate = trained.metrics.get("final.loss")
+        if champion is not None:
+            recorded = champion.tags.get("eval.val_loss")
+            return decide(metric, candidate, float(recorded) if recorded else None,
+                          f"champion v{champion.version} (recorded)", **rule)
+        return decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
+    if evaluation is None:
+        return decide(metric, None, None, "incumbent", **rule)
+    headline = evaluation.data["headline"]
+    candidate = headline.get("fine-tuned", {}).get(metric)
+    if champion is not None and "champion" in headline:
+        incumbent, name, key = headline["champion"].get(metric), f"champion v{champion.version}", "champion"
+    elif champion is not None:
+        recorded = champion.tags.get(f"eval.{metric}")
+        return decide(metric, candidate, float(recorded) if recorded else None,
+                      f"champion v{champion.version} (recorded)", **rule)
+    else:
+        incumbent, name, key = headline.get("base", {}).get(metric), "base model", "base"
+    interval = next((d for d in evaluation.data.get("differences", [])
+                     if d["model"] == "fine-tuned" and d["versus"] == key and d["metric"] == metric), None)
+    return decide(metric, candidate, incumbent, name, interval=interval, **rule)
+
+
+@task(name="promote", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
+def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
+                 champion: Champion | None, ctx: RunContext) -> PromotionResult:
+    logger = get_run_logger()
+    name, version = registered_name(cfg), trained.outputs.get("registered_version")
+    if champion is not None and champion.version == version:
+        decision = Decision(True, "", None, None, f"champion v{version}",
+                            reason=f"version {version} is already the champion (nothing was retrained)")
+        return PromotionResult(registered_model=name, version=version, alias=cfg.promotion.champion_alias,
+                               decision=decision.as_dict())
+    decision = _decision(cfg, trained, evaluation, champion)
+    alias = cfg.promotion.champion_alias if decision.promote else cfg.promotion.challenger_alias
+    measured: dict[str, Any] = {"eval.val_loss": trained.metrics.get("final.loss")}
+    if evaluation is not None:
+        measured |= {f"eval.{k}": v for k, v in evaluation.data["headline"].get("fine-tuned", {}).items()}
+        measured["eval.report"] = evaluation.artifact.uri + "/report.html"
+    measured = {k: v for k, v in measured.items() if v is not None}
+    run_id = None
+    with stage_run(ctx.tracking, "promote") as run:
+        if run is not None:
+            run.log_metrics({"promoted": int(decision.promote), **{k: v for k, v in measured.items()
+                                                                   if isinstance(v, int | float)}})
+            run.set_tags(decision.tags() | {"registered_model": name, "registered_model.version": version or "",
+                                            "alias": alias})
+            run_id = run.run_id
+        if ctx.tracking is not None and version:
+            tag_model_version(ctx.tracking, name, version, decision.tags() | measured)
+            set_model_alias(ctx.tracking, name, alias, version)
+            logger.info("%s version %s -> alias %r: %s", name, version, alias, decision.reason)
+        else:
+            alias = None
+            logger.info("promotion (no registry to record it in): %s", decision.reason)
+    create_markdown_artifact(key="promotion-decision", description=f"{name} v{version}", markdown=(
+        f"# {'Promoted' if decision.promote else 'Not promoted'}: {name} v{version or '-'}\n\n"
+        f"- alias: `{alias or '-'}`\n- metric: `{decision.metric}`\n- candidate: {decision.candidate}\n"
+        f"- {decision.incumbent_name}: {decision.incumbent}\n- interval of the difference: "
+        f"[{decision.low}, {decision.high}]\n- reason: {decision.reason}\n"))
+    return PromotionResult(registered_model=name, version=version, alias=alias, decision=decision.as_dict(),
+                           mlflow_run_id=run_id)

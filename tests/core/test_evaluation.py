@@ -1,0 +1,195 @@
+"""The evaluation: scores on known strings, intervals, the evaluation set, the promotion rule, the Whisper
+backend (a tiny random Whisper written here, loaded like a real one), and a whole evaluation on the tiny bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indextts_core.config import GenerationConfig
+from indextts_core.errors import InputError
+from indextts_core.evaluation.asr import WhisperTranscriber, write_tiny_whisper
+from indextts_core.evaluation.evalset import build_eval_set, read_sentences
+from indextts_core.evaluation.promotion import choose_metric, decide
+from indextts_core.evaluation.report import write_report
+from indextts_core.evaluation.run import REFERENCE, EvalOptions, SpeakerEmbedder, evaluate_models
+from indextts_core.evaluation.scoring import char_error_rate, has_words, normalize_for_scoring, word_error_rate
+from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
+from indextts_core.model.bundle import open_bundle
+from indextts_core.model.campplus import load_campplus
+from indextts_core.utils.fileio import read_jsonl
+from tests_support import write_audio
+
+# ----------------------------------------------------------------------------- scores
+
+
+def test_normalisation_drops_punctuation_of_every_script_and_case():
+    assert normalize_for_scoring("ሰላም፣ እንዴት ነህ።") == normalize_for_scoring("ሰላም, እንዴት ነህ.") == "ሰላም እንዴት ነህ"
+    assert normalize_for_scoring("  Hello,   WORLD!  ") == "hello world"
+    assert normalize_for_scoring("ｆｕｌｌ") == "full"  # NFKC: full-width letters are the same letters
+
+
+def test_error_rates_on_known_strings():
+    assert char_error_rate("abcd", "abxd") == pytest.approx(0.25)
+    assert char_error_rate("ab cd", "abcd") == 0.0  # a word-boundary choice is not a character error
+    assert char_error_rate("ሰላም።", "ሰላም") == 0.0
+    assert char_error_rate("abc", "") == 1.0
+    assert char_error_rate("ab", "abxyz") == pytest.approx(1.5)  # insertions count: CER can exceed 1
+    assert word_error_rate("the cat sat", "the cat sit") == pytest.approx(1 / 3)
+    assert word_error_rate("The cat, sat.", "the cat sat") == 0.0
+    with pytest.raises(ValueError, match="empty after normalisation"):
+        char_error_rate("...", "a")
+    assert has_words("am") and has_words("en-US") and not has_words("ja") and not has_words("zh")
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_mean():
+    values = [0.1, 0.4, 0.2, 0.9, 0.3, 0.5]
+    a, b = bootstrap_mean(values, seed=3), bootstrap_mean(values, seed=3)
+    assert a == b and a.low <= a.mean <= a.high and a.n == 6
+    assert a.mean == pytest.approx(np.mean(values))
+    one = bootstrap_mean([0.7])
+    assert (one.mean, one.low, one.high) == (0.7, 0.7, 0.7)
+    assert np.isnan(bootstrap_mean([]).mean)
+    same = paired_difference([0.5, 0.2, 0.3], [0.5, 0.2, 0.3])
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    better = paired_difference([0.1, 0.2, 0.1, 0.2], [0.5, 0.6, 0.5, 0.7])
+    assert better.high < 0
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------- the evaluation set
+
+
+def _row(cid: str, speaker: str, lang: str = "am", text: str = "ሰላም") -> dict:
+    return {"id": cid, "speaker": speaker, "language": lang, "text": text, "audio": f"/a/{cid}.wav",
+            "duration": 2.0, "code_len": 50}
+
+
+def test_eval_set_prompts_with_another_clip_of_the_same_speaker():
+    train = [_row(f"s1_{i}", "s1") for i in range(5)] + [_row("s1_en", "s1", "en")]
+    val = [_row("s1_v1", "s1"), _row("s1_v2", "s1"), _row("s1_ve", "s1", "en"),
+           _row("u1_a", "u1"), _row("u1_b", "u1"), _row("lonely", "u2")]
+    s = build_eval_set(train, val, max_items=1, seed=7)
+    by_group = {(i.language, i.group): i for i in s.items}
+    assert set(by_group) == {("am", "seen"), ("en", "seen"), ("am", "unseen")}
+    seen = by_group[("am", "seen")]
+    assert seen.prompt_id.startswith("s1_") and seen.prompt_id in {r["id"] for r in train}  # never the target
+    assert by_group[("en", "seen")].prompt_id == "s1_en"  # the same language when the speaker has it
+    unseen = by_group[("am", "unseen")]
+    assert unseen.speaker == "u1" and unseen.prompt_id != unseen.id and unseen.prompt_id.startswith("u1_")
+    assert s.skipped == {"no_other_clip_of_speaker": 1, "over_max_items": 2}  # nothing vanishes unreported
+    assert build_eval_set(train, val, max_items=1, seed=7).items == s.items  # fixed for a seed
+
+
+def test_sentences_file_lines_and_errors(tmp_path: Path):
+    f = tmp_path / "s.txt"
+    f.write_text("am\tሰላም ነው\n\nHello there\nen\t\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"s\.txt:4"):
+        read_sentences(f, "en")
+    f.write_text("am\tሰላም ነው\nHello there\n", encoding="utf-8")
+    assert read_sentences(f, "en") == [("am", "ሰላም ነው"), ("en", "Hello there")]
+    s = build_eval_set([_row("a", "s1")], [_row("b", "s1")], max_items=4, seed=0, sentences=read_sentences(f, "en"))
+    extra = [i for i in s.items if i.group == "sentences"]
+    assert [i.text for i in extra] == ["ሰላም ነው", "Hello there"] and all(i.reference_audio is None for i in extra)
+    assert extra[0].prompt_id == "a"
+
+
+# ----------------------------------------------------------------------------- promotion
+
+
+def test_promotion_rule():
+    assert decide("cer", 0.20, 0.30, "base model").promote
+    d = decide("cer", 0.30, 0.30, "champion v2")
+    assert not d.promote and "not lower" in d.reason
+    assert not decide("cer", 0.28, 0.30, "champion v2", min_improvement=0.05).promote
+    assert decide("speaker_sim", 0.8, 0.7, "base model").promote  # higher is better
+    noisy = decide("cer", 0.2, 0.3, "champion v2", interval={"low": -0.2, "high": 0.05}, require_significant=True)
+    assert not noisy.promote and "includes 0" in noisy.reason
+    sure = decide("cer", 0.2, 0.3, "champion v2", interval={"low": -0.15, "high": -0.05}, require_significant=True)
+    assert sure.promote and sure.tags()["promotion.promote"] == "True"
+    assert decide("cer", 0.2, None, "champion v1").promote  # nothing measured before: the first is champion
+    assert not decide("cer", None, 0.3, "base model").promote
+    assert choose_metric("auto", has_asr=True) == "cer" and choose_metric("auto", has_asr=False) == "val_loss"
+
+
+# ----------------------------------------------------------------------------- Whisper
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_whisper(tmp_path_factory.mktemp("asr") / "whisper", languages=("en", "am"))
+
+
+def test_tiny_whisper_loads_and_transcribes_like_a_real_one(tiny_whisper: Path):
+    asr = WhisperTranscriber(tiny_whisper, max_new_tokens=8)
+    waves = [np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), np.zeros(8000, np.float32)]
+    texts = asr.transcribe(waves, "am")
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert asr.supports("am") and asr.supports("en-US") and not asr.supports("fr")
+    with pytest.raises(InputError, match="does not know language 'fr'"):
+        asr.transcribe(waves, "fr")
+
+
+def test_whisper_folder_errors_name_the_file(tmp_path: Path, tiny_whisper: Path):
+    with pytest.raises(InputError, match="ASR model folder not found"):
+        WhisperTranscriber(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_whisper, broken)
+    (broken / "generation_config.json").unlink()
+    with pytest.raises(InputError, match="missing generation_config.json"):
+        WhisperTranscriber(broken)
+    cfg = json.loads((tiny_whisper / "config.json").read_text())
+    (broken / "generation_config.json").write_text("{}")
+    (broken / "config.json").write_text(json.dumps(cfg | {"model_type": "wav2vec2"}))
+    with pytest.raises(InputError, match=r"config\.json: model_type is 'wav2vec2'"):
+        WhisperTranscriber(broken)
+
+
+# ----------------------------------------------------------------------------- a whole evaluation
+
+
+def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundle, tiny_whisper: Path):
+    """The same weights under two names say every item identically; every score, interval and file is there."""
+    clips = {cid: write_audio(tmp_path / "clips" / f"{cid}.wav", seconds=1.2, freq=f)
+             for cid, f in (("p1", 220.0), ("t1", 330.0), ("t2", 440.0))}
+    rows = lambda ids, lang: [{**_row(c, "s1", lang, "hello world" if lang == "en" else "ሰላም ነው"),  # noqa: E731
+                               "audio": str(clips[c]), "duration": 1.2, "code_len": 30} for c in ids]
+    evalset = build_eval_set(rows(["p1"], "en"), rows(["t1"], "en") + rows(["t2"], "am"), max_items=4, seed=0)
+    base = open_bundle(tiny_bundle.checkpoint_dir)
+    models = {"base": base, "fine-tuned": open_bundle(tiny_bundle.checkpoint_dir)}
+    out = tmp_path / "eval"
+    result = evaluate_models(
+        models, evalset, out, GenerationConfig(num_beams=1, max_mel_tokens=40),
+        asr=WhisperTranscriber(tiny_whisper, max_new_tokens=8),
+        embedder=SpeakerEmbedder(load_campplus(base.campplus_path, base.campplus_config)),
+        read_audio=lambda uri: Path(uri).read_bytes(), options=EvalOptions(seed=5, diffusion_steps=3, resamples=50))
+    items = read_jsonl(out / "items.jsonl")
+    assert len(items) == 3 * len(evalset.items)  # reference + two models
+    by = {(r["model"], r["id"]): r for r in items}
+    for item in evalset.items:
+        a, b = by[("base", item.id)], by[("fine-tuned", item.id)]
+        assert (out / a["wav"]).read_bytes() == (out / b["wav"]).read_bytes()  # same seeds, same weights
+        assert a["cer"] == b["cer"] and a["speaker_sim"] == b["speaker_sim"]
+        assert a["cer"] is not None and a["wer"] is not None and a["duration_ratio"] > 0
+        assert by[(REFERENCE, item.id)]["duration_ratio"] == 1.0
+    summary = result.summary
+    assert set(summary["headline"]) == {REFERENCE, "base", "fine-tuned"}
+    diffs = [d for d in summary["differences"] if d["language"] == "all" and d["versus"] == "base"]
+    assert {d["metric"] for d in diffs} >= {"cer", "wer", "speaker_sim", "duration_ratio", "stop_failure"}
+    assert all(d["mean"] == 0.0 for d in diffs)
+    languages = {(e["language"], e["group"]) for e in summary["table"]}
+    assert {("en", "seen"), ("am", "seen"), ("all", "all")} <= languages
+
+    paths = write_report(out, title="tiny")
+    page = paths["html"].read_text()
+    for r in items:  # every sample has a player
+        assert f'src="{r["wav"]}"' in page and (out / r["wav"]).is_file()
+    assert 'src="audio/prompt/p1.wav"' in page and "plots.png" in page
+    md = paths["markdown"].read_text()
+    assert "| CER (lower is better) |" in md and "fine-tuned - base" in md
+    assert paths["plot"].stat().st_size > 1000
