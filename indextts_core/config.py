@@ -263,7 +263,7 @@ class TrainConfig(_Section):
     #: settings that do not change the trained weights (where, how fast, under which names)
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
         "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
-        "registered_model"})
+        "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps"})
 
     epochs: PositiveInt = 2
     batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "
@@ -291,6 +291,13 @@ class TrainConfig(_Section):
         "(cheapest).")
     val_generate_max_ratio: float = Field(3.0, gt=0, description="Each decoded item stops at this many times its "
                                           "reference's codes (+10): bounds the cost of a model that never stops.")
+    val_audio_samples: int = Field(2, ge=0, description="Validation items per language spoken as audio (full "
+                                   "synthesis) at step 0 and every val_audio_every-th validation, into TensorBoard, "
+                                   "MLflow and <output>/samples/; needs the base folder's synthesis models (0 = off).")
+    val_audio_every: PositiveInt = Field(1, description="Speak the audio samples at every N-th validation (and the "
+                                         "last).")
+    val_audio_diffusion_steps: PositiveInt = Field(25, description="Flow-matching steps of the audio samples "
+                                                   "(infer_v2: 25).")
     keep_checkpoints: PositiveInt = Field(3, description="How many model_step{N}.pth to keep (best.pth is kept "
                                           "apart).")
     best_metric: str = Field("loss", description="Validation metric that picks best.pth: loss, mel_loss, or per "

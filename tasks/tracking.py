@@ -290,6 +290,10 @@ class MlflowMetricSink:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.run.client.log_batch(self.run.run_id, metrics=batch)
 
+    def log_audio(self, tag: str, wav: Path, samples: Any, sample_rate: int, step: int) -> None:
+        """The wav as an artifact, ``samples/step_<N>/<file>``: listen to it in the run's artifact view."""
+        self.run.log_artifact(wav, f"samples/step_{step:06d}")
+
     def close(self) -> None:
         self.flush()
 

@@ -33,7 +33,7 @@ from prefect import get_run_logger
 from indextts_core.config import PipelineConfig, dump_config
 from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
-from indextts_core.store.objects import ArtifactStore
+from indextts_core.store.objects import ArtifactStore, read_uri_bytes
 from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
 from indextts_core.training.metrics import read_metrics
 from indextts_core.utils.fileio import atomic_write, read_json
@@ -141,7 +141,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             val=val if val.is_file() and val.stat().st_size else None, output_dir=out,
             resume=cfg.train.resume or "auto", warm_start=cfg.train.warm_start,
             pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
-            feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir))
+            feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir),
+            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage))
 
         def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
             if is_best:  # first, so the store never holds a latest.pth newer than the best it names

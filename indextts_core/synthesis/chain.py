@@ -59,8 +59,12 @@ class SynthesisModels:
     mel: MelSpec
 
     @classmethod
-    def load(cls, bundle: ModelBundle, device: str | torch.device = "cpu") -> SynthesisModels:
-        """Every model of a checkpoint folder that synthesis needs, strictly loaded, in eval mode."""
+    def load(cls, bundle: ModelBundle, device: str | torch.device = "cpu",
+             gpt: UnifiedVoice | None = None) -> SynthesisModels:
+        """Every model of a checkpoint folder that synthesis needs, strictly loaded, in eval mode.
+
+        ``gpt``: speak with this GPT instead of the folder's (the model being trained).
+        """
         s2mel_cfg = bundle.config.get("s2mel")
         if not s2mel_cfg:
             raise InputError(f"{bundle.checkpoint_dir / 'config.yaml'}: no s2mel section (is this an IndexTTS-2 "
@@ -71,13 +75,15 @@ class SynthesisModels:
                 raise InputError(f"{path}: {what} missing (synthesis needs them; `indextts-train download` fetches "
                                  "them with the checkpoint)")
         regulator, layer = load_front(bundle.s2mel_path, s2mel_cfg, bundle.gpt_config.model_dim)
-        models = cls(bundle.load_gpt().eval(), bundle.load_codec(), regulator, layer,
+        models = cls(gpt if gpt is not None else bundle.load_gpt().eval(), bundle.load_codec(), regulator, layer,
                      load_decoder(bundle.s2mel_path, s2mel_cfg), load_bigvgan(bundle.bigvgan_dir),
                      load_campplus(bundle.campplus_path, bundle.campplus_config),
                      MelSpec.from_config(s2mel_cfg["preprocess_params"]))
-        for part in (models.gpt, models.codec, models.regulator, models.gpt_layer, models.decoder, models.vocoder,
+        for part in (models.codec, models.regulator, models.gpt_layer, models.decoder, models.vocoder,
                      models.campplus):
             part.to(device)
+        if gpt is None:
+            models.gpt.to(device)
         return models
 
 

@@ -22,6 +22,7 @@ from indextts_core.config import GenerationConfig
 from indextts_core.data.audio import load_audio
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import ModelBundle
+from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, prompt_state, \
     speak_segment, write_wav
 from indextts_core.synthesis.segments import split_segments
@@ -66,14 +67,16 @@ class Synthesizer:
 
     def __init__(self, bundle: ModelBundle, opts: GenerationConfig, *, device: str | torch.device = "cpu",
                  diffusion_steps: int = 25, cfg_rate: float = 0.7, interval_silence_ms: int = 200,
-                 max_text_tokens_per_segment: int = 120):
+                 max_text_tokens_per_segment: int = 120, gpt: UnifiedVoice | None = None,
+                 tokenizer: Path | None = None):
+        """``gpt`` / ``tokenizer``: speak with these instead of the folder's (the model being trained)."""
         self.bundle, self.device = bundle, torch.device(device)
-        self.models = SynthesisModels.load(bundle, self.device)
+        self.models = SynthesisModels.load(bundle, self.device, gpt=gpt)
         if opts.max_mel_tokens > self.models.gpt.cfg.max_mel_tokens and "max_mel_tokens" not in opts.model_fields_set:
             opts = opts.model_copy(update={"max_mel_tokens": self.models.gpt.cfg.max_mel_tokens})
         self.opts = opts
         self.features = bundle.load_features(self.device)
-        self.sp = load_sentencepiece(bundle.tokenizer_path)
+        self.sp = load_sentencepiece(tokenizer or bundle.tokenizer_path)
         self.frontend = TextFrontend()
         self.diffusion_steps, self.cfg_rate = diffusion_steps, cfg_rate
         self.interval_silence_ms, self.max_text_tokens_per_segment = interval_silence_ms, max_text_tokens_per_segment

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from indextts_core.utils.fileio import atomic_write
 
@@ -70,6 +70,12 @@ class TensorBoardSink:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for name, value in metrics.items():
             self._w.add_scalar(name, float(value), step)
+
+    def log_audio(self, tag: str, wav: Path, samples: Any, sample_rate: int, step: int) -> None:
+        """A sample for TensorBoard's audio tab (float samples in [-1, 1])."""
+        import torch
+
+        self._w.add_audio(tag, torch.as_tensor(samples).reshape(1, -1).clamp(-1, 1), step, sample_rate=sample_rate)
 
     def close(self) -> None:
         self._w.flush()

@@ -25,6 +25,9 @@ class TrainInputs:
     warm_start: bool = False  # take only the weights of --resume (a different run is allowed)
     pairing: PairingPolicy | None = None  # prompt policy for fresh prompts (default: seed only)
     feature_dir: Path | None = None  # where the shards are, if not where preprocess.json says
+    w2v_bert_dir: Path | None = None  # encoders for the audio samples, if not in the base folder's hf_cache/
+    codec_path: Path | None = None
+    read_audio: Callable[[str], bytes] | None = None  # reads prompt audio (an s3:// row); default: local files
 
 
 @dataclass

@@ -62,7 +62,9 @@ from indextts_core.training.records import (
 )
 from indextts_core.training.samples import SampleSource, open_data, validation_samples
 from indextts_core.training.setup import ModelSetup, check_index, prepare_model
+from indextts_core.synthesis.chain import SAMPLE_RATE
 from indextts_core.training.generation_watch import GenerationWatch
+from indextts_core.training.listening import AudioSamples
 from indextts_core.training.generation_watch import brief as listen_brief
 from indextts_core.training.validation import Validation, brief, check_best_metric, read_baseline
 from indextts_core.utils.fileio import write_json
@@ -114,6 +116,10 @@ class Trainer:
                               self.source.seen_speakers(), c.text_loss_weight, c.mel_loss_weight, c.pad_at_end)
         self.listen = GenerationWatch(self.data, self.val.samples, self.source.seen_speakers(), c.val_generate,
                                       c.val_generate_decoding, c.val_generate_max_ratio, self.seed)
+        self.audio = AudioSamples(open_bundle(i.checkpoint_dir, i.w2v_bert_dir, i.codec_path), Path(i.tokenizer),
+                                  self.data, self.val.samples, c.val_audio_samples if self.dist.is_main else 0,
+                                  c.val_audio_every, self.seed, c.val_audio_diffusion_steps, self.out / "samples",
+                                  i.read_audio)
         # the plan of every epoch, up front: total steps for the schedule and the ETA
         self.epoch_samples = [self.source.epoch(e) for e in range(c.epochs)]
         self.plans = [D.plan_epoch(self.data, s, c.batch_tokens, self.seed, e, min_per_step=self.dist.world,
@@ -187,6 +193,7 @@ class Trainer:
             if self.listen:
                 self._log({"time/generate_s": self.listen.seconds}, 0)
                 log.info("baseline generation: %s", listen_brief(baseline, self.listen.seconds))
+            self._speak(0)
         elif d.is_main and self.val:
             baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
@@ -356,6 +363,7 @@ class Trainer:
             if self.listen:
                 self._log({"time/generate_s": self.listen.seconds}, progress.step)
                 log.info("step %d generation: %s", progress.step, listen_brief(metrics, self.listen.seconds))
+            self._speak(progress.step, final=progress.step >= self.total_steps)
         else:
             is_best = True  # without validation the newest checkpoint is the one to export
             progress.best_step = progress.step
@@ -378,13 +386,24 @@ class Trainer:
         for s in self.sinks:
             s.log(metrics, step)
 
+    def _speak(self, step: int, final: bool = False) -> None:
+        """The audio samples, when due: wavs to every sink that takes audio, their cost as a metric."""
+        if not self.audio.due(final):
+            return
+        spoken = self.audio(self.model, step, self.device)
+        for s in self.sinks:
+            if hasattr(s, "log_audio"):
+                for tag, wav, samples in spoken:
+                    s.log_audio(tag, wav, samples, SAMPLE_RATE, step)
+        self._log({"time/audio_samples_s": self.audio.seconds}, step)
+
     def _write_run_info(self, progress: Progress) -> None:
         planned_padding = D.planned_padding(self.data, self.epoch_samples, self.plans, progress.micro_tokens,
                                             self.cfg.pad_at_end)
         write_json(self.out / "train.json", {
             "format": "indextts-train-run/1", "fingerprint": self.fingerprint, "options": self.options,
             "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.inputs).items()
-                       if k != "pairing"},
+                       if k not in ("pairing", "read_audio")},
             "model": self.setup.describe(), "device": str(self.device), "world": self.dist.world,
             "cpu_threads": torch.get_num_threads(),
             "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "off",
