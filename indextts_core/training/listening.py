@@ -3,7 +3,11 @@
 At step 0 and at every ``train.val_audio_every``-th validation (and the last one), the main process
 speaks ``train.val_audio_samples`` validation items per language with the GPT as it is now: each
 item's text, in the voice of its pair's prompt clip, through the base checkpoint's S2Mel and
-BigVGAN (the complete synthesis chain, :class:`~indextts_core.synthesis.run.Synthesizer`).  The
+BigVGAN (the complete synthesis chain, :class:`~indextts_core.synthesis.run.Synthesizer`), decoded
+as the generation watch decodes (``train.val_generate_decoding``) and cut at
+``train.val_generate_max_ratio`` times the reference's codes (+10): a model that does not stop yet
+costs a bounded time.  Its random draws come from its own seeded streams (the global ones are
+saved and restored), so training gives the same weights with samples on or off.  The
 same items and seeds every time, so only the weights change between two readings.  Each wav is
 written to ``<output>/samples/step_<N>/<language>-<id>.wav`` and handed to every metric sink that
 takes audio (TensorBoard's audio tab; MLflow artifacts); the time it took is logged as
@@ -16,6 +20,7 @@ It needs the synthesis models in the base folder (``s2mel.pth``, ``hf_cache/camp
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -25,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from indextts_core.config import GenerationConfig
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.training import data as D
+from indextts_core.training.generation_watch import DECODINGS
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +74,11 @@ class AudioSamples:
 
     def __init__(self, bundle: ModelBundle, tokenizer: Path, data: D.TrainingSet, samples: Sequence[D.Sample],
                  per_language: int, every: int, seed: int, diffusion_steps: int, out_dir: Path,
-                 read_audio: Callable[[str], bytes] | None = None):
+                 read_audio: Callable[[str], bytes] | None = None, decoding: str = "infer_v2",
+                 max_ratio: float = 3.0):
         self.bundle, self.tokenizer, self.data = bundle, tokenizer, data
+        self.opts = DECODINGS[decoding].model_copy(update={"seed": seed})
+        self.max_ratio = max_ratio
         self.items = pick_items(data, samples, per_language, seed) if per_language > 0 else []
         self.every, self.seed, self.diffusion_steps = max(1, every), seed, diffusion_steps
         self.out_dir = out_dir
@@ -96,12 +104,16 @@ class AudioSamples:
     @torch.no_grad()
     def __call__(self, model: nn.Module, step: int, device: torch.device) -> list[tuple[str, Path, Any]]:
         """Speak every item with ``model``; ``(tag, wav path, float samples at 22.05 kHz)`` per item."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # training's streams untouched
+            return self._speak(model, step, device)
+
+    def _speak(self, model: nn.Module, step: int, device: torch.device) -> list[tuple[str, Path, Any]]:
         from indextts_core.synthesis.chain import write_wav
         from indextts_core.synthesis.run import Synthesizer
 
         start = time.monotonic()
         if self._synth is None:
-            self._synth = Synthesizer(self.bundle, GenerationConfig(seed=self.seed), device=device,
+            self._synth = Synthesizer(self.bundle, self.opts, device=device,
                                       diffusion_steps=self.diffusion_steps, gpt=model, tokenizer=self.tokenizer)
         synth = self._synth
         was_training = model.training
@@ -112,7 +124,7 @@ class AudioSamples:
                 target, prompt = self.data.rows[s.target], self.data.rows[s.prompt]
                 if prompt["audio"] not in self._states:
                     self._states[prompt["audio"]] = synth.prompt(self.read_audio(prompt["audio"]), name=prompt["audio"])
-                limit = max(1, 3 * int(target.get("code_len") or 0)) if target.get("code_len") else None
+                limit = math.ceil(self.max_ratio * target["code_len"]) + 10 if target.get("code_len") else None
                 rng = torch.Generator(device=synth.device).manual_seed(self.seed + k)
                 try:
                     spoken = synth.speak(target["text"], target["language"], self._states[prompt["audio"]], rng,

@@ -28,7 +28,7 @@ THREADS = 1  # CPU results are bit-reproducible for a fixed number of intra-op t
 
 OPTIONS = TrainConfig(epochs=1, batch_tokens=1024, micro_batch_tokens=512, learning_rate=1e-3,
                       new_rows_learning_rate=3e-3, warmup_steps=2, val_interval=1000, max_steps=5, export=False,
-                      device="cpu", workers=0)
+                      device="cpu", workers=0, val_audio_samples=0)
 
 
 def _run(processed, out: Path) -> dict:

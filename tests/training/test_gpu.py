@@ -40,7 +40,8 @@ def test_a_few_cuda_steps_with_amp_probe_and_fused_adamw(amp, processed, tmp_pat
     monkeypatch.setattr(trainer_module, "probe_model", probe)
     monkeypatch.setattr(trainer_module, "build_optimizer", build)
     cfg = TrainConfig(epochs=1, batch_tokens=1024, micro_batch_tokens="auto", learning_rate=1e-3, warmup_steps=2,
-                      val_interval=1000, max_steps=4, export=False, device="cuda", amp=amp, workers=0)
+                      val_interval=1000, max_steps=4, export=False, device="cuda", amp=amp, workers=0,
+                      val_audio_samples=0)
     steps = []
     out = tmp_path / amp
     result = train(TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, processed.val_pairs,

@@ -22,7 +22,7 @@ from indextts_core.training.metrics import read_metrics
 
 HERE = Path(__file__).resolve().parent
 OPTS = TrainConfig(epochs=2, batch_tokens=1024, learning_rate=1e-3, new_rows_learning_rate=3e-3, warmup_steps=2,
-                    val_interval=4)
+                    val_interval=4, val_audio_samples=0)
 STEPS = 42  # 2 epochs x 21 steps of <= 1024 padded tokens on the demo pairs
 EPOCH = 21
 
