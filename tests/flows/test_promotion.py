@@ -1,0 +1,76 @@
+"""Evaluation and promotion in the flow: the champion alias moves only on measured improvement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from flows.finetune import finetune
+from indextts_core.config import load_config
+from tasks.artifacts import ArtifactRef, StageResult
+from tasks.promote import Champion, _decision
+from tests_support import make_cfg, statuses
+
+#: Small and fast: no audio during training, two items per language, few decoder steps.
+FAST = {"train.val_audio_samples": 0, "train.val_generate": 2, "evaluate.max_items": 2,
+        "evaluate.diffusion_steps": 2, "evaluate.resamples": 50, "generation.num_beams": 1}
+
+
+def test_champion_moves_only_on_measured_improvement(tmp_path: Path):
+    cfg = make_cfg(tmp_path, FAST)
+    first = finetune(cfg)
+    assert statuses(first)["evaluate"] == "ran" and statuses(first)["promote"] == "ran"
+    evaluation = first.results["evaluate"]
+    assert evaluation["data"]["models"] == ["base", "fine-tuned"] and evaluation["data"]["asr"] is None
+    report = cfg.run.output_dir / "evaluate" / "report.html"
+    assert report.is_file() and "audio/fine-tuned/" in report.read_text()
+    # no ASR configured: validation loss decides; the first trained model beats the base model
+    promo = first.results["promote"]
+    assert promo["alias"] == "champion" and promo["decision"]["metric"] == "val_loss"
+    assert promo["decision"]["incumbent_name"] == "base model"
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    v1 = client.get_model_version_by_alias("indextts2-am", "champion")
+    assert str(v1.version) == promo["version"] == first.results["train"]["outputs"]["registered_version"]
+    assert v1.tags["promotion.promote"] == "True" and float(v1.tags["eval.val_loss"]) > 0
+    assert {"eval.speaker_sim", "eval.duration_ratio", "eval.stop_failure", "eval.report"} <= set(v1.tags)
+    assert "eval.cer" not in v1.tags  # nothing measured it
+
+    # a run that barely trains: evaluated next to the champion, it does not take the alias
+    second = finetune(make_cfg(tmp_path, {**FAST, "train.learning_rate": 1e-9, "train.new_rows_learning_rate": 1e-9}))
+    assert second.results["evaluate"]["data"]["models"] == ["base", "champion", "fine-tuned"]
+    promo2 = second.results["promote"]
+    assert promo2["alias"] == "challenger" and promo2["version"] != str(v1.version)
+    assert promo2["decision"]["incumbent_name"] == f"champion v{v1.version} (recorded)"
+    assert client.get_model_version_by_alias("indextts2-am", "champion").version == v1.version
+    v2 = client.get_model_version_by_alias("indextts2-am", "challenger")
+    assert str(v2.version) == promo2["version"] and v2.tags["promotion.promote"] == "False"
+    assert v2.tags["promotion.reason"].startswith("val_loss")
+
+    # nothing changed: every stage from the cache, the champion stays what it is
+    third = finetune(cfg)
+    assert statuses(third)["train"] == "cached" and statuses(third)["evaluate"] == "cached"
+    assert "already the champion" in third.results["promote"]["decision"]["reason"]
+
+
+def _result(stage: str, metrics: dict | None = None, data: dict | None = None) -> StageResult:
+    ref = ArtifactRef(stage=stage, uri="/x", prefix="x", digest="d", files=1, bytes=1)
+    return StageResult(stage=stage, artifact=ref, metrics=metrics or {}, data=data or {})
+
+
+def test_cer_decides_against_the_champion_evaluated_next_to_it():
+    cfg = load_config(overrides={"promotion.min_improvement": 0.01})
+    trained = _result("train", {"final.loss": 3.0})
+    diff = {"model": "fine-tuned", "versus": "champion", "metric": "cer", "language": "all", "group": "all",
+            "mean": -0.1, "low": -0.2, "high": -0.02, "n": 8}
+    evaluation = _result("evaluate", data={"asr": "whisper:x", "headline": {
+        "base": {"cer": 0.9}, "champion": {"cer": 0.4}, "fine-tuned": {"cer": 0.3}}, "differences": [diff]})
+    d = _decision(cfg, trained, evaluation, Champion(version="3"))
+    assert d.promote and d.metric == "cer" and d.incumbent_name == "champion v3" and (d.low, d.high) == (-0.2, -0.02)
+    worse = _result("evaluate", data={"asr": "whisper:x", "headline": {"champion": {"cer": 0.4},
+                                                                        "fine-tuned": {"cer": 0.395}}})
+    assert not _decision(cfg, trained, worse, Champion(version="3")).promote  # 0.005 < min_improvement
+    # a champion whose export is gone: its recorded number is the bar
+    gone = _result("evaluate", data={"asr": "whisper:x", "headline": {"fine-tuned": {"cer": 0.3}}})
+    d = _decision(cfg, trained, gone, Champion(version="3", tags={"eval.cer": "0.5"}))
+    assert d.promote and d.incumbent_name == "champion v3 (recorded)"
