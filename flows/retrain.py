@@ -4,7 +4,9 @@ Scheduled by cron (``deployments/prefect.yaml``).  Each run lists the dataset so
 downloaded) and compares that fingerprint with the one recorded by the last successful retrain of
 the same run name and source (kept in the artifact store, so every worker sees it).  Unchanged:
 nothing runs.  Changed: ``finetune`` runs as a subflow, and its stages whose inputs did not change
-come from the cache, so only the work the new data needs is done.
+come from the cache, so only the work the new data needs is done.  The new model is evaluated next
+to the current champion and takes the ``champion`` alias only if it measurably beats it
+(``promotion:``); the decision is in the ``retrain-decision`` artifact.
 """
 
 from __future__ import annotations
@@ -55,7 +57,13 @@ def scheduled_retrain(cfg: PipelineConfig = PipelineConfig(), force: bool = Fals
     summary = finetune(cfg)
     store.put_json({"fingerprint": fingerprint, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "flow_run_id": str(flow_run.id), "stages": {r.stage: r.status for r in summary.stages}}, key)
+    promoted = summary.results.get("promote") or {}
+    decision = promoted.get("decision", {})
+    logger.info("promotion: %s v%s -> %s: %s", promoted.get("registered_model"), promoted.get("version"),
+                promoted.get("alias"), decision.get("reason", "-"))
     create_markdown_artifact(key="retrain-decision", markdown=f"# Retrained: {reason}\n\n"
+                             f"Promotion: version {promoted.get('version') or '-'} -> `{promoted.get('alias') or '-'}`"
+                             f" ({decision.get('reason', 'no promotion step')})\n\n"
                              + json.dumps({r.stage: r.status for r in summary.stages}, indent=1) + "\n")
     return RetrainResult(ran=True, reason=reason, fingerprint=fingerprint, summary=summary)
 
