@@ -25,12 +25,14 @@ from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, is_present
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS
-from tasks.tracking import model_version_by_alias, set_model_alias, stage_run, tag_model_version
+from tasks.tracking import model_version, model_version_by_alias, register_model, set_model_alias, stage_run, \
+    tag_model_version
 from tasks.train import registered_name
 
 
 class Champion(BaseModel):
     version: str
+    source: str = ""  # where the version points (the exported folder's URI)
     artifact: ArtifactRef | None = None  # its exported folder, when recorded and still in the store
     tags: dict[str, str] = {}
 
@@ -58,7 +60,7 @@ def champion_task(cfg: PipelineConfig, ctx: RunContext) -> Champion | None:
             get_run_logger().warning("champion v%s: its export %s is gone from the store; comparing with its "
                                      "recorded numbers", found["version"], artifact.uri)
             artifact = None
-    return Champion(version=found["version"], artifact=artifact, tags=found["tags"])
+    return Champion(version=found["version"], source=found["source"], artifact=artifact, tags=found["tags"])
 
 
 def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
@@ -96,7 +98,7 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
                  champion: Champion | None, ctx: RunContext) -> PromotionResult:
     logger = get_run_logger()
     name, version = registered_name(cfg), trained.outputs.get("registered_version")
-    if champion is not None and champion.version == version:
+    if champion is not None and champion.version == version and champion.source == trained.artifact.uri:
         decision = Decision(True, "", None, None, f"champion v{version}",
                             reason=f"version {version} is already the champion (nothing was retrained)")
         return PromotionResult(registered_model=name, version=version, alias=cfg.promotion.champion_alias,
@@ -111,12 +113,12 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
     run_id = None
     with stage_run(ctx.tracking, "promote") as run:
         if run is not None:
+            run_id = run.run_id
+            version = this_registry_version(ctx, name, version, trained, run_id, logger)
             run.log_metrics({"promoted": int(decision.promote), **{k: v for k, v in measured.items()
                                                                    if isinstance(v, int | float)}})
             run.set_tags(decision.tags() | {"registered_model": name, "registered_model.version": version or "",
                                             "alias": alias})
-            run_id = run.run_id
-        if ctx.tracking is not None and version:
             tag_model_version(ctx.tracking, name, version, decision.tags() | measured)
             set_model_alias(ctx.tracking, name, alias, version)
             logger.info("%s version %s -> alias %r: %s", name, version, alias, decision.reason)
@@ -130,3 +132,25 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
         f"[{decision.low}, {decision.high}]\n- reason: {decision.reason}\n"))
     return PromotionResult(registered_model=name, version=version, alias=alias, decision=decision.as_dict(),
                            mlflow_run_id=run_id)
+
+
+def this_registry_version(ctx: RunContext, name: str, version: str | None, trained: StageResult, run_id: str,
+                          logger: Any) -> str:
+    """The version of ``trained``'s export in this run's registry, registered now if it is not there.
+
+    A train result taken from the cache may have been registered in another registry (another
+    machine's MLflow store sharing the artifact bucket): this registry then gets its own version,
+    pointing at the same export, so the promotion has something to record on.
+    """
+    assert ctx.tracking is not None
+    found = model_version(ctx.tracking, name, version) if version else None
+    if found is not None and found["source"] == trained.artifact.uri:
+        return str(version)
+    new = register_model(ctx.tracking, name, trained.artifact.uri, run_id, description=(
+        "registered by the promote step: the training result came from the cache (trained by run "
+        f"{trained.mlflow_run_id}, flow run {trained.flow_run_id})"), tags={
+        "export.digest": trained.artifact.digest, "export.ref": trained.artifact.model_dump_json(),
+        "registered_by": "promote", "trained_by.mlflow_run_id": trained.mlflow_run_id or "",
+        "trained_by.flow_run_id": trained.flow_run_id or ""})
+    logger.info("%s: the cached training result is not in this registry; registered it as version %s", name, new)
+    return new

@@ -338,3 +338,14 @@ def tag_model_version(ref: TrackingRef, name: str, version: str, tags: Mapping[s
     client = _client(ref.tracking_uri, ref.s3_endpoint_url)
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, str(v))
+
+
+def model_version(ref: TrackingRef, name: str, version: str) -> dict[str, Any] | None:
+    """Version ``version`` of registered model ``name`` (source, run, tags), or None if this registry lacks it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = _client(ref.tracking_uri, ref.s3_endpoint_url).get_model_version(name, version)
+    except MlflowException:
+        return None
+    return {"version": str(mv.version), "source": mv.source, "run_id": mv.run_id, "tags": dict(mv.tags or {})}

@@ -15,6 +15,30 @@ import pytest
 from tests_support import BIN, DEMO_DIR, free_port, stop_process, wait_for_port, wait_healthy
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Let the Python processes the tests start (CLI commands, servers, workers) cache their bytecode.
+
+    Where ``PYTHONDONTWRITEBYTECODE`` is set and the environment holds no ``.pyc`` files (as here),
+    every such process compiles torch, prefect, mlflow, ... from source again: about 5 s per CLI
+    command on two cores, twice that with its temporary Prefect server.  The cache lives in the
+    session's temporary folder (``PYTHONPYCACHEPREFIX``), so nothing is written next to the sources;
+    a user's own ``PYTHONPYCACHEPREFIX`` is left alone.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        yield
+        return
+    saved = os.environ.pop("PYTHONDONTWRITEBYTECODE")
+    cache = tmp_path_factory.mktemp("pycache")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    try:
+        yield
+    finally:
+        os.environ.pop("PYTHONPYCACHEPREFIX", None)
+        os.environ["PYTHONDONTWRITEBYTECODE"] = saved
+        shutil.rmtree(cache, ignore_errors=True)  # ~100 MB; the session's servers are stopped by now
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A moto S3 server process on 127.0.0.1 (started and stopped by PID), as an endpoint URL."""

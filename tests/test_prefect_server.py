@@ -79,6 +79,7 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
     runs = search_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "indextts2-finetune",
                        filter_string=f"tags.`prefect.flow_run_id` = '{run_id}'")
     stages = {r.data.tags.get("stage", "parent") for r in runs}
-    assert stages == {"parent", "download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train"}
+    assert stages == {"parent", "download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate",
+                      "promote"}
     parent = next(r for r in runs if "stage" not in r.data.tags)
     assert parent.data.tags["prefect.deployment"] == "finetune" and parent.info.status == "FINISHED"

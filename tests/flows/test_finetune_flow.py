@@ -57,7 +57,7 @@ def test_demo_run_records_lineage(tmp_path: Path):
     assert parent.data.tags["prefect.flow_run_id"] == summary.flow_run_id
     assert parent.data.tags["git.commit"] and parent.data.params["ingest.min_duration_s"] == "0.5"
     children = _children(runs, parent.info.run_id)
-    assert set(children) == set(STAGES)
+    assert set(children) == set(STAGES) - {"evaluate"}  # make_cfg turns the evaluation off
     for child in children.values():
         assert child.data.tags["prefect.flow_run_id"] == summary.flow_run_id
         assert child.data.tags["git.commit"] == parent.data.tags["git.commit"]
@@ -108,7 +108,7 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     # cached stages point at the MLflow runs that produced their outputs, and create none
     assert second.results["ingest"]["mlflow_run_id"] == first.results["ingest"]["mlflow_run_id"]
     children = _children(mlflow_runs(cfg), second.mlflow_parent_run_id)
-    assert set(children) == {"download"}
+    assert set(children) == {"download"}  # sources checked; the version is already the champion: nothing to record
     parent = next(r for r in mlflow_runs(cfg) if r.info.run_id == second.mlflow_parent_run_id)
     assert parent.data.tags["stage.ingest.status"] == "cached"
     assert parent.data.tags["stage.ingest.produced_by_run"] == first.results["ingest"]["mlflow_run_id"]

@@ -13,7 +13,7 @@ from tasks.promote import Champion, _decision
 from tests_support import make_cfg, statuses
 
 #: Small and fast: no audio during training, two items per language, few decoder steps.
-FAST = {"train.val_audio_samples": 0, "train.val_generate": 2, "evaluate.max_items": 2,
+FAST = {"evaluate.enabled": True, "train.val_audio_samples": 0, "train.val_generate": 2, "evaluate.max_items": 2,
         "evaluate.diffusion_steps": 2, "evaluate.resamples": 50, "generation.num_beams": 1}
 
 

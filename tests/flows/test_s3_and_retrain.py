@@ -31,6 +31,12 @@ def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_b
     second = finetune(machine_b)
     assert statuses(second) == expect("cached", download="reused")
     assert (machine_b.run.output_dir / "ingest" / "report.md").is_file()  # checked out from S3
+    # machine B's registry never saw that training: the promote step registers the same export there
+    from mlflow import MlflowClient
+
+    promoted = second.results["promote"]
+    version = MlflowClient(machine_b.tracking.tracking_uri).get_model_version("indextts2-am", promoted["version"])
+    assert version.source == first.results["train"]["artifact"]["uri"] and version.tags["registered_by"] == "promote"
 
 
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, demo_copy: Path):
@@ -53,6 +59,8 @@ def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, de
     assert statuses(grown.summary)["ingest"] == "ran" and statuses(grown.summary)["extend-bpe"] == "ran"
     assert grown.summary.results["preprocess"]["metrics"]["audio_processed_now"] == 1  # only the new clip
     assert grown.summary.results["ingest"]["metrics"]["accepted"] == 61
+    promoted = grown.summary.results["promote"]  # the new version is judged against the champion
+    assert promoted["alias"] in ("champion", "challenger") and promoted["decision"]["metric"] == "val_loss"
 
     forced = scheduled_retrain(cfg, force=True)
     assert forced.ran and forced.reason == "forced"
