@@ -35,7 +35,7 @@ def run_once(config: Path, overrides: list[str], root: Path, name: str) -> dict:
     from flows.finetune import finetune
 
     cfg = load_config(config, [*overrides, f"run.name={name}", f"run.output_dir={root / name}",
-                               f"storage.uri={root / 'store'}", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
+                               f"storage.uri={root / name / 'store'}", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
     summary = finetune(cfg)
     rows = {r.stage: r for r in summary.stages}
     (ckpts,) = (cfg.run.output_dir / cfg.train.output_name).iterdir()
