@@ -203,7 +203,7 @@ def print_summary(summary: Any) -> None:
         "run folder": summary.output_dir,
         "summary": str(Path(summary.output_dir) / "summary.md"),
         **({"evaluation report": str(Path(summary.output_dir) / "evaluate" / "report.html")}
-           if results.get("evaluate") else {}),
+           if results.get("evaluate") and not results["evaluate"]["data"].get("skipped") else {}),
         "artifact store": summary.store,
         "MLflow run": summary.mlflow_link or "",
     })
@@ -705,6 +705,8 @@ def evaluate(
     except InputError as e:
         raise _fail(e) from None
     print_evaluation(result["data"])
+    if result["data"].get("skipped"):
+        raise typer.Exit(1)
     print_outputs("Evaluation", {"report": str(dest / "report.html"), "table": str(dest / "report.md"),
                                  "seconds": f"{result['metrics']['eval_seconds']:.1f}"})
 
@@ -716,6 +718,9 @@ def print_evaluation(data: dict[str, Any]) -> None:
     """The headline numbers of an evaluation: every model over all items, and the new model's difference."""
     from indextts_core.evaluation.report import LABELS
 
+    if data.get("skipped"):
+        err_console.print(f"evaluation skipped: {data['skipped']}", highlight=False)
+        return
     headline = data["headline"]
     metrics = [m for m in LABELS if any(m in v for v in headline.values())]
     table = Table(title=f"Evaluation (all items; ASR: {data.get('asr') or 'none'})")

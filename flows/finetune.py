@@ -51,7 +51,8 @@ def finetune(cfg: PipelineConfig = PipelineConfig()) -> RunSummary:  # noqa: B00
         index = preprocess_stage(run, dataset.artifact, tokenizer.artifact, assets["checkpoint"],
                                  assets.get("w2v_bert"), assets.get("semantic_codec"))
         pairs = run.stage(pairs_task, index.artifact)
-        trained = run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"])
+        trained = run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"],
+                            assets.get("w2v_bert"), assets.get("semantic_codec"))
         champion = current_champion(run)
         evaluation = evaluate_stage(run, trained.artifact, assets["checkpoint"], pairs.artifact,
                                     assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("asr"),

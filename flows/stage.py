@@ -76,7 +76,8 @@ class Upstream:
         if stage == "pairs":
             return run.stage(pairs_task, self.artifact("preprocess"))
         if stage == "train":
-            return run.stage(train_task, self.artifact("pairs"), self.artifact("extend-bpe"), checkpoint())
+            return run.stage(train_task, self.artifact("pairs"), self.artifact("extend-bpe"), checkpoint(),
+                             self.asset("w2v_bert"), self.asset("semantic_codec"))
         if stage == "evaluate":
             return evaluate_stage(run, self.artifact("train"), checkpoint(), self.artifact("pairs"),
                                   self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("asr"),

@@ -7,7 +7,9 @@ champion's export (optional).  Outputs: the report folder (``report.html`` with 
 audio, ``report.md``, ``plots.png``, ``evaluation.json``, ``items.jsonl``, ``audio/``) as the stage
 artifact and in MLflow (artifacts ``evaluation/``; metrics ``eval.<model>.<metric>`` over all items
 and ``eval.<model>.<language>.<group>.<metric>``).  Cached on its inputs, the ``generation`` and
-``evaluate`` settings and the seed.
+``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
+``hf_cache/``'s CAMPPlus, BigVGAN and encoders) skips the evaluation with a warning naming the missing
+file, rather than failing a run whose training succeeded; the promotion then decides on validation loss.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from indextts_core.evaluation.run import EvalOptions, SpeakerEmbedder, evaluate_
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.campplus import load_campplus
 from indextts_core.store.objects import read_uri_bytes
+from indextts_core.synthesis.chain import missing_synthesis_models
 from indextts_core.utils.fileio import read_jsonl
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
@@ -69,6 +72,12 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
     inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion}
     with Stage("evaluate", cfg, ctx, inputs) as s:
         base = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec)
+        missing = missing_synthesis_models(base)
+        if missing:  # training is done and good; say clearly what the evaluation lacks instead of failing the run
+            logger.warning("evaluation skipped: %s", missing)
+            (s.out / "SKIPPED.txt").write_text(f"evaluation skipped: {missing}\n", encoding="utf-8")
+            return s.publish({"items": 0}, {"skipped": "SKIPPED.txt"}, data={
+                "skipped": missing, "asr": None, "headline": {}, "differences": [], "models": []})
         models = {"base": base} if e.compare_base else {}
         if champion is not None:
             models["champion"] = like_base(s.fetch(champion), base)

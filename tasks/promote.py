@@ -106,7 +106,7 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
     decision = _decision(cfg, trained, evaluation, champion)
     alias = cfg.promotion.champion_alias if decision.promote else cfg.promotion.challenger_alias
     measured: dict[str, Any] = {"eval.val_loss": trained.metrics.get("final.loss")}
-    if evaluation is not None:
+    if evaluation is not None and not evaluation.data.get("skipped"):
         measured |= {f"eval.{k}": v for k, v in evaluation.data["headline"].get("fine-tuned", {}).items()}
         measured["eval.report"] = evaluation.artifact.uri + "/report.html"
     measured = {k: v for k, v in measured.items() if v is not None}

@@ -65,15 +65,10 @@ class SynthesisModels:
 
         ``gpt``: speak with this GPT instead of the folder's (the model being trained).
         """
-        s2mel_cfg = bundle.config.get("s2mel")
-        if not s2mel_cfg:
-            raise InputError(f"{bundle.checkpoint_dir / 'config.yaml'}: no s2mel section (is this an IndexTTS-2 "
-                             "folder?)")
-        for what, path in (("S2Mel weights", bundle.s2mel_path), ("CAMPPlus weights", bundle.campplus_path),
-                           ("BigVGAN folder", bundle.bigvgan_dir)):
-            if not path.exists():
-                raise InputError(f"{path}: {what} missing (synthesis needs them; `indextts-train download` fetches "
-                                 "them with the checkpoint)")
+        problem = missing_synthesis_models(bundle)
+        if problem:
+            raise InputError(problem)
+        s2mel_cfg = bundle.config["s2mel"]
         regulator, layer = load_front(bundle.s2mel_path, s2mel_cfg, bundle.gpt_config.model_dim)
         models = cls(gpt if gpt is not None else bundle.load_gpt().eval(), bundle.load_codec(), regulator, layer,
                      load_decoder(bundle.s2mel_path, s2mel_cfg), load_bigvgan(bundle.bigvgan_dir),
@@ -85,6 +80,19 @@ class SynthesisModels:
         if gpt is None:
             models.gpt.to(device)
         return models
+
+
+def missing_synthesis_models(bundle: ModelBundle) -> str | None:
+    """What a checkpoint folder lacks for synthesis (None: nothing), naming the file."""
+    if not bundle.config.get("s2mel"):
+        return f"{bundle.checkpoint_dir / 'config.yaml'}: no s2mel section (is this an IndexTTS-2 folder?)"
+    for what, path in (("S2Mel weights", bundle.s2mel_path), ("CAMPPlus weights", bundle.campplus_path),
+                       ("BigVGAN folder", bundle.bigvgan_dir), ("Wav2Vec2-BERT folder", bundle.w2v_bert_dir),
+                       ("semantic codec", bundle.codec_path)):
+        if not path.exists():
+            return (f"{path}: {what} missing (synthesis needs them: the checkpoint folder's s2mel.pth and its "
+                    "hf_cache/, or --hf-cache)")
+    return None
 
 
 @dataclass

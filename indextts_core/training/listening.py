@@ -55,13 +55,11 @@ def pick_items(data: D.TrainingSet, samples: Sequence[D.Sample], per_language: i
 def why_unavailable(bundle: ModelBundle, rows: Sequence[dict[str, Any]],
                     read_audio: Callable[[str], bytes] | None) -> str | None:
     """Why samples cannot be spoken here (None: they can)."""
-    if not bundle.config.get("s2mel"):
-        return f"{bundle.checkpoint_dir / 'config.yaml'} has no s2mel section"
-    for what, path in (("S2Mel weights", bundle.s2mel_path), ("CAMPPlus weights", bundle.campplus_path),
-                       ("BigVGAN folder", bundle.bigvgan_dir), ("Wav2Vec2-BERT folder", bundle.w2v_bert_dir),
-                       ("semantic codec", bundle.codec_path)):
-        if not path.exists():
-            return f"{what} not found at {path}"
+    from indextts_core.synthesis.chain import missing_synthesis_models
+
+    problem = missing_synthesis_models(bundle)
+    if problem:
+        return problem
     if read_audio is None:
         remote = [r["audio"] for r in rows if not Path(r["audio"]).is_file()]
         if remote:

@@ -74,3 +74,33 @@ def test_cer_decides_against_the_champion_evaluated_next_to_it():
     gone = _result("evaluate", data={"asr": "whisper:x", "headline": {"fine-tuned": {"cer": 0.3}}})
     d = _decision(cfg, trained, gone, Champion(version="3", tags={"eval.cer": "0.5"}))
     assert d.promote and d.incumbent_name == "champion v3 (recorded)"
+
+
+def test_encoders_as_separate_assets_and_a_folder_that_cannot_synthesize(tmp_path: Path, tiny_bundle):
+    """The checkpoint's encoders from their own assets still reach the audio samples and the evaluation; a
+    checkpoint without S2Mel (the four files fine-tuning needs) trains, skips the evaluation saying which
+    file it lacks, and promotes on validation loss."""
+    root = tiny_bundle.checkpoint_dir
+    synthesis = ["s2mel.pth", "hf_cache/campplus_cn_common.bin", "hf_cache/bigvgan/config.json",
+                 "hf_cache/bigvgan/bigvgan_generator.pt"]
+    gpt_files = ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt", "indextts-bundle.json"]
+    encoders = {"download.w2v_bert": {"source": str(root / "hf_cache" / "w2v-bert-2.0")},
+                "download.semantic_codec": {"source": str(root / "hf_cache"),
+                                            "files": ["semantic_codec_model.safetensors"]}}
+    small = {**FAST, **encoders, "train.max_steps": 2, "train.val_interval": 2, "train.val_audio_samples": 1,
+             "train.val_audio_diffusion_steps": 2, "train.val_generate_decoding": "greedy",
+             "train.val_generate_max_ratio": 1.0}
+    full = finetune(make_cfg(tmp_path, {**small, "download.checkpoint": {
+        "source": str(root), "files": gpt_files + synthesis}}, name="full"))
+    (ckpts,) = (tmp_path / "runs" / "full" / "trained_ckpts").iterdir()
+    assert sorted(p.name for p in (ckpts / "samples").iterdir()) == ["step_000000", "step_000002"]
+    assert full.results["evaluate"]["data"]["models"] == ["base", "fine-tuned"]
+
+    bare = finetune(make_cfg(tmp_path, {**small, "download.checkpoint": {"source": str(root), "files": gpt_files}},
+                             name="bare"))
+    assert bare.status == "completed" and statuses(bare)["train"] == "ran"
+    skipped = bare.results["evaluate"]["data"]["skipped"]
+    assert "s2mel.pth: S2Mel weights missing" in skipped
+    assert bare.results["promote"]["decision"]["metric"] == "val_loss"
+    (ckpts,) = (tmp_path / "runs" / "bare" / "trained_ckpts").iterdir()
+    assert not (ckpts / "samples").exists()
