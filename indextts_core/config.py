@@ -42,6 +42,8 @@ from indextts_core.errors import ConfigError
 DEMO_DATASET_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
 
 _LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+#: What a hub revision may look like (git ref-name characters; no placeholders, spaces or URL syntax).
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 
 
 class _Section(BaseModel):
@@ -114,6 +116,17 @@ class AssetSource(_Section):
     files: list[str] | None = Field(
         None, description="Allow-list of files relative to the source; None = the asset's default list."
     )
+
+    @field_validator("revision")
+    @classmethod
+    def _real_revision(cls, value: str | None) -> str | None:
+        """A commit hash, a tag or a branch name: not a template placeholder, no spaces or URL syntax."""
+        if value is None:
+            return None
+        if not _REVISION.fullmatch(value) or value.startswith(("-", ".", "/")) or ".." in value:
+            raise ValueError(f"{value!r} is not a revision: give a commit hash (40 hex digits), a tag or a branch "
+                             "name (a placeholder such as <commit> must be replaced)")
+        return value
 
     @model_validator(mode="after")
     def _hub_needs_pins(self) -> AssetSource:

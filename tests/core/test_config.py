@@ -94,6 +94,18 @@ def test_hub_source_needs_a_pinned_revision():
         load_config(overrides={"download.checkpoint": {"source": "hf://IndexTeam/IndexTTS-2"}})
 
 
+@pytest.mark.parametrize("revision", ["<commit>", "has space", "..", "-main", "https://hf.co/x"])
+def test_placeholder_or_malformed_revision_is_a_config_error_naming_the_field(tmp_path: Path, revision: str):
+    """Found in use: ``revision: <commit>`` was accepted and the hub was asked for resolve/%3Ccommit%3E."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"download:\n  checkpoint: {{source: hf://IndexTeam/IndexTTS-2, revision: '{revision}'}}\n")
+    with pytest.raises(ConfigError, match=r"download\.checkpoint\.revision: .*is not a revision"):
+        load_config(path)
+    for good in ("main", "v2.0", "0123456789abcdef0123456789abcdef01234567", "refs/pr/3"):
+        assert load_config(overrides={"download.checkpoint": {"source": "hf://IndexTeam/IndexTTS-2",
+                                                              "revision": good}}).download.checkpoint.revision == good
+
+
 def test_secrets_are_masked_and_dump_round_trips(tmp_path: Path):
     cfg = load_config(overrides=["storage.secret_access_key=very-secret", "train.epochs=4"])
     text = dump_config(cfg)
