@@ -103,6 +103,9 @@ def print_ingest_report(report: dict[str, Any]) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["rejected_by_reason"].items())
         rejected += f" ({reasons})"
     console.print(f"rows read: {report['rows_read']}, accepted: {report['clips']}, {rejected}")
+    if report.get("rows_without_language"):
+        console.print("rows that named no language and were given one: " + ", ".join(
+            f"{n} -> {lang}" for lang, n in report["rows_without_language"].items()), highlight=False)
     d = report["duration_s"]
     console.print(f"clip durations: min {d['min']} s, median {d['median']} s, max {d['max']} s")
 
@@ -736,6 +739,13 @@ def print_evaluation(data: dict[str, Any]) -> None:
                           f"[{d['low']:+.3f}, {d['high']:+.3f}]", highlight=False)
 
 
+def checked_language(code: str, cfg: PipelineConfig) -> str:
+    """``--language`` as the pipeline writes it (``amh`` -> ``am``); an unknown code is an error naming choices."""
+    from indextts_core.text.languages import canonical_language
+
+    return canonical_language(code, cfg.extra_languages)
+
+
 def _hf_cache(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
     """The folder of encoders and synthesis models for ``model``: given, the model's own ``hf_cache/``, or that
     of the run config's checkpoint (through the download stage, as preprocessing got them)."""
@@ -802,6 +812,7 @@ def generate(
         if lines is not None:
             said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
             where = str(lines) if not text else "--text/--lines"
+        language = checked_language(language, cfg)
         bundle = _open_model(model, hf_cache, cfg, w2v_bert)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         result = generate_lines(bundle, said, language, speaker_prompt, output_dir, cfg.generation,
@@ -857,6 +868,7 @@ def synthesize(
         if out is not None and len(said) != 1:
             raise InputError(f"--out names one file but there are {len(said)} lines: use --output-dir")
         outputs = [out] if out is not None else [output_dir / f"line{n}.wav" for n in range(1, len(said) + 1)]
+        language = checked_language(language, cfg)
         bundle = _open_model(model, hf_cache, cfg)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         result = synthesize_lines(bundle, said, language, speaker_prompt, outputs, cfg.generation,
@@ -879,7 +891,12 @@ def normalize(
 ) -> None:
     """Print text as the tokenizer sees it (the platform's front-end), e.g. for the official inference code."""
     from indextts_core.text.frontend import TextFrontend
+    from indextts_core.text.languages import canonical_language
 
+    try:
+        language = canonical_language(language)
+    except InputError as e:
+        raise _fail(e) from None
     fe = TextFrontend()
     lines = [" ".join(text)] if text else [line.rstrip("\n") for line in sys.stdin]
     for line in lines:

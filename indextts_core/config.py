@@ -32,6 +32,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -451,7 +452,10 @@ class TrackingConfig(_Section):
 class PipelineConfig(_Section):
     """Everything one run needs, one section per stage."""
 
-    language: str = Field("am", pattern=_LANGUAGE_PATTERN, description="The language being taught.")
+    extra_languages: list[str] = Field([], description="Language codes outside ISO 639 to accept as they are "
+                                       "(no normaliser applies to them); every other code must be ISO 639-1/639-3.")
+    language: str = Field("am", pattern=_LANGUAGE_PATTERN, description="The language being taught (ISO 639-1 or "
+                          "639-3; 'amh' is read as 'am').")
     run: RunConfig = Field(default_factory=RunConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
@@ -466,6 +470,35 @@ class PipelineConfig(_Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str, info: ValidationInfo) -> str:
+        from indextts_core.text.languages import canonical_language
+
+        return canonical_language(value, info.data.get("extra_languages") or ())
+
+    @model_validator(mode="after")
+    def _known_languages_everywhere(self) -> PipelineConfig:
+        """The manifests' and the tokenizer's language codes, checked and written as ``language`` is."""
+        from indextts_core.text.languages import UnknownLanguage, canonical_language
+
+        for i, m in enumerate(self.ingest.manifests):
+            if m.language is not None:
+                try:
+                    canon = canonical_language(m.language, self.extra_languages)
+                except UnknownLanguage as e:
+                    raise ValueError(f"ingest.manifests.{i}.language: {e}") from None
+                if canon != m.language:
+                    m.language = canon
+        if self.extend_bpe.languages:
+            try:
+                canon_list = [canonical_language(x, self.extra_languages) for x in self.extend_bpe.languages]
+            except UnknownLanguage as e:
+                raise ValueError(f"extend_bpe.languages: {e}") from None
+            if canon_list != self.extend_bpe.languages:
+                self.extend_bpe.languages = canon_list
+        return self
 
 
 # --------------------------------------------------------------------------- loading

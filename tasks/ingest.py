@@ -18,7 +18,7 @@ def ingest_task(cfg: PipelineConfig, dataset: ArtifactRef, ctx: RunContext) -> S
         root = s.fetch(dataset)
         result = core.ingest(manifest_inputs(cfg.ingest.manifests, root, cfg.language), s.out, cfg.ingest,
                              seed=cfg.run.seed, storage=cfg.storage, dataset_root=root,
-                             audio_base=s.store.uri_for(dataset.prefix))
+                             audio_base=s.store.uri_for(dataset.prefix), extra_languages=cfg.extra_languages)
         metrics = {
             "rows_read": result.rows_read, "accepted": result.accepted, "rejected": result.rejected,
             "train_clips": result.train_clips, "val_clips": result.val_clips, "hours": result.hours,

@@ -42,7 +42,7 @@ from tasks.tracking import StageRun, attach_stage_run, close_stage_run, open_sta
 #: The config fields (or whole sections) each stage's output depends on: its cache key and the
 #: parameters of its MLflow run.  A section stands for all its fields but its ``NOT_IN_KEY``.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("language", "run.seed", "ingest"),
+    "ingest": ("language", "extra_languages", "run.seed", "ingest"),
     "corpus": ("corpus",),
     "extend-bpe": ("language", "run.seed", "extend_bpe"),
     "preprocess": ("preprocess", "ingest.min_duration_s", "ingest.max_duration_s"),

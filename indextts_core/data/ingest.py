@@ -218,6 +218,7 @@ def ingest(
     storage: Any | None = None,
     dataset_root: Path | None = None,
     audio_base: str | None = None,
+    extra_languages: Sequence[str] = (),
 ) -> IngestResult:
     """Validate, split and report on the rows of ``inputs``; write everything to ``out_dir``.
 
@@ -243,12 +244,15 @@ def ingest(
     rejects: list[dict[str, Any]] = []
     candidates: list[tuple[RawRow, dict[str, Any]]] = []
     first_seen: dict[str, str] = {}
+    defaulted: dict[str, int] = {}  # rows that named no language -> the language they were given
     for raw in raws:
         if raw.error is not None:
             rejects.append(_reject_record(raw, "invalid_row", f"{raw.where}: {raw.error}"))
             continue
+        if raw.data is not None and raw.data.get("language") in (None, "") and raw.defaults.get("language"):
+            defaulted[raw.defaults["language"]] = defaulted.get(raw.defaults["language"], 0) + 1
         try:
-            row = parse_row(raw)
+            row = parse_row(raw, extra_languages)
         except ValueError as e:
             rejects.append(_reject_record(raw, "schema", f"{raw.where}: {e}"))
             continue
@@ -316,6 +320,10 @@ def ingest(
     write_jsonl(paths["rejects"], rejects)
 
     report = dataset_report(accepted, train, val, rejects, rows_read=len(raws))
+    report["rows_without_language"] = defaulted
+    if defaulted:
+        log.warning("rows without a language got the run's: %s (name each row's language to be sure)",
+                    ", ".join(f"{n} -> {lang}" for lang, n in defaulted.items()))
     report["duration_corrected"] = corrected
     report["bounds_s"] = [opts.min_duration_s, opts.max_duration_s]
     histogram = out_dir / "durations.png"

@@ -24,12 +24,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from indextts_core.data.audio import AUDIO_EXTENSIONS
 from indextts_core.errors import ManifestError
@@ -52,10 +52,13 @@ class ManifestRow(BaseModel):
 
     @field_validator("language")
     @classmethod
-    def _language(cls, v: str) -> str:
+    def _language(cls, v: str, info: ValidationInfo) -> str:
+        """ISO 639-1/639-3 (``amh`` -> ``am``), or one of the run's ``extra_languages`` (validation context)."""
+        from indextts_core.text.languages import canonical_language
+
         if not LANGUAGE_PATTERN.match(v):
             raise ValueError(f"not a language code like 'am' or 'pt-BR': {v!r}")
-        return v
+        return canonical_language(v, (info.context or {}).get("extra_languages", ()))
 
 
 @dataclass
@@ -75,7 +78,7 @@ class RawRow:
         return f"{self.source}:{self.line}" if self.line is not None else self.source
 
 
-def parse_row(raw: RawRow) -> ManifestRow:
+def parse_row(raw: RawRow, extra_languages: Sequence[str] = ()) -> ManifestRow:
     """Validate a raw record against the schema (filling reader defaults).  Raises ValueError."""
     if raw.error is not None:
         raise ValueError(raw.error)
@@ -83,7 +86,7 @@ def parse_row(raw: RawRow) -> ManifestRow:
     data = {k: v for k, v in raw.defaults.items() if v is not None}
     data.update({k: v for k, v in raw.data.items() if v is not None or k not in data})
     try:
-        return ManifestRow.model_validate(data)
+        return ManifestRow.model_validate(data, context={"extra_languages": tuple(extra_languages)})
     except ValidationError as e:
         problems = []
         for err in e.errors():

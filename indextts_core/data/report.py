@@ -95,6 +95,9 @@ def report_markdown(report: dict[str, Any], outputs: dict[str, str]) -> str:
         "# Dataset report",
         "",
         f"- rows read: {report['rows_read']}, accepted: {report['clips']}, rejected: {report['rejected']}",
+        *([f"- rows that named no language and were given one: "
+           f"{', '.join(f'{n} -> {lang}' for lang, n in report['rows_without_language'].items())}"]
+          if report.get("rows_without_language") else []),
         f"- audio: {report['seconds'] / 60:.1f} min ({report['hours']:.3f} h), speakers: {report['speakers']}",
         f"- train: {report['splits']['train']['clips']} clips, val: {report['splits']['val']['clips']} clips",
         "- clip duration (s): " + ", ".join(f"{k} {v}" for k, v in report["duration_s"].items()),
