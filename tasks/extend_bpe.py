@@ -7,7 +7,7 @@ from pathlib import Path
 from indextts_core.config import PipelineConfig
 from indextts_core.model.bundle import open_bundle
 from indextts_core.text import extend_bpe as core
-from indextts_core.text.corpus import read_frontend_corpus
+from indextts_core.text.corpus import read_frontend_corpus, read_official_corpus
 from indextts_core.text.frontend import TextFrontend
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
@@ -23,15 +23,19 @@ def extend_bpe_task(cfg: PipelineConfig, corpus: ArtifactRef, checkpoint: Artifa
                params={"frontend": frontend[:16]}) as s:
         base = Path(e.base_model) if e.base_model else open_bundle(s.fetch(checkpoint)).tokenizer_path
         fe = TextFrontend()
-        text = read_frontend_corpus(s.fetch(corpus), e.languages or [cfg.language])
+        languages = e.languages or [cfg.language]
+        text = read_frontend_corpus(s.fetch(corpus), languages)
         result = core.extend_bpe(base, text, core.probe_lines(e.probe_text, fe), s.out / e.output_name, e,
-                                 seed=cfg.run.seed, frontend=fe.fingerprint(), report_dir=s.out)
+                                 seed=cfg.run.seed, frontend=fe.fingerprint(), report_dir=s.out,
+                                 raw_corpus=read_official_corpus(s.fetch(corpus), languages))
         metrics: dict[str, float | int] = {
             "base_size": result.base_size, "vocab_size": result.vocab_size, "model_rows": result.model_rows,
             "chars_added": result.chars_added, "pieces_added": result.pieces_added, "base_drift": result.base_drift,
             "heldout_piece_usage": result.heldout_piece_usage, "stopped_early": int(result.stopped_early),
         }
         for lang, st in result.languages.items():
+            if st.unk_char_rate_raw is not None:
+                metrics[f"{lang}.unk_char_rate_raw"] = st.unk_char_rate_raw
             metrics |= {f"{lang}.unk_char_rate_before": st.unk_char_rate_before,
                         f"{lang}.unk_char_rate_after": st.unk_char_rate_after,
                         f"{lang}.tokens_per_char_before": st.tokens_per_char_before,

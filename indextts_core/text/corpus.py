@@ -4,6 +4,8 @@
 :mod:`indextts_core.text.clean`), so the Ge'ez script and any other stays intact.  With a front-end,
 ``<language>.frontend.txt`` has the same lines as the tokenizer will see them (normalised,
 CJK-split, upper-cased: :mod:`indextts_core.text.frontend`); the tokenizer stage mines those.
+``<language>.official.txt`` has them as the official front-end alone delivers raw text (no language
+normaliser): the tokenizer gives their characters pieces too, so raw text has no ``<unk>``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from indextts_core.utils.fileio import atomic_write, read_jsonl, sha256_file, wr
 from indextts_core.text.clean import clean_text, script_of
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
-STAGE_VERSION = "3"
+STAGE_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ def build_corpus(manifests: Sequence[Path], out_dir: Path, frontend: Any | None 
             fe_files[lang] = fe_path
             stats[lang]["frontend"] = {"file": fe_path.name, "sha256": sha256_file(fe_path),
                                        **corpus_stats(fe_lines)}
+            # the same lines as the official front-end alone delivers them (raw text typed into its inference)
+            raw_path = out_dir / f"{lang}.official.txt"
+            with atomic_write(raw_path) as f:
+                f.writelines(frontend.official_only(line) + "\n" for line in lines)
+            stats[lang]["official"] = {"file": raw_path.name, "sha256": sha256_file(raw_path)}
     fingerprint = frontend.fingerprint() if frontend is not None else None
     stats_path = out_dir / "stats.json"
     write_json(stats_path, {"languages": stats, "frontend": fingerprint})
@@ -96,4 +103,14 @@ def read_frontend_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str
         if not path.is_file():
             raise InputError(f"{corpus_dir}: no corpus text for language {lang!r} (is it in the dataset?)")
         out[lang] = path.read_text(encoding="utf-8").splitlines()
+    return out
+
+
+def read_official_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """``<language>.official.txt`` per language (the corpus through the official front-end alone), where present."""
+    out = {}
+    for lang in languages:
+        path = Path(corpus_dir) / f"{lang}.official.txt"
+        if path.is_file():
+            out[lang] = path.read_text(encoding="utf-8").splitlines()
     return out

@@ -47,7 +47,7 @@ from indextts_core.utils.fileio import atomic_write, sha256_bytes, write_json
 from indextts_core.model.config import text_rows
 
 #: Bump when the stage's outputs change for the same inputs (invalidates cached results).
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"
 
 NORMAL = pb.ModelProto.SentencePiece.NORMAL
 _MARGIN = 1.0  # how far below the base segmentation's score a capped piece is put
@@ -70,6 +70,7 @@ class LanguageStats:
     tokens_per_char_before: float
     tokens_per_char_after: float
     added_token_share: float  # share of held-out tokens that are added pieces
+    unk_char_rate_raw: float | None = None  # after, on the held-out lines through the official front-end alone
 
 
 @dataclass
@@ -123,15 +124,17 @@ def _mid_word(base: pb.ModelProto) -> spm.SentencePieceProcessor:
     return _processor(proto)
 
 
+def _held_flags(lines: Sequence[str], fraction: float, seed: int) -> list[bool]:
+    """Which lines are held out: a hash of (seed, line number, text), the same split for the same lines."""
+    flags = [int(hashlib.sha256(f"{seed}\x00{i}\x00{line}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+             for i, line in enumerate(lines)]
+    return flags if not all(flags) else [False] * len(lines)  # never hold out everything
+
+
 def _heldout(lines: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic split by a hash of (seed, line number, text)."""
-    mining, held = [], []
-    for i, line in enumerate(lines):
-        h = int(hashlib.sha256(f"{seed}\x00{i}\x00{line}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (held if h < fraction else mining).append(line)
-    if not mining:
-        mining, held = list(lines), []
-    return mining, held
+    """(mining lines, held-out lines)."""
+    flags = _held_flags(lines, fraction, seed)
+    return [x for x, f in zip(lines, flags) if not f], [x for x, f in zip(lines, flags) if f]
 
 
 def _mine_candidates(lines: Sequence[str], base: pb.ModelProto, size: int) -> list[tuple[str, float]]:
@@ -203,8 +206,13 @@ def extend_bpe(
     seed: int = 1234,
     frontend: Mapping[str, Any] | None = None,
     report_dir: str | Path | None = None,
+    raw_corpus: Mapping[str, Sequence[str]] | None = None,
 ) -> ExtendBpeResult:
     """Extend ``base_model`` with the languages of ``corpus`` (front-end text per language).
+
+    ``raw_corpus``: the same lines through the official front-end alone (no language normaliser),
+    line for line: their characters get pieces too, so raw text typed into the official inference
+    has no ``<unk>`` (the Amharic normaliser maps ``።`` to ``.``; raw text keeps it).
 
     ``cfg`` is the ``extend_bpe:`` section (target size, drift limit, counts, held-out share);
     ``seed`` draws the held-out lines.  ``probe`` is front-end text of the base languages (the
@@ -237,8 +245,9 @@ def extend_bpe(
     mining = [x for m, _ in split.values() for x in m]
     heldout = {lang: h for lang, (_, h) in split.items()}
 
-    # 2. characters the corpus needs (counted on the whole corpus: the alphabet is the language's)
-    counts = _char_stats(base, lines_all)
+    # 2. characters the corpus needs (counted on the whole corpus, normalised and raw: the alphabet is the language's)
+    raw_all = [line for lines in (raw_corpus or {}).values() for line in lines if line.strip()]
+    counts = _char_stats(base, lines_all + raw_all)
     needed = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
               if n >= opts.min_char_count and base.PieceToId(c) == base.unk_id() and c not in existing]
     uncovered = needed[budget:]
@@ -316,7 +325,14 @@ def extend_bpe(
         held = heldout[lang] or [x for x in lines if x.strip()]
         ub, tb, _ = _text_stats(base, held, n_base)
         ua, ta, share = _text_stats(final, held, n_base)
-        languages[lang] = LanguageStats(len(lines), sum(len(x) for x in lines), ub, ua, tb, ta, share)
+        raw_lines = (raw_corpus or {}).get(lang)
+        raw_rate = None
+        if raw_lines is not None and len(raw_lines) == len(lines):  # the same lines, raw: the same held-out ones
+            pairs = [(x, r) for x, r in zip(lines, raw_lines) if x.strip()]
+            flags = _held_flags([x for x, _ in pairs], opts.heldout_fraction, seed)
+            raw_held = [r for (_, r), f in zip(pairs, flags) if f] or [r for _, r in pairs]
+            raw_rate = _text_stats(final, raw_held, n_base)[0]
+        languages[lang] = LanguageStats(len(lines), sum(len(x) for x in lines), ub, ua, tb, ta, share, raw_rate)
     held_all = [x for h in heldout.values() for x in h]
     used_held = {i for seg in _segmentations(final, held_all) for i in seg if i >= n_base}
     usage_share = len(used_held) / (vocab - n_base) if vocab > n_base else 0.0

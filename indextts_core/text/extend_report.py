@@ -51,11 +51,18 @@ def write_report(result: ExtendBpeResult, opts: ExtendBpeConfig, chars: list[_Pi
     ]
     if result.note:
         lines.append(f"- note: {result.note}")
-    lines += ["", "| language | lines | unknown chars before | after | tokens/char before | after | added-token share |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| language | lines | unknown chars before | after | after, raw text | tokens/char before | after "
+              "| added-token share |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for lang, s in result.languages.items():
-        lines.append(f"| {lang} | {s.lines} | {s.unk_char_rate_before:.1%} | {s.unk_char_rate_after:.1%} | "
+        raw = f"{s.unk_char_rate_raw:.1%}" if s.unk_char_rate_raw is not None else "-"
+        lines.append(f"| {lang} | {s.lines} | {s.unk_char_rate_before:.1%} | {s.unk_char_rate_after:.1%} | {raw} | "
                      f"{s.tokens_per_char_before:.3f} | {s.tokens_per_char_after:.3f} | {s.added_token_share:.1%} |")
+    lines += ["", "Unknown characters are measured on held-out lines as the tokenizer sees them after the platform's "
+              "front-end (`indextts-train normalize`), and on the same lines as the official front-end alone "
+              "delivers raw text (\"raw text\": what typing into the official inference gives). The official "
+              "front-end still reads digits in non-Latin text through its Chinese route; `normalize` first avoids "
+              "that."]
     lines += ["", "Before extension, each run of unknown characters is a single `<unk>` token, so tokens/char can "
               "rise while the text becomes representable.",
               "", "First added characters: " + " ".join(data["examples"]["characters"]),

@@ -255,6 +255,10 @@ class TextFrontend:
             text = norm(text)
         return split_cjk(self.official.normalize(text))
 
+    def official_only(self, text: str) -> str:
+        """``text`` as the official front-end alone delivers it (no language normaliser): raw text in its inference."""
+        return split_cjk(self.official.normalize(text))
+
     def encode(self, sp: Any, text: str, language: str) -> list[int]:
         """Token ids as the official tokenizer produces them (one-character inputs skip normalisation)."""
         if not text:

@@ -33,6 +33,9 @@ def test_demo_run_records_lineage(tmp_path: Path):
     assert len(read_jsonl(cfg.run.output_dir / "ingest" / "manifest.jsonl")) == 60
     assert (cfg.run.output_dir / "corpus" / "am.txt").is_file()
     assert (cfg.run.output_dir / "corpus" / "am.frontend.txt").is_file()
+    official = (cfg.run.output_dir / "corpus" / "am.official.txt").read_text(encoding="utf-8").splitlines()
+    assert len(official) == 48 and sum("።" in x for x in official) > 40  # raw text, as the official front-end gives it
+    assert summary.results["extend-bpe"]["metrics"]["am.unk_char_rate_raw"] == 0.0
     assert (cfg.run.output_dir / "extend-bpe" / "extended_bpe.model").is_file()
     assert summary.results["extend-bpe"]["metrics"]["base_drift"] == 0.0
     assert "| ingest | ran |" in (cfg.run.output_dir / "summary.md").read_text()
