@@ -81,14 +81,30 @@ class ModelBundle:
     def load_gpt(self, strict: bool = True) -> UnifiedVoice:
         return load_gpt(self.checkpoint_dir, strict=strict, config=self.gpt_config)
 
+    def require_encoders(self, w2v_bert: bool = True, codec: bool = True) -> None:
+        """An error naming the missing file and where it comes from, instead of a traceback deep in a loader."""
+        if w2v_bert and not (self.w2v_bert_dir / "config.json").is_file():
+            raise InputError(
+                f"{self.w2v_bert_dir}: Wav2Vec2-BERT 2.0 folder missing (config.json not found). Set download.w2v_bert "
+                "(hf://facebook/w2v-bert-2.0 at a pinned revision, or a local folder), give --w2v-bert, or put it at "
+                f"{self.checkpoint_dir / W2V_DIR} as the official folder has it")
+        if codec and not self.codec_path.is_file():
+            raise InputError(
+                f"{self.codec_path}: MaskGCT semantic codec missing. Set download.semantic_codec (hf://amphion/MaskGCT "
+                "at a pinned revision, files [semantic_codec/model.safetensors]), or put it at "
+                f"{self.checkpoint_dir / CODEC_FILE} as the official folder has it")
+
     def load_codec(self) -> SemanticCodec:
+        self.require_encoders(w2v_bert=False)
         return load_codec(self.codec_path, self.codec_config)
 
     def load_features(self, device: str | torch.device = "cpu") -> SemanticFeatures:
+        self.require_encoders(codec=False)
         return SemanticFeatures.from_dirs(self.w2v_bert_dir, self.stats_path, layer=self.hidden_layer, device=device)
 
     def fingerprint(self) -> dict[str, str]:
         """sha256 of every file the models are built from (for cache keys and lineage)."""
+        self.require_encoders()
         files = {"config.yaml": self.checkpoint_dir / "config.yaml", "gpt": self.gpt_path,
                  "tokenizer": self.tokenizer_path, "stats": self.stats_path, "codec": self.codec_path}
         files |= {f"w2v_bert/{p.name}": p for p in sorted(self.w2v_bert_dir.glob("*")) if p.is_file()}
