@@ -642,7 +642,7 @@ def print_training(result: dict[str, Any]) -> None:
                       f"best step {m['best_step']}")
     ckpts = result["outputs"]["checkpoints"]
     print_outputs("Outputs", {
-        "checkpoints": ckpts, "TensorBoard": f"tensorboard --logdir {ckpts}",
+        "checkpoints": ckpts, "TensorBoard": f"{Path(sys.executable).parent / 'tensorboard'} --logdir {ckpts}",
         "export (official layout)": f"{ckpts}/export (strict reload verified: {bool(m.get('export_verified'))}; "
                                     f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
         "registered version": result["outputs"].get("registered_version") or "-",
