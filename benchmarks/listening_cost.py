@@ -35,12 +35,14 @@ def run_once(config: Path, overrides: list[str], root: Path, name: str) -> dict:
     from flows.finetune import finetune
 
     cfg = load_config(config, [*overrides, f"run.name={name}", f"run.output_dir={root / name}",
-                               f"storage.uri={root / name / 'store'}", f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
+                               f"storage.uri={root / name / 'store'}",
+                               f"tracking.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
     summary = finetune(cfg)
     rows = {r.stage: r for r in summary.stages}
     (ckpts,) = (cfg.run.output_dir / cfg.train.output_name).iterdir()
     readings = [m["time/audio_samples_s"] for m in read_metrics(ckpts / "metrics.jsonl") if "time/audio_samples_s" in m]
-    items = sum(len(list(d.glob("*.wav"))) for d in (ckpts / "samples").iterdir()) if (ckpts / "samples").is_dir() else 0
+    samples = ckpts / "samples"
+    items = sum(len(list(d.glob("*.wav"))) for d in samples.iterdir()) if samples.is_dir() else 0
     out = {"train_s": rows["train"].seconds, "steps": summary.results["train"]["metrics"]["steps"],
            "sample_readings": len(readings), "sample_items": items, "samples_s": sum(readings)}
     if "evaluate" in rows:
@@ -67,7 +69,8 @@ def main() -> None:
     print(f"\nconfig: {args.config}  overrides: {args.overrides or '-'}")
     print(f"train stage, no samples (baseline): {base['train_s']:.1f} s for {base['steps']} steps")
     extra = full["train_s"] - base["train_s"]
-    print(f"train stage, with samples:          {full['train_s']:.1f} s  (+{extra:.1f} s, x{full['train_s'] / base['train_s']:.2f})")
+    print(f"train stage, with samples:          {full['train_s']:.1f} s  "
+          f"(+{extra:.1f} s, x{full['train_s'] / base['train_s']:.2f})")
     if full["sample_readings"]:
         print(f"  audio samples: {full['sample_readings']} readings, {full['sample_items']} items, "
               f"{full['samples_s']:.1f} s logged ({full['samples_s'] / full['sample_readings']:.1f} s per reading, "

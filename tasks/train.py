@@ -215,5 +215,6 @@ def register(cfg: PipelineConfig, ctx: RunContext, staged: StageResult, fp: dict
         "tokenizer.vocab_size": fp["vocab_size"], "data.uri": pairs.uri, "data.digest": pairs.digest,
         "data.index_sha256": fp["data_sha256"], "config.train_key": key,
         "prefect.flow_run_id": ctx.flow_run_id or "", "mlflow.parent_run_id": ctx.tracking.parent_run_id,
-        "export.digest": ref.digest, "export.ref": ref.model_dump_json(), "export.verified": str(result.export_verified), "language": cfg.language,
+        "export.digest": ref.digest, "export.ref": ref.model_dump_json(), "export.verified": str(result.export_verified),
+        "language": cfg.language,
     })

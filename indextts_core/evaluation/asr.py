@@ -59,7 +59,8 @@ class WhisperTranscriber:
             raise InputError(f"{folder}: ASR model folder not found (evaluate.asr_model or download.asr)")
         missing = [f for f in WHISPER_FILES if not (folder / f).is_file()]
         if missing:
-            raise InputError(f"{folder}: not a Whisper folder in the Hugging Face layout (missing {', '.join(missing)})")
+            raise InputError(f"{folder}: not a Whisper folder in the Hugging Face layout "
+                             f"(missing {', '.join(missing)})")
         kind = json.loads((folder / "config.json").read_text()).get("model_type")
         if kind != "whisper":
             raise InputError(f"{folder / 'config.json'}: model_type is {kind!r}; the ASR backend reads Whisper models")
@@ -111,8 +112,8 @@ def _byte_alphabet() -> list[str]:
 
 def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am", "zh", "ja"), seed: int = 0) -> Path:
     """A tiny random multilingual Whisper in the Hugging Face layout (about 200 kB): bytes as tokens, no merges."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, \
-        WhisperTokenizer
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperTokenizer)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -130,7 +131,8 @@ def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am",
     cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
                         max_source_positions=1500, max_target_positions=448, pad_token_id=ids(eot),
-                        bos_token_id=ids(eot), eos_token_id=ids(eot), decoder_start_token_id=ids("<|startoftranscript|>"))
+                        bos_token_id=ids(eot), eos_token_id=ids(eot),
+                        decoder_start_token_id=ids("<|startoftranscript|>"))
     torch.manual_seed(seed)
     WhisperForConditionalGeneration(cfg).save_pretrained(str(root))
     gen = GenerationConfig(decoder_start_token_id=cfg.decoder_start_token_id, bos_token_id=ids(eot),

@@ -89,7 +89,8 @@ def build_eval_set(train_rows: Sequence[Mapping[str, Any]], val_rows: Sequence[M
     skipped: Counter[str] = Counter()
     for r in val_rows:
         seen = bool(by_speaker_train.get(r["speaker"]))
-        pool = by_speaker_train[r["speaker"]] if seen else [o for o in by_speaker_val[r["speaker"]] if o["id"] != r["id"]]
+        pool = (by_speaker_train[r["speaker"]] if seen
+                else [o for o in by_speaker_val[r["speaker"]] if o["id"] != r["id"]])
         if not pool:
             skipped["no_other_clip_of_speaker"] += 1
             continue

@@ -118,7 +118,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], m
         if not table:
             continue
         cells = [[c.strip() for c in line.strip("|").split("|")] for line in table if not line.startswith("|---")]
-        tables.append(f"<h3>{html.escape(head)}</h3><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+        tables.append(f"<h3>{html.escape(head)}</h3><table><tr>" + header
                       + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                                           for row in cells[1:]) + "</table>")
     head = "".join(f"<th>{html.escape(m)}</th>" for m in [REFERENCE, *models])
@@ -132,7 +133,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], m
             if r is None:
                 cells.append("<td></td>")
                 continue
-            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "speaker_sim", "duration_ratio") if r.get(k) is not None]
+            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "speaker_sim", "duration_ratio")
+                     if r.get(k) is not None]
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""
             cells.append(f"<td>{_audio(r['wav'])}<div class='m'>{html.escape(', '.join(facts))}</div>{transcript}</td>")
         items.append(f"<tr><td><b>{html.escape(item_id)}</b> ({html.escape(any_row['language'])}, "
@@ -141,7 +143,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], m
     style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}.m{color:#555}"
              ".t{color:#036;font-style:italic}audio{width:220px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p>ASR: {html.escape(str(summary['asr'] or 'none'))}; "
             f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings.</p>{''.join(tables)}"
             f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"

@@ -103,7 +103,8 @@ def _wave_16k(pcm: torch.Tensor) -> np.ndarray:
     return torchaudio.functional.resample(x, SAMPLE_RATE, ASR_SR)[0].numpy()
 
 
-def _transcribe(asr: Transcriber | None, waves: Mapping[str, np.ndarray], language_of: Mapping[str, str]) -> dict[str, str]:
+def _transcribe(asr: Transcriber | None, waves: Mapping[str, np.ndarray],
+                language_of: Mapping[str, str]) -> dict[str, str]:
     """Transcripts by key, one batch per language; empty where the ASR does not know the language."""
     if asr is None:
         return {}
