@@ -103,6 +103,9 @@ def print_ingest_report(report: dict[str, Any]) -> None:
         reasons = ", ".join(f"{k}: {v}" for k, v in report["rejected_by_reason"].items())
         rejected += f" ({reasons})"
     console.print(f"rows read: {report['rows_read']}, accepted: {report['clips']}, {rejected}")
+    if report.get("fields_renamed"):
+        console.print("fields renamed from the manifests' own names: " + ", ".join(
+            f"{k} ({n} rows)" for k, n in report["fields_renamed"].items()), highlight=False)
     if report.get("rows_without_language"):
         console.print("rows that named no language and were given one: " + ", ".join(
             f"{n} -> {lang}" for lang, n in report["rows_without_language"].items()), highlight=False)
@@ -273,6 +276,9 @@ def ingest(
     val_speaker: Annotated[list[str] | None, typer.Option(
         "--val-speaker", help="Hold this speaker out entirely (repeatable).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the train/val split.")] = None,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", metavar="OURS=THEIRS", help="The manifests' own name for a field, e.g. --field audio=audio_path "
+        "(repeatable; common names such as audio_path and speaker_id are recognised anyway).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -284,8 +290,16 @@ def ingest(
             "ingest.min_duration_s": min_duration, "ingest.max_duration_s": max_duration,
             "ingest.val_fraction": val_fraction, "run.seed": seed, "ingest.val_speakers": val_speaker,
         })
+        pairs = [f.partition("=") for f in field or []]
+        bad = [f for f, (ours, eq, theirs) in zip(field or [], pairs) if not (eq and ours and theirs)]
+        if bad:
+            raise InputError(f"--field {bad[0]!r}: expected OURS=THEIRS, e.g. --field audio=audio_path")
+        fields = {ours.strip(): theirs.strip() for ours, _, theirs in pairs}
         if manifest:
-            use_manifests(cfg, manifest, store_for(cfg), format, language, speaker, raw=True)
+            use_manifests(cfg, manifest, store_for(cfg), format, language, speaker, raw=True, fields=fields)
+        elif fields:
+            for m in cfg.ingest.manifests:
+                m.fields = {**m.fields, **fields}
         try:
             result = _run_stage(cfg, "ingest")
         except InputError:

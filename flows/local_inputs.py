@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from indextts_core.config import AssetSource, ManifestSource, PipelineConfig
+from indextts_core.data.manifest import FIELD_ALIASES
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import BUNDLE_META
 from indextts_core.store.download import DEFAULT_FILES
@@ -61,7 +62,8 @@ def is_ingest_output(manifest: Path) -> bool:
 
 def use_manifests(cfg: PipelineConfig, manifests: Sequence[Path], store: ArtifactStore,
                   fmt: str = "auto", language: str | None = None,
-                  speaker: str | None = None, raw: bool = False) -> dict[str, ArtifactRef]:
+                  speaker: str | None = None, raw: bool = False,
+                  fields: dict[str, str] | None = None) -> dict[str, ArtifactRef]:
     """An ingest output folder (``dataset/manifest.jsonl``) is the ingest artifact; anything else (or
     everything, with ``raw``) is data that the ingest stage validates and splits first (its folder
     becomes ``ingest.source``)."""
@@ -72,16 +74,17 @@ def use_manifests(cfg: PipelineConfig, manifests: Sequence[Path], store: Artifac
     for m in manifests:
         if not m.exists():
             raise InputError(f"{m}: manifest not found")
-        files += _dataset_files(m)
+        files += _dataset_files(m, fields or {})
     folders = [m if m.is_dir() else m.parent for m in manifests] + [f.parent for f in files]
     root = Path(os.path.commonpath(folders))
     cfg.ingest.source = AssetSource(source=str(root), files=sorted({f.relative_to(root).as_posix() for f in files}))
     cfg.ingest.manifests = [ManifestSource(path=m.relative_to(root).as_posix(), format=fmt,  # type: ignore[arg-type]
-                                           language=language, speaker=speaker) for m in manifests]
+                                           language=language, speaker=speaker, fields=dict(fields or {}))
+                           for m in manifests]
     return {}
 
 
-def _dataset_files(manifest: Path) -> list[Path]:
+def _dataset_files(manifest: Path, fields: dict[str, str]) -> list[Path]:
     """What a raw manifest's dataset is: a folder format's whole folder; for a JSONL manifest, the
     file and the audio files its rows name relative to it (rows that cannot be read, and audio that
     is missing, are left for ingest to reject with the line and the reason)."""
@@ -93,7 +96,10 @@ def _dataset_files(manifest: Path) -> list[Path]:
             row = json.loads(line)
         except ValueError:
             continue
-        audio = row.get("audio") if isinstance(row, dict) else None
+        audio = None
+        if isinstance(row, dict):  # the row's audio under our name, the manifest's own, or a common one
+            names = ["audio", fields.get("audio", "audio"), *FIELD_ALIASES["audio"]]
+            audio = next((row[n] for n in names if isinstance(row.get(n), str)), None)
         if isinstance(audio, str) and "://" not in audio and not Path(audio).is_absolute():
             path = manifest.parent / audio
             if path.is_file():

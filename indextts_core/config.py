@@ -161,6 +161,17 @@ class ManifestSource(_Section):
     format: Literal["auto", "jsonl", "ljspeech", "folder"] = "auto"
     language: str | None = Field(None, description="Language for rows that do not name one.")
     speaker: str | None = Field(None, description="Speaker for rows that do not name one.")
+    fields: dict[str, str] = Field({}, description="The manifest's own field names: {our field: theirs}, e.g. "
+                                   "{audio: audio_path, speaker: speaker_id} (common names are recognised anyway).")
+
+    @field_validator("fields")
+    @classmethod
+    def _our_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("id", "audio", "text", "speaker", "language", "duration", "emotion")
+        unknown = [k for k in v if k not in known]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a manifest field (map onto one of {', '.join(known)})")
+        return v
 
     @field_validator("language")
     @classmethod

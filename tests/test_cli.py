@@ -144,6 +144,21 @@ def test_bad_manifest_row_is_reported_not_dropped(tmp_path: Path, prefect_env: d
     assert reject["reason"].startswith("m.jsonl:3: invalid JSON")
 
 
+def test_ingest_maps_a_community_manifests_field_names(tmp_path: Path, prefect_env: dict[str, str]):
+    """``--field ours=theirs`` for names nobody guesses; the common ones (audio_path, speaker_id) without it."""
+    rows = [json.loads(x) for x in (DEMO_DIR / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[:6]]
+    theirs = [{"audio_path": r["audio"], "sentence_text": r["text"], "speaker_id": r["speaker"],
+               "language": r["language"], "id": r["id"]} for r in rows]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in theirs), encoding="utf-8")
+    os.symlink(DEMO_DIR / "audio", tmp_path / "audio")
+    out = cli("ingest", "--manifest", str(manifest), "--output-dir", str(tmp_path / "ds"), "--field",
+              "text=sentence_text", cwd=tmp_path, env=prefect_env).stdout
+    assert "accepted: 6, 0 rejected" in out and "audio_path -> audio (6 rows)" in out
+    bad = cli("ingest", "--manifest", str(manifest), "--field", "wav", cwd=tmp_path, env=prefect_env, check=False)
+    assert bad.returncode != 0 and "--field 'wav': expected OURS=THEIRS" in bad.stderr
+
+
 def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):
     bad = tmp_path / "run.yaml"
     bad.write_text("train:\n  epochs: lots\n", encoding="utf-8")

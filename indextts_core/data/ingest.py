@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from indextts_core.data.audio import decode_audio
 from indextts_core.config import IngestConfig, ManifestSource
 from indextts_core.errors import AudioDecodeError, ManifestError, StorageError
 from indextts_core.utils.fileio import sha256_bytes, write_jsonl
-from indextts_core.data.manifest import RawRow, parse_row, read_manifest
+from indextts_core.data.manifest import RawRow, map_fields, parse_row, read_manifest
 from indextts_core.utils.progress import track
 from indextts_core.data.report import dataset_report, plot_durations, report_markdown, write_report
 from indextts_core.data.split import split_by_speaker
@@ -70,6 +71,7 @@ class ManifestInput:
     format: str = "auto"
     language: str | None = None
     speaker: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)  # our field -> the manifest's name for it
 
 
 def manifest_inputs(manifests: Sequence[ManifestSource], dataset_root: Path, language: str) -> list[ManifestInput]:
@@ -81,7 +83,7 @@ def manifest_inputs(manifests: Sequence[ManifestSource], dataset_root: Path, lan
     for m in manifests:
         path = Path(m.path)
         inputs.append(ManifestInput(path=path if path.is_absolute() else dataset_root / path, format=m.format,
-                                    language=m.language or language, speaker=m.speaker))
+                                    language=m.language or language, speaker=m.speaker, fields=dict(m.fields)))
     return inputs
 
 
@@ -239,13 +241,17 @@ def ingest(
     out_dir.mkdir(parents=True, exist_ok=True)
     raws: list[RawRow] = []
     for inp in inputs:
-        raws.extend(read_manifest(inp.path, inp.format, language=inp.language, speaker=inp.speaker))
+        for raw in read_manifest(inp.path, inp.format, language=inp.language, speaker=inp.speaker):
+            raw.field_map = dict(inp.fields)
+            raws.append(raw)
 
     rejects: list[dict[str, Any]] = []
     candidates: list[tuple[RawRow, dict[str, Any]]] = []
     first_seen: dict[str, str] = {}
     defaulted: dict[str, int] = {}  # rows that named no language -> the language they were given
+    renamed: Counter[str] = Counter()  # "their field -> ours" -> rows
     for raw in raws:
+        renamed.update(map_fields(raw))
         if raw.error is not None:
             rejects.append(_reject_record(raw, "invalid_row", f"{raw.where}: {raw.error}"))
             continue
@@ -321,6 +327,7 @@ def ingest(
 
     report = dataset_report(accepted, train, val, rejects, rows_read=len(raws))
     report["rows_without_language"] = defaulted
+    report["fields_renamed"] = dict(renamed)
     if defaulted:
         log.warning("rows without a language got the run's: %s (name each row's language to be sure)",
                     ", ".join(f"{n} -> {lang}" for lang, n in defaulted.items()))

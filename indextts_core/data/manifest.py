@@ -72,10 +72,45 @@ class RawRow:
     error: str | None = None
     raw: str | None = None  # the unparsed text, kept for the rejects file
     defaults: dict[str, Any] = field(default_factory=dict)
+    field_map: dict[str, str] = field(default_factory=dict)  # our field -> the manifest's own name for it
 
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line}" if self.line is not None else self.source
+
+
+#: Field names other trainers' manifests use, recognised when the row lacks ours (first match wins).
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "audio": ("audio_path", "wav", "wav_path", "audio_file", "filepath", "path"),
+    "speaker": ("speaker_id", "spk", "spk_id", "speaker_name"),
+    "text": ("transcript", "transcription", "sentence", "normalized_text"),
+    "language": ("lang", "language_code"),
+    "id": ("utt_id", "utterance_id", "uid"),
+}
+
+
+def map_fields(raw: RawRow) -> list[str]:
+    """Rename the row's own field names to ours, in place: the manifest's ``field_map`` first, then
+    :data:`FIELD_ALIASES` for a field the row lacks, then an ``id`` from the audio file's name.  Returns
+    what was renamed (``"audio_path -> audio"``), for the report."""
+    data = raw.data
+    if data is None:
+        return []
+    used = []
+    for ours, theirs in raw.field_map.items():
+        if theirs in data and ours not in data:
+            data[ours] = data.pop(theirs)
+            used.append(f"{theirs} -> {ours}")
+    for ours, aliases in FIELD_ALIASES.items():
+        if data.get(ours) is None:
+            found = next((a for a in aliases if data.get(a) is not None and a not in raw.field_map.values()), None)
+            if found is not None:
+                data[ours] = data.pop(found)
+                used.append(f"{found} -> {ours}")
+    if data.get("id") is None and isinstance(data.get("audio"), str) and data["audio"].strip():
+        data["id"] = Path(data["audio"]).stem
+        used.append("audio file name -> id")
+    return used
 
 
 def parse_row(raw: RawRow, extra_languages: Sequence[str] = ()) -> ManifestRow:

@@ -98,6 +98,9 @@ def report_markdown(report: dict[str, Any], outputs: dict[str, str]) -> str:
         *([f"- rows that named no language and were given one: "
            f"{', '.join(f'{n} -> {lang}' for lang, n in report['rows_without_language'].items())}"]
           if report.get("rows_without_language") else []),
+        *([f"- fields renamed from the manifest's own names: "
+           f"{', '.join(f'{k} ({n} rows)' for k, n in report['fields_renamed'].items())}"]
+          if report.get("fields_renamed") else []),
         f"- audio: {report['seconds'] / 60:.1f} min ({report['hours']:.3f} h), speakers: {report['speakers']}",
         f"- train: {report['splits']['train']['clips']} clips, val: {report['splits']['val']['clips']} clips",
         "- clip duration (s): " + ", ".join(f"{k} {v}" for k, v in report["duration_s"].items()),
