@@ -159,6 +159,23 @@ def test_ingest_maps_a_community_manifests_field_names(tmp_path: Path, prefect_e
     assert bad.returncode != 0 and "--field 'wav': expected OURS=THEIRS" in bad.stderr
 
 
+def test_download_lays_out_the_seeds_checkpoints_folder(tmp_path: Path, tiny_bundle, prefect_env: dict[str, str]):
+    """Found in use: following the seed guide, nothing created checkpoints/.  With the encoders as assets of their
+    own (as a real run has them), they land in hf_cache/ where the official code and the pipeline look."""
+    from indextts_core.model.bundle import open_bundle
+
+    hf = tiny_bundle.checkpoint_dir / "hf_cache"
+    cli("download", "--output-dir", "checkpoints", "--set", f"download.w2v_bert.source={hf / 'w2v-bert-2.0'}",
+        "--set", f"download.semantic_codec.source={hf}",
+        "--set", "download.semantic_codec.files=[semantic_codec_model.safetensors]", cwd=tmp_path, env=prefect_env)
+    folder = tmp_path / "checkpoints"
+    for name in ("config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt", "s2mel.pth",
+                 "hf_cache/w2v-bert-2.0/config.json", "hf_cache/semantic_codec_model.safetensors"):
+        assert (folder / name).is_file(), name
+    bundle = open_bundle(folder)
+    assert bundle.fingerprint()["codec"] == tiny_bundle.fingerprint()["codec"]  # the encoders are found there
+
+
 def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):
     bad = tmp_path / "run.yaml"
     bad.write_text("train:\n  epochs: lots\n", encoding="utf-8")
