@@ -744,8 +744,10 @@ def evaluate(
             use_checkpoint(cfg, checkpoint)
         given = {}
         if model is not None:
+            from indextts_core.model.bundle import HF_CACHE
+
             given["train"] = publish_files(store, {p.relative_to(model).as_posix(): p for p in sorted(model.rglob("*"))
-                                                   if p.is_file() and HF_CACHE_NAME not in p.relative_to(model).parts},
+                                                   if p.is_file() and HF_CACHE.name not in p.relative_to(model).parts},
                                            "train")
         if data is not None:
             files = {n: data / n for n in ("train_manifest.jsonl", "val_manifest.jsonl")}
@@ -762,9 +764,6 @@ def evaluate(
         raise typer.Exit(1)
     print_outputs("Evaluation", {"report": str(dest / "report.html"), "table": str(dest / "report.md"),
                                  "seconds": f"{result['metrics']['eval_seconds']:.1f}"})
-
-
-HF_CACHE_NAME = "hf_cache"
 
 
 def print_evaluation(data: dict[str, Any]) -> None:

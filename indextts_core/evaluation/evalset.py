@@ -27,9 +27,6 @@ from typing import Any
 
 from indextts_core.errors import InputError
 
-GROUPS = ("seen", "unseen", "sentences")
-
-
 @dataclass(frozen=True)
 class EvalItem:
     id: str

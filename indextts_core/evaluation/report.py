@@ -36,27 +36,35 @@ def _grouped(summary: Mapping[str, Any]) -> dict[tuple[str, str], dict[tuple[str
     return out
 
 
-def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> str:
+def result_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """``(title, header, rows)`` per language and group, then all items: what both the markdown and the HTML show."""
     models = [REFERENCE, *summary["models"]]
     last = list(summary["models"])[-1]
+    others = [m for m in summary["models"] if m != last]
     diffs = {(d["language"], d["group"], d["versus"], d["metric"]): d for d in summary["differences"]
              if d["model"] == last}
-    lines = [f"# {title}", "",
-             f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
-             f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
-             f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
-    others = [m for m in summary["models"] if m != last]
+    header = ["metric", *models, *(f"{last} - {o}" for o in others)]
+    tables = []
     for (lang, group), cells in sorted(_grouped(summary).items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
-        lines += [f"## {lang} / {group}" if lang != "all" else "## all items", "",
-                  "| metric | " + " | ".join(models) + "".join(f" | {last} - {o}" for o in others) + " |",
-                  "|---|" + "---:|" * (len(models) + len(others))]
+        rows = []
         for metric in METRICS:
             row = [_cell(cells.get((m, metric))) for m in models]
             if not any(row):
                 continue
             row += [_cell(diffs.get((lang, group, o, metric))) for o in others]
-            lower = " (lower is better)" if METRICS[metric] else ""
-            lines.append(f"| {LABELS[metric]}{lower} | " + " | ".join(row) + " |")
+            rows.append([LABELS[metric] + (" (lower is better)" if METRICS[metric] else ""), *row])
+        tables.append((f"{lang} / {group}" if lang != "all" else "all items", header, rows))
+    return tables
+
+
+def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> str:
+    lines = [f"# {title}", "",
+             f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
+             f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
+             f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
+    for name, header, rows in result_tables(summary):
+        lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -103,7 +111,7 @@ def _audio(src: str | None) -> str:
     return f'<audio controls preload="none" src="{html.escape(src)}"></audio>' if src else ""
 
 
-def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], markdown: str, title: str) -> str:
+def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], title: str) -> str:
     models = list(summary["models"])
     by_item: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     order: list[str] = []
@@ -112,16 +120,10 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], m
             order.append(r["id"])
         by_item[r["id"]][r["model"]] = r
     tables = []
-    for block in markdown.split("\n## ")[1:]:
-        head, *body = block.strip().splitlines()
-        table = [line for line in body if line.startswith("|")]
-        if not table:
-            continue
-        cells = [[c.strip() for c in line.strip("|").split("|")] for line in table if not line.startswith("|---")]
-        header = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-        tables.append(f"<h3>{html.escape(head)}</h3><table><tr>" + header
-                      + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                                          for row in cells[1:]) + "</table>")
+    for name, header, rows in result_tables(summary):
+        cells = "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+        tables.append(f"<h3>{html.escape(name)}</h3><table><tr>{cells}</table>")
     head = "".join(f"<th>{html.escape(m)}</th>" for m in [REFERENCE, *models])
     items = []
     for item_id in order:
@@ -168,5 +170,5 @@ def write_report(out_dir: Path, title: str = "Evaluation") -> dict[str, Path]:
         f.write(md)
     plot_report(summary, out_dir / "plots.png")
     with atomic_write(out_dir / "report.html") as f:
-        f.write(html_report(summary, rows, md, title))
+        f.write(html_report(summary, rows, title))
     return {"markdown": out_dir / "report.md", "plot": out_dir / "plots.png", "html": out_dir / "report.html"}

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from indextts_core.config import GenerationConfig
-from indextts_core.data.audio import load_audio
+from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
 from indextts_core.evaluation.evalset import EvalSet
 from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, word_error_rate
@@ -97,10 +97,7 @@ class SpeakerEmbedder:
 
 def _wave_16k(pcm: torch.Tensor) -> np.ndarray:
     """Synthesized (1, N) int16-scale samples at 22.05 kHz -> float 16 kHz."""
-    import torchaudio
-
-    x = pcm.float().reshape(1, -1) / 32767.0
-    return torchaudio.functional.resample(x, SAMPLE_RATE, ASR_SR)[0].numpy()
+    return resample(pcm.float().reshape(-1) / 32767.0, SAMPLE_RATE, ASR_SR)
 
 
 def _transcribe(asr: Transcriber | None, waves: Mapping[str, np.ndarray],

@@ -66,9 +66,3 @@ def canonical_language(code: str, extra: Iterable[str] = ()) -> str:
             + f" Languages with a text normaliser: {', '.join(sorted(NORMALIZERS))}. A language outside ISO 639 "
             "can be used when listed in extra_languages")
     return canon + (sep + rest if rest else "")
-
-
-def has_normaliser(code: str) -> bool:
-    from indextts_core.text.frontend import NORMALIZERS
-
-    return code.split("-")[0] in NORMALIZERS

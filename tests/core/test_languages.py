@@ -14,7 +14,7 @@ from indextts_core.config import IngestConfig, load_config
 from indextts_core.data.ingest import ManifestInput, ingest
 from indextts_core.errors import ConfigError
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.text.languages import UnknownLanguage, canonical_language, has_normaliser
+from indextts_core.text.languages import UnknownLanguage, canonical_language
 from indextts_core.utils.fileio import read_jsonl
 from tests_support import write_audio
 
@@ -28,7 +28,6 @@ def test_codes_are_written_one_way_and_unknown_ones_name_the_choices():
     with pytest.raises(UnknownLanguage, match=r"did you mean am \(Amharic\)"):
         canonical_language("amharic")
     assert canonical_language("qx-lab", ["qx-lab"]) == "qx-lab"  # the explicit override
-    assert has_normaliser("am") and not has_normaliser("sw")
     fe = TextFrontend()
     assert fe("በ2015", canonical_language("amh")) == fe("በ2015", "am") != fe("በ2015", "amh")
 
