@@ -249,16 +249,20 @@ def _copy_result(cfg: PipelineConfig, result: dict[str, Any], dest: Path, names:
 def download(
     output_dir: Annotated[Path | None, typer.Option(
         help="Also lay the models out here as the official code expects them: the checkpoint's files at the top, "
-             "the encoders in hf_cache/ (the seed's checkpoints/ folder).", file_okay=False)] = None,
+             "the encoders, CAMPPlus and BigVGAN in hf_cache/ (the seed's checkpoints/ folder).",
+        file_okay=False)] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Fetch the checkpoint, encoders and dataset into the artifact store (and, with --output-dir, a folder)."""
+    from flows.local_inputs import lay_out_checkpoint
+
+    lacking: list[str] = []
     try:
         cfg = _config(config, overrides)
         result = _run_stage(cfg, "download")
         if output_dir is not None:
-            _lay_out_checkpoint(cfg, result["assets"], output_dir)
+            lacking = lay_out_checkpoint(cfg, result["assets"], output_dir)
     except InputError as e:
         raise _fail(e) from None
     table = Table(title="Assets")
@@ -269,31 +273,9 @@ def download(
     console.print(table)
     if output_dir is not None:
         console.print(f"checkpoint folder: {output_dir}", highlight=False)
-
-
-#: Where each encoder asset goes in a checkpoint folder (the official code's hf_cache/ names).
-_HF_CACHE_PLACES = {"w2v_bert": "hf_cache/w2v-bert-2.0", "semantic_codec": "hf_cache"}
-
-
-def _lay_out_checkpoint(cfg: PipelineConfig, assets: dict[str, Any], dest: Path) -> None:
-    """The checkpoint asset's files at ``dest``, the encoder assets under ``dest/hf_cache`` (each file atomically;
-    the semantic codec under the name the official code caches it as)."""
-    from flows.local_inputs import store_for
-    from indextts_core.model.bundle import CODEC_FILE
-    from indextts_core.utils.fileio import atomic_copy
-    from tasks.artifacts import ArtifactRef, fetch_dir
-
-    store = store_for(cfg)
-    for name, place in {"checkpoint": "", **_HF_CACHE_PLACES}.items():
-        if name not in assets:
-            continue
-        src = fetch_dir(store, ArtifactRef.model_validate(assets[name]), cfg.storage.cache_dir)
-        for path in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = path.relative_to(src)
-            target = dest / place / rel
-            if name == "semantic_codec" and path.suffix == ".safetensors":
-                target = dest / CODEC_FILE
-            atomic_copy(path, target)
+        if lacking:
+            err_console.print(f"{output_dir}: the official inference also needs {', '.join(lacking)}; set the "
+                              "download sources that provide them (README: 'A real run')", highlight=False)
 
 
 @app.command()

@@ -52,11 +52,13 @@ def finetune(cfg: PipelineConfig = PipelineConfig()) -> RunSummary:  # noqa: B00
                                  assets.get("w2v_bert"), assets.get("semantic_codec"))
         pairs = run.stage(pairs_task, index.artifact)
         trained = run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"],
-                            assets.get("w2v_bert"), assets.get("semantic_codec"))
+                            assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("campplus"),
+                            assets.get("bigvgan"))
         champion = current_champion(run)
         evaluation = evaluate_stage(run, trained.artifact, assets["checkpoint"], pairs.artifact,
                                     assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("asr"),
-                                    champion) if cfg.evaluate.enabled else None
+                                    champion, assets.get("campplus"), assets.get("bigvgan")) \
+            if cfg.evaluate.enabled else None
         promote_stage(run, trained, evaluation, champion)
         return run.finish()
 

@@ -16,13 +16,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from indextts_core.config import AssetSource, ManifestSource, PipelineConfig
 from indextts_core.data.manifest import FIELD_ALIASES
 from indextts_core.errors import InputError
-from indextts_core.model.bundle import BUNDLE_META
-from indextts_core.store.download import DEFAULT_FILES
-from indextts_core.store.objects import ArtifactStore, open_store
+from indextts_core.model.bundle import BIGVGAN_DIR, CAMPPLUS_FILE, CODEC_FILE, HF_CACHE, W2V_DIR
+from indextts_core.store.objects import DIR_MANIFEST, ArtifactStore, open_store
 from indextts_core.utils.fileio import atomic_copy
 from tasks.artifacts import ArtifactRef, fetch_dir, publish_dir
 
@@ -109,24 +109,27 @@ def _dataset_files(manifest: Path, fields: dict[str, str]) -> list[Path]:
 
 def use_checkpoint(cfg: PipelineConfig, checkpoint: str, w2v_bert: Path | None = None,
                    codec: Path | None = None) -> None:
-    """A checkpoint folder (or ``tiny://N``) and its encoders as the download stage's sources.
+    """A checkpoint folder (or ``tiny://N``) and its auxiliary models as the download stage's sources.
 
-    Encoders not given come from the folder's ``hf_cache/`` when it has them.
+    The folder's files are the download defaults (what fine-tuning needs, plus what synthesis and
+    the official inference need when present); encoders not given, CAMPPlus and BigVGAN come from
+    the folder's ``hf_cache/`` when it has them.
     """
     folder = Path(checkpoint)
-    files = None
-    if (folder / BUNDLE_META).is_file():  # a bundle's own record (e.g. the encoder layer of a tiny model)
-        files = [*DEFAULT_FILES["checkpoint"]["any"], BUNDLE_META]
-    cfg.download.checkpoint = AssetSource(source=str(checkpoint), files=files)
-    hf = folder / "hf_cache"
-    if w2v_bert is None and (hf / "w2v-bert-2.0").is_dir():
-        w2v_bert = hf / "w2v-bert-2.0"
-    if codec is None and (hf / "semantic_codec_model.safetensors").is_file():
-        codec = hf / "semantic_codec_model.safetensors"
+    cfg.download.checkpoint = AssetSource(source=str(checkpoint))
+    hf = folder / HF_CACHE
+    if w2v_bert is None and (folder / W2V_DIR).is_dir():
+        w2v_bert = folder / W2V_DIR
+    if codec is None and (folder / CODEC_FILE).is_file():
+        codec = folder / CODEC_FILE
     if w2v_bert is not None:
         cfg.download.w2v_bert = AssetSource(source=str(w2v_bert))
     if codec is not None:
         cfg.download.semantic_codec = AssetSource(source=str(Path(codec).parent), files=[Path(codec).name])
+    if (folder / CAMPPLUS_FILE).is_file():
+        cfg.download.campplus = AssetSource(source=str(hf), files=[CAMPPLUS_FILE.name])
+    if (folder / BIGVGAN_DIR).is_dir():
+        cfg.download.bigvgan = AssetSource(source=str(folder / BIGVGAN_DIR))
 
 
 def tokenizer_artifact(store: ArtifactStore, model: Path) -> ArtifactRef:
@@ -179,3 +182,37 @@ def copy_out(store: ArtifactStore, ref: ArtifactRef, dest: Path, cache_dir: Path
         if wanted is None or rel in wanted:
             atomic_copy(path, dest / rel)
     return dest
+
+
+#: Where each auxiliary asset goes in a checkpoint folder (the official code's ``hf_cache/`` names).
+HF_CACHE_PLACES = {"w2v_bert": W2V_DIR, "semantic_codec": HF_CACHE, "campplus": HF_CACHE, "bigvgan": BIGVGAN_DIR}
+#: What ``indextts/utils/model_download.py`` leaves in ``hf_cache/`` (a trailing ``/``: a folder).
+OFFICIAL_HF_CACHE = [f"{W2V_DIR.as_posix()}/", CODEC_FILE.as_posix(), CAMPPLUS_FILE.as_posix(),
+                     f"{BIGVGAN_DIR.as_posix()}/config.json", f"{BIGVGAN_DIR.as_posix()}/bigvgan_generator.pt"]
+
+
+def lay_out_checkpoint(cfg: PipelineConfig, assets: dict[str, Any], dest: Path) -> list[str]:
+    """The checkpoint asset's files at ``dest``, the auxiliary assets under ``dest/hf_cache/`` as the
+    official ``model_download.py`` leaves them (each file atomically; the semantic codec and CAMPPlus
+    under the file names the official code caches them as).  Returns what the official inference
+    still lacks there (empty when the folder is complete)."""
+    from indextts_core.store.download import missing_for_inference
+
+    store = store_for(cfg)
+    renamed = {"semantic_codec": (".safetensors", CODEC_FILE), "campplus": (".bin", CAMPPLUS_FILE)}
+    for name, place in {"checkpoint": Path(), **HF_CACHE_PLACES}.items():
+        if name not in assets:
+            continue
+        src = fetch_dir(store, ArtifactRef.model_validate(assets[name]), cfg.storage.cache_dir)
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.name != DIR_MANIFEST)
+        if name == "bigvgan":  # the folder holding config.json, whatever the asset's own nesting
+            src = next((p.parent for p in files if p.name == "config.json"), src)
+            files = [p for p in files if p.is_relative_to(src)]
+        for path in files:
+            target = dest / place / path.relative_to(src)
+            if name in renamed and path.suffix == renamed[name][0]:
+                target = dest / renamed[name][1]
+            atomic_copy(path, target)
+    have = [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()]
+    return missing_for_inference(have) + [
+        e for e in OFFICIAL_HF_CACHE if not (any(h.startswith(e) for h in have) if e.endswith("/") else e in have)]

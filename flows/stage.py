@@ -77,11 +77,12 @@ class Upstream:
             return run.stage(pairs_task, self.artifact("preprocess"))
         if stage == "train":
             return run.stage(train_task, self.artifact("pairs"), self.artifact("extend-bpe"), checkpoint(),
-                             self.asset("w2v_bert"), self.asset("semantic_codec"))
+                             self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("campplus"),
+                             self.asset("bigvgan"))
         if stage == "evaluate":
             return evaluate_stage(run, self.artifact("train"), checkpoint(), self.artifact("pairs"),
                                   self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("asr"),
-                                  current_champion(run))
+                                  current_champion(run), self.asset("campplus"), self.asset("bigvgan"))
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
 
 

@@ -146,7 +146,13 @@ class DownloadConfig(_Section):
         "default: tiny://0, a tiny random model written on the spot (the laptop demo).",
     )
     w2v_bert: AssetSource | None = Field(None, description="facebook/w2v-bert-2.0 folder (Hugging Face layout).")
-    semantic_codec: AssetSource | None = Field(None, description="MaskGCT semantic codec safetensors.")
+    semantic_codec: AssetSource | None = Field(None, description="MaskGCT semantic codec safetensors "
+                                               "(hf://amphion/MaskGCT: semantic_codec/model.safetensors).")
+    campplus: AssetSource | None = Field(None, description="CAMPPlus speaker encoder for synthesis and evaluation "
+                                         "(hf://funasr/campplus: campplus_cn_common.bin).")
+    bigvgan: AssetSource | None = Field(None, description="BigVGAN vocoder folder for synthesis and evaluation "
+                                        "(hf://nvidia/bigvgan_v2_22khz_80band_256x: config.json, "
+                                        "bigvgan_generator.pt).")
     asr: AssetSource | None = Field(None, description="Whisper folder (Hugging Face layout, e.g. hf://openai/"
                                     "whisper-large-v3) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
                                     "one (the demo; its transcripts are noise).")

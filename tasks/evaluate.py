@@ -60,18 +60,20 @@ def asr_folder(cfg: PipelineConfig, s: Stage, asr: ArtifactRef | None) -> Path |
 
 def like_base(folder: Path, base: ModelBundle) -> ModelBundle:
     """A model folder (an export) with the base checkpoint's encoders and synthesis models."""
-    return open_bundle(folder, base.w2v_bert_dir, base.codec_path, hf_cache=base.hf_cache)
+    return open_bundle(folder, base.w2v_bert_dir, base.codec_path, hf_cache=base.hf_cache,
+                       campplus_path=base.campplus_path, bigvgan_dir=base.bigvgan_dir)
 
 
 @stage_task("evaluate", STAGE_VERSION)
 def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactRef, pairs: ArtifactRef,
                   w2v: ArtifactRef | None, codec: ArtifactRef | None, asr: ArtifactRef | None,
-                  champion: ArtifactRef | None, sentences: str | None, ctx: RunContext) -> StageResult:
+                  champion: ArtifactRef | None, sentences: str | None, campplus: ArtifactRef | None = None,
+                  bigvgan: ArtifactRef | None = None, *, ctx: RunContext) -> StageResult:
     logger = get_run_logger()
     e = cfg.evaluate
     inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion}
     with Stage("evaluate", cfg, ctx, inputs) as s:
-        base = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec)
+        base = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec, campplus, bigvgan)
         missing = missing_synthesis_models(base)
         if missing:  # training is done and good; say clearly what the evaluation lacks instead of failing the run
             logger.warning("evaluation skipped: %s", missing)

@@ -56,15 +56,24 @@ def _feature_prefix(featureset: str) -> str:
 
 
 def checkpoint_bundle(cfg: PipelineConfig, store: ArtifactStore, checkpoint: ArtifactRef,
-                      w2v: ArtifactRef | None, codec: ArtifactRef | None) -> ModelBundle:
-    """The base checkpoint folder with its encoders (the configured assets, else its ``hf_cache/``), local."""
+                      w2v: ArtifactRef | None, codec: ArtifactRef | None, campplus: ArtifactRef | None = None,
+                      bigvgan: ArtifactRef | None = None) -> ModelBundle:
+    """The base checkpoint folder with its encoders and synthesis models (the configured assets, else its
+    ``hf_cache/``), local."""
     root = fetch_dir(store, checkpoint, cfg.storage.cache_dir)
-    w2v_dir = fetch_dir(store, w2v, cfg.storage.cache_dir) if w2v else None
-    codec_file = None
-    if codec:
-        files = sorted(fetch_dir(store, codec, cfg.storage.cache_dir).rglob("*.safetensors"))
-        codec_file = files[0] if files else None
-    return open_bundle(root, w2v_dir, codec_file)
+
+    def folder(ref: ArtifactRef | None) -> Path | None:
+        return fetch_dir(store, ref, cfg.storage.cache_dir) if ref else None
+
+    def single(ref: ArtifactRef | None, pattern: str) -> Path | None:
+        files = sorted(folder(ref).rglob(pattern)) if ref else []  # type: ignore[union-attr]
+        return files[0] if files else None
+
+    bigvgan_dir = folder(bigvgan)
+    if bigvgan_dir is not None:  # the folder holding config.json (an asset may keep it one level down)
+        bigvgan_dir = next((p.parent for p in sorted(bigvgan_dir.rglob("config.json"))), bigvgan_dir)
+    return open_bundle(root, folder(w2v), single(codec, "*.safetensors"), campplus_path=single(campplus, "*.bin"),
+                       bigvgan_dir=bigvgan_dir)
 
 
 def _models_digest(checkpoint: ArtifactRef, w2v: ArtifactRef | None, codec: ArtifactRef | None) -> dict[str, str]:

@@ -113,11 +113,12 @@ def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_c
     return TrainResult.from_summary(out / "train_summary.json")
 
 
-@stage_task("train", STAGE_VERSION, ignore=("cfg", "ctx", "w2v", "codec"))
+@stage_task("train", STAGE_VERSION, ignore=("cfg", "ctx", "w2v", "codec", "campplus", "bigvgan"))
 def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, checkpoint: ArtifactRef,
-               w2v: ArtifactRef | None = None, codec: ArtifactRef | None = None, *, ctx: RunContext) -> StageResult:
-    """``w2v`` / ``codec``: the encoder assets, for the audio samples only (not part of the cache key: they do
-    not change the weights)."""
+               w2v: ArtifactRef | None = None, codec: ArtifactRef | None = None, campplus: ArtifactRef | None = None,
+               bigvgan: ArtifactRef | None = None, *, ctx: RunContext) -> StageResult:
+    """``w2v`` / ``codec`` / ``campplus`` / ``bigvgan``: the encoder and synthesis assets, for the audio samples
+    only (not part of the cache key: they do not change the weights)."""
     logger = get_run_logger()
     key = run_key(cfg, pairs, tokenizer, checkpoint)
     out = cfg.train.checkpoint_dir or cfg.run.output_dir / cfg.train.output_name / key
@@ -146,9 +147,10 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
             feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir),
             read_audio=lambda uri: read_uri_bytes(uri, cfg.storage))
-        if w2v is not None or codec is not None:  # encoders that are not in the base folder's hf_cache/
-            encoders = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec)
-            run_inputs.w2v_bert_dir, run_inputs.codec_path = encoders.w2v_bert_dir, encoders.codec_path
+        if any(a is not None for a in (w2v, codec, campplus, bigvgan)):  # not in the base folder's hf_cache/
+            aux = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec, campplus, bigvgan)
+            run_inputs.w2v_bert_dir, run_inputs.codec_path = aux.w2v_bert_dir, aux.codec_path
+            run_inputs.campplus_path, run_inputs.bigvgan_dir = aux.campplus_path, aux.bigvgan_dir
 
         def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
             if is_best:  # first, so the store never holds a latest.pth newer than the best it names

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
+from indextts_core.text.byte_level import byte_alphabet
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +98,6 @@ class WhisperTranscriber:
         return texts
 
 
-def _byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for bytes (printable bytes stand for themselves)."""
-    kept = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
-    out, shifted = [], 0
-    for b in range(256):
-        if b in kept:
-            out.append(chr(b))
-        else:
-            out.append(chr(0x100 + shifted))
-            shifted += 1
-    return out
-
-
 def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am", "zh", "ja"), seed: int = 0) -> Path:
     """A tiny random multilingual Whisper in the Hugging Face layout (about 200 kB): bytes as tokens, no merges."""
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
@@ -119,7 +107,7 @@ def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am",
     hf_logging.disable_progress_bar()
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(_byte_alphabet())}))
+    (root / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(byte_alphabet())}))
     (root / "merges.txt").write_text("#version: 0.2\n")
     eot = "<|endoftext|>"
     tok = WhisperTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), unk_token=eot, bos_token=eot,

@@ -53,6 +53,8 @@ class ModelBundle:
     hidden_layer: int = HIDDEN_LAYER
     campplus_config: dict[str, int] | None = None  # constructor widths (None: the release's)
     hf_cache: Path | None = None  # where campplus and bigvgan are (default: <checkpoint>/hf_cache)
+    campplus_file: Path | None = None  # given apart (e.g. the download.campplus asset)
+    bigvgan_folder: Path | None = None  # given apart (e.g. the download.bigvgan asset)
 
     @property
     def s2mel_path(self) -> Path:
@@ -60,11 +62,11 @@ class ModelBundle:
 
     @property
     def campplus_path(self) -> Path:
-        return (self.hf_cache or self.checkpoint_dir / HF_CACHE) / CAMPPLUS_FILE.name
+        return self.campplus_file or (self.hf_cache or self.checkpoint_dir / HF_CACHE) / CAMPPLUS_FILE.name
 
     @property
     def bigvgan_dir(self) -> Path:
-        return (self.hf_cache or self.checkpoint_dir / HF_CACHE) / BIGVGAN_DIR.name
+        return self.bigvgan_folder or (self.hf_cache or self.checkpoint_dir / HF_CACHE) / BIGVGAN_DIR.name
 
     @property
     def gpt_path(self) -> Path:
@@ -112,11 +114,13 @@ class ModelBundle:
 
 
 def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = None,
-                codec_path: str | Path | None = None, hf_cache: str | Path | None = None) -> ModelBundle:
+                codec_path: str | Path | None = None, hf_cache: str | Path | None = None,
+                campplus_path: str | Path | None = None, bigvgan_dir: str | Path | None = None) -> ModelBundle:
     """Read a checkpoint folder's config and locate its auxiliary models (nothing is loaded yet).
 
     ``hf_cache``: the folder holding the encoders and synthesis models when it is not the
-    checkpoint's own ``hf_cache/`` (an export uses its base folder's).
+    checkpoint's own ``hf_cache/`` (an export uses its base folder's).  Each auxiliary model can
+    also be given on its own (``w2v_bert_dir``, ``codec_path``, ``campplus_path``, ``bigvgan_dir``).
     """
     root = Path(checkpoint_dir)
     if not root.is_dir():
@@ -132,6 +136,8 @@ def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = No
         codec_path=Path(codec_path) if codec_path else cache / CODEC_FILE.name,
         hidden_layer=int(meta.get("w2v_bert_hidden_layer", HIDDEN_LAYER)),
         campplus_config=meta.get("campplus"), hf_cache=cache,
+        campplus_file=Path(campplus_path) if campplus_path else None,
+        bigvgan_folder=Path(bigvgan_dir) if bigvgan_dir else None,
     )
     for what, path in (("gpt weights", bundle.gpt_path), ("tokenizer", bundle.tokenizer_path),
                        ("feature statistics", bundle.stats_path)):
@@ -252,6 +258,7 @@ def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) ->
     (root / CODEC_FILE).parent.mkdir(parents=True, exist_ok=True)
     save_model(codec, str(root / CODEC_FILE))
     _write_tiny_synthesis(root, seed, gpt["model_dim"])
+    _write_tiny_emotion_banks(root, seed, gpt["model_dim"])
     write_json(root / BUNDLE_META, {"format": 1, "kind": "tiny-random", "seed": seed, "w2v_bert_hidden_layer": 1,
                                     "campplus": TINY_CAMPPLUS})
     return open_bundle(root)
@@ -283,3 +290,56 @@ def _write_tiny_synthesis(root: Path, seed: int, gpt_dim: int) -> None:
     write_json(root / BIGVGAN_DIR / "config.json", TINY_BIGVGAN)
     with atomic_write(root / BIGVGAN_DIR / "bigvgan_generator.pt", "wb") as f:
         torch.save({"generator": BigVGAN(TINY_BIGVGAN).state_dict()}, f)
+
+
+#: Rows per emotion category of feat1.pt / feat2.pt, as the release's ``emo_num`` (sum 73).
+EMO_NUM = [3, 17, 2, 8, 4, 5, 10, 24]
+QWEN_DIR = "qwen0.6bemo4-merge"
+
+
+def _write_tiny_emotion_banks(root: Path, seed: int, gpt_dim: int) -> None:
+    """The rest of the official folder: ``feat1.pt`` (speaker-style bank, CAMPPlus width 192), ``feat2.pt``
+    (emotion bank in the GPT's emotion space), a tiny random Qwen3 text-to-emotion folder, a licence note,
+    and the config keys that name them."""
+    g = torch.Generator().manual_seed(seed + 7)
+    rows = sum(EMO_NUM)
+    for name, width in (("feat1.pt", 192), ("feat2.pt", gpt_dim)):
+        with atomic_write(root / name, "wb") as f:
+            torch.save(torch.randn(rows, width, generator=g), f)
+    _write_tiny_qwen(root / QWEN_DIR, seed)
+    with atomic_write(root / "LICENSE.txt") as f:
+        f.write("Tiny random stand-in for the IndexTTS-2 folder (tests and the demo). The real folder's licence "
+                "is the bilibili IndexTTS model licence; an export carries it over.\n")
+    config = read_config(root / "config.yaml")
+    config |= {"emo_matrix": "feat2.pt", "spk_matrix": "feat1.pt", "emo_num": EMO_NUM, "qwen_emo_path": QWEN_DIR}
+    with atomic_write(root / "config.yaml") as f:
+        f.write("# tiny random IndexTTS-2-layout bundle for tests and the demo (not a trained model)\n")
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def _write_tiny_qwen(dest: Path, seed: int) -> None:
+    """A tiny random Qwen3 causal LM with a byte-level tokenizer and a chat template, in the layout
+    ``AutoTokenizer`` / ``AutoModelForCausalLM`` load (the official code loads ``qwen_emo_path`` so)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from indextts_core.text.byte_level import byte_alphabet
+
+    hf_logging.disable_progress_bar()
+    dest.mkdir(parents=True, exist_ok=True)
+    core = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(byte_alphabet())}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.save_pretrained(str(dest))
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed + 8)
+    Qwen3ForCausalLM(cfg).save_pretrained(str(dest))
+    GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                     max_new_tokens=32).save_pretrained(str(dest))

@@ -8,7 +8,10 @@
 * :func:`export_checkpoint` writes a folder the official ``infer_v2`` loads unchanged: ``gpt.pth``
   as a plain state dict with exactly the official keys (fp32 or fp16), ``config.yaml`` with
   ``gpt.number_text_tokens`` and ``dataset.bpe_model`` updated (everything else, comments
-  included, left as it was), the tokenizer, and the base folder's licence and other files.
+  included, left as it was), the tokenizer, every file the official inference opens that the
+  config names (``s2mel.pth``, ``wav2vec2bert_stats.pt``, ``feat1.pt``, ``feat2.pt``, the Qwen
+  emotion folder), and the base folder's licence and notes.  The auxiliary models the official
+  code keeps in ``hf_cache/`` are not copied (it fetches them itself, or finds them in its cache).
 """
 
 from __future__ import annotations
@@ -31,11 +34,22 @@ from indextts_core.utils.safe_load import torch_load
 
 ALIAS_PREFIXES = ("inference_model.",)
 ALIAS_KEYS = ("gpt.wte.weight",)
-#: Files of an official checkpoint folder that an export carries over from the base folder.
-CARRIED_FILES = ("LICENSE", "LICENSE.txt", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "s2mel.pth",
-                 "wav2vec2bert_stats.pt", "feat1.pt", "feat2.pt", "pinyin.vocab", "glossary.yaml",
-                 "indextts-bundle.json")
-CARRIED_DIRS = ("qwen0.6bemo4-merge",)
+#: Files of an official checkpoint folder that an export carries over from the base folder, besides
+#: the ones its config names (:data:`INFERENCE_KEYS`).
+CARRIED_FILES = ("LICENSE", "LICENSE.txt", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "pinyin.vocab",
+                 "glossary.yaml", "indextts-bundle.json")
+#: The config keys naming what ``infer_v2`` opens in the model folder besides gpt and tokenizer, with
+#: the release's names (what the official ``cli_v2 check`` requires literally).
+INFERENCE_KEYS = {"s2mel_checkpoint": "s2mel.pth", "w2v_stat": "wav2vec2bert_stats.pt", "emo_matrix": "feat2.pt",
+                  "spk_matrix": "feat1.pt", "qwen_emo_path": "qwen0.6bemo4-merge"}
+
+
+def inference_files(config: Mapping[str, Any]) -> dict[str, str]:
+    """What the official inference opens in a model folder, by config key: the files (and the Qwen folder)
+    its config names, falling back to the release's names."""
+    files = {"gpt_checkpoint": str(config.get("gpt_checkpoint") or "gpt.pth"),
+             "dataset.bpe_model": str((config.get("dataset") or {}).get("bpe_model") or "bpe.model")}
+    return files | {k: str(config.get(k) or default) for k, default in INFERENCE_KEYS.items()}
 
 
 class CheckpointError(InputError):
@@ -169,6 +183,7 @@ class ExportResult:
     vocab_size: int
     dtype: str
     files: dict[str, str]  # name -> sha256
+    missing_for_inference: tuple[str, ...] = ()  # what the official inference opens and the base folder lacked
 
 
 def export_checkpoint(
@@ -200,11 +215,20 @@ def export_checkpoint(
     with atomic_write(out / "config.yaml") as f:
         f.write(config_text)
     atomic_copy(tokenizer, out / tokenizer.name)
+    named = inference_files(yaml.safe_load(config_text) or {})
+    missing = []
+    for key, name in named.items():
+        if key in ("gpt_checkpoint", "dataset.bpe_model") or (out / name).exists():
+            continue
+        if (base / name).is_file():
+            atomic_copy(base / name, out / name)
+        elif (base / name).is_dir():
+            shutil.copytree(base / name, out / name)
+        else:
+            missing.append(name)
     for name in CARRIED_FILES:
         if (base / name).is_file() and not (out / name).exists():
             atomic_copy(base / name, out / name)
-    for name in CARRIED_DIRS:
-        if (base / name).is_dir() and not (out / name).exists():
-            shutil.copytree(base / name, out / name)
-    files = {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file()}
-    return ExportResult(out, out / gpt_name, out / "config.yaml", out / tokenizer.name, vocab_size, dtype, files)
+    files = {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    return ExportResult(out, out / gpt_name, out / "config.yaml", out / tokenizer.name, vocab_size, dtype, files,
+                        tuple(missing))

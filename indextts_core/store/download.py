@@ -35,20 +35,32 @@ from indextts_core.store.objects import ArtifactStore, ObjectInfo, ObjectNotFoun
 log = logging.getLogger(__name__)
 
 #: Version of the tiny bundle generator (part of a tiny:// asset's identity).
-TINY_VERSION = "2"
+TINY_VERSION = "3"
 
-#: Files fetched when an asset's ``files`` allow-list is left out.  ``None``: every file.
-#: The checkpoint default is what fine-tuning needs; list more files (s2mel.pth, feat1.pt,
-#: feat2.pt, qwen0.6bemo4-merge/...) to carry the complete official folder.
+#: What fine-tuning needs from a checkpoint folder (an error when the source lacks one).
+CHECKPOINT_REQUIRED = ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]
+#: What synthesis and the official inference need besides: taken when the source has them, and the
+#: download result names what is absent (``missing_for_inference``).  ``name/``: a whole folder.
+CHECKPOINT_INFERENCE = ["s2mel.pth", "feat1.pt", "feat2.pt", "qwen0.6bemo4-merge/"]
+#: Licence and notes the official folder ships, carried along when present.
+CHECKPOINT_EXTRAS = ["LICENSE.txt", "LICENSE", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "glossary.yaml",
+                     "pinyin.vocab", "indextts-bundle.json"]
+
+#: Files fetched when an asset's ``files`` allow-list is left out, by source kind (``any``: every
+#: other kind).  ``None``: every file.  Entries ending in ``/`` are folders (every file under them).
 DEFAULT_FILES: dict[str, dict[str, list[str] | None]] = {
-    "checkpoint": {"any": ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]},
+    "checkpoint": {"any": CHECKPOINT_REQUIRED},
     "w2v_bert": {"hf": ["config.json", "model.safetensors", "preprocessor_config.json"], "any": None},
     "semantic_codec": {"hf": ["semantic_codec/model.safetensors"], "any": None},
+    "campplus": {"hf": ["campplus_cn_common.bin"], "any": None},
+    "bigvgan": {"hf": ["config.json", "bigvgan_generator.pt"], "any": None},
     "asr": {"hf": ["config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json",
                    "tokenizer_config.json", "vocab.json", "merges.txt", "normalizer.json", "added_tokens.json",
                    "special_tokens_map.json", "model.safetensors"], "any": None},
     "dataset": {"any": None},
 }
+#: Files taken when the source has them (only when the allow-list is the default one).
+OPTIONAL_FILES: dict[str, list[str]] = {"checkpoint": CHECKPOINT_INFERENCE + CHECKPOINT_EXTRAS}
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ def _kind(source: str) -> str:
 
 
 def allow_list(name: str, src: AssetSource) -> list[str] | None:
+    """The files an asset must have (``None``: every file of the source)."""
     if _kind(src.source) == "tiny":
         return None  # the whole generated folder
     if src.files is not None:
@@ -85,11 +98,40 @@ def allow_list(name: str, src: AssetSource) -> list[str] | None:
     return defaults.get(_kind(src.source), defaults.get("any"))
 
 
+def optional_list(name: str, src: AssetSource) -> list[str]:
+    """The files an asset takes when its source has them (the default allow-list's optional part)."""
+    if _kind(src.source) == "tiny" or src.files is not None:
+        return []
+    return list(OPTIONAL_FILES.get(name, []))
+
+
+def _select(available: list[str], wanted: list[str] | None, optional: list[str]) -> tuple[list[str], str | None]:
+    """The available files an allow-list picks, and the first required entry that matches nothing."""
+    if wanted is None:
+        return sorted(available), None
+    chosen: list[str] = []
+    for i, entry in enumerate([*wanted, *optional]):
+        hits = [f for f in available if f.startswith(entry)] if entry.endswith("/") else \
+            [entry] if entry in available else []
+        if not hits and i < len(wanted):
+            return [], entry
+        chosen += [f for f in sorted(hits) if f not in chosen]
+    return chosen, None
+
+
+def missing_for_inference(files: list[str] | tuple[str, ...]) -> list[str]:
+    """What the official inference needs from a checkpoint folder that ``files`` (its keys) lacks."""
+    return [e for e in CHECKPOINT_INFERENCE
+            if not (any(f.startswith(e) for f in files) if e.endswith("/") else e in files)]
+
+
 def asset_prefix(name: str, src: AssetSource) -> str:
     """Store prefix of an asset; stable for the same source, revision and allow-list."""
+    files = allow_list(name, src)
+    optional = optional_list(name, src)
     ident = json.dumps(
-        {"source": src.source, "revision": src.revision, "files": allow_list(name, src)}, sort_keys=True
-    )
+        {"source": src.source, "revision": src.revision, "files": files, **({"optional": optional} if optional else {})},
+        sort_keys=True)
     return f"assets/{name}/{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
@@ -113,10 +155,14 @@ def _local_listing(name: str, src: AssetSource) -> _Listing:
         root = root.parent
         names = [single.name]
     else:
-        wanted = allow_list(name, src)
-        names = wanted if wanted is not None else sorted(
-            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-        )
+        wanted, optional = allow_list(name, src), optional_list(name, src)
+        if wanted is not None and not optional and not any(e.endswith("/") for e in wanted):
+            names = wanted  # plain file names: no need to walk the folder
+        else:
+            names, absent = _select(
+                [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()], wanted, optional)
+            if absent:
+                raise DownloadError(f"{name}: file '{absent}' not found in {root}")
     files = {}
     for rel in names:
         path = root / rel
@@ -130,7 +176,6 @@ def _local_listing(name: str, src: AssetSource) -> _Listing:
 def _s3_listing(name: str, src: AssetSource, storage: Any) -> _Listing:
     bucket, prefix = split_s3_uri(src.source)
     store = open_store(f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}", storage)
-    wanted = allow_list(name, src)
     available: dict[str, str] = {}
     paginator = store.client.get_paginator("list_objects_v2")
     strip = len(prefix) + 1 if prefix else 0
@@ -139,11 +184,10 @@ def _s3_listing(name: str, src: AssetSource, storage: Any) -> _Listing:
             available[obj["Key"][strip:]] = f"{obj['Size']}:{obj['ETag']}"
     if not available:
         raise DownloadError(f"{name}: nothing found at {src.source}")
-    if wanted is not None:
-        missing = [f for f in wanted if f not in available]
-        if missing:
-            raise DownloadError(f"{name}: file '{missing[0]}' not found at {src.source}")
-        available = {f: available[f] for f in wanted}
+    chosen, absent = _select(list(available), allow_list(name, src), optional_list(name, src))
+    if absent:
+        raise DownloadError(f"{name}: file '{absent}' not found at {src.source}")
+    available = {f: available[f] for f in chosen}
 
     def fetch(rel: str, staging: Path) -> Path:
         return store.get_file(rel, staging / rel)
@@ -185,21 +229,31 @@ def _hf_listing(name: str, src: AssetSource, cache_dir: Path | None, offline: bo
             return DownloadError(f"{name}: {what} not found in {where}")
         return DownloadError(f"{name}: {what} of {where} could not be fetched: {e}")
 
+    def snapshot(patterns: list[str] | None) -> dict[str, Path]:
+        snap = Path(snapshot_download(repo, repo_type=repo_type, revision=src.revision, cache_dir=cache_dir,
+                                      local_files_only=offline, allow_patterns=patterns))
+        return {p.relative_to(snap).as_posix(): p for p in sorted(snap.rglob("*")) if p.is_file()}
+
     paths: dict[str, Path] = {}
     try:
         if wanted is None:
-            snap = Path(snapshot_download(repo, repo_type=repo_type, revision=src.revision, cache_dir=cache_dir,
-                                          local_files_only=offline))
-            for p in sorted(snap.rglob("*")):
-                if p.is_file():
-                    paths[p.relative_to(snap).as_posix()] = p
+            paths = snapshot(None)
         else:
-            for rel in wanted:
+            for i, rel in enumerate([*wanted, *optional_list(name, src)]):
+                required = i < len(wanted)
                 try:
-                    paths[rel] = Path(hf_hub_download(repo, rel, repo_type=repo_type, revision=src.revision,
-                                                      cache_dir=cache_dir, local_files_only=offline))
+                    if rel.endswith("/"):  # a folder: every file under it
+                        found = {k: v for k, v in snapshot([f"{rel}*"]).items() if k.startswith(rel)}
+                        if not found and required:
+                            raise EntryNotFoundError(f"no file under {rel}")
+                        paths |= found
+                    else:
+                        paths[rel] = Path(hf_hub_download(repo, rel, repo_type=repo_type, revision=src.revision,
+                                                          cache_dir=cache_dir, local_files_only=offline))
                 except (EntryNotFoundError, HfHubHTTPError, OSError) as e:
-                    raise explain(e, rel) from None
+                    if required:
+                        raise explain(e, rel) from None
+                    # optional: absent from the repository (or, offline, from the cache); reported by the caller
     except DownloadError:
         raise
     except (EntryNotFoundError, HfHubHTTPError, OSError) as e:
@@ -341,6 +395,8 @@ def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
         "checkpoint": cfg.download.checkpoint,
         "w2v_bert": cfg.download.w2v_bert,
         "semantic_codec": cfg.download.semantic_codec,
+        "campplus": cfg.download.campplus,
+        "bigvgan": cfg.download.bigvgan,
         "asr": cfg.download.asr,
         "dataset": cfg.ingest.source,
     }
@@ -356,4 +412,10 @@ def download(cfg: PipelineConfig, store: ArtifactStore) -> dict[str, FetchedAsse
                                     offline=cfg.download.offline, storage=cfg.storage)
         except ObjectNotFoundError as e:
             raise DownloadError(f"{name}: {e}") from None
+    if "checkpoint" in out:
+        lacking = missing_for_inference([f.key for f in out["checkpoint"].files])
+        if lacking:  # fine-tuning runs; synthesis, evaluation and the official inference on the export need them
+            log.warning("checkpoint %s has no %s: training works, but synthesis, the evaluation and the official "
+                        "inference on the export need them (fetch the complete official folder)",
+                        out["checkpoint"].source, ", ".join(lacking))
     return out

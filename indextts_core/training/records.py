@@ -27,6 +27,8 @@ class TrainInputs:
     feature_dir: Path | None = None  # where the shards are, if not where preprocess.json says
     w2v_bert_dir: Path | None = None  # encoders for the audio samples, if not in the base folder's hf_cache/
     codec_path: Path | None = None
+    campplus_path: Path | None = None  # synthesis models for the audio samples, if not in the base's hf_cache/
+    bigvgan_dir: Path | None = None
     read_audio: Callable[[str], bytes] | None = None  # reads prompt audio (an s3:// row); default: local files
 
 

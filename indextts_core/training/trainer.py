@@ -116,10 +116,12 @@ class Trainer:
                               self.source.seen_speakers(), c.text_loss_weight, c.mel_loss_weight, c.pad_at_end)
         self.listen = GenerationWatch(self.data, self.val.samples, self.source.seen_speakers(), c.val_generate,
                                       c.val_generate_decoding, c.val_generate_max_ratio, self.seed)
-        self.audio = AudioSamples(open_bundle(i.checkpoint_dir, i.w2v_bert_dir, i.codec_path), Path(i.tokenizer),
-                                  self.data, self.val.samples, c.val_audio_samples if self.dist.is_main else 0,
-                                  c.val_audio_every, self.seed, c.val_audio_diffusion_steps, self.out / "samples",
-                                  i.read_audio, c.val_generate_decoding, c.val_generate_max_ratio)
+        models = open_bundle(i.checkpoint_dir, i.w2v_bert_dir, i.codec_path, campplus_path=i.campplus_path,
+                             bigvgan_dir=i.bigvgan_dir)
+        self.audio = AudioSamples(models, Path(i.tokenizer), self.data, self.val.samples,
+                                  c.val_audio_samples if self.dist.is_main else 0, c.val_audio_every, self.seed,
+                                  c.val_audio_diffusion_steps, self.out / "samples", i.read_audio,
+                                  c.val_generate_decoding, c.val_generate_max_ratio)
         # the plan of every epoch, up front: total steps for the schedule and the ETA
         self.epoch_samples = [self.source.epoch(e) for e in range(c.epochs)]
         self.plans = [D.plan_epoch(self.data, s, c.batch_tokens, self.seed, e, min_per_step=self.dist.world,

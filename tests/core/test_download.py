@@ -48,11 +48,13 @@ def test_local_checkpoint_default_allow_list_and_reuse(tmp_path: Path):
     store = open_store(tmp_path / "store")
     first = fetch_asset("checkpoint", AssetSource(source=str(src)), store)
     assert not first.reused
-    assert sorted(f.key for f in first.files) == ["bpe.model", "config.yaml", "gpt.pth", "wav2vec2bert_stats.pt"]
+    # what fine-tuning needs, plus what synthesis needs when the folder has it (s2mel.pth here)
+    assert sorted(f.key for f in first.files) == ["bpe.model", "config.yaml", "gpt.pth", "s2mel.pth",
+                                                  "wav2vec2bert_stats.pt"]
     assert {f.key: f.sha256 for f in first.files}["gpt.pth"] == sha256_file(src / "gpt.pth")
     assert store.get_bytes(f"{first.prefix}/gpt.pth") == CHECKPOINT_FILES["gpt.pth"]
     record = store.get_json(f"{first.prefix}.json")
-    assert record["source"] == str(src) and len(record["files"]) == 4
+    assert record["source"] == str(src) and len(record["files"]) == 5
 
     assert fetch_asset("checkpoint", AssetSource(source=str(src)), store).reused
     # touched but identical: still reused (content hash checked)
@@ -95,7 +97,7 @@ def test_s3_source_into_local_store(s3_bucket: str, tmp_path: Path):
     store = open_store(tmp_path / "store")
     src = AssetSource(source=f"s3://{s3_bucket}/release/IndexTTS-2")
     asset = fetch_asset("checkpoint", src, store)
-    assert not asset.reused and len(asset.files) == 4
+    assert not asset.reused and len(asset.files) == 5
     assert store.get_bytes(f"{asset.prefix}/bpe.model") == CHECKPOINT_FILES["bpe.model"]
     assert fetch_asset("checkpoint", src, store).reused
     src_store.put_bytes(b"changed", "bpe.model")
@@ -122,7 +124,7 @@ def test_hub_source_from_offline_cache(tmp_path: Path, monkeypatch: pytest.Monke
     store = open_store(tmp_path / "store")
     src = AssetSource(source="hf://IndexTeam/IndexTTS-2", revision=COMMIT)
     asset = fetch_asset("checkpoint", src, store, hf_cache_dir=cache, offline=True)
-    assert len(asset.files) == 4
+    assert len(asset.files) == 5
     assert store.get_bytes(f"{asset.prefix}/config.yaml") == CHECKPOINT_FILES["config.yaml"]
     assert fetch_asset("checkpoint", src, store, hf_cache_dir=cache, offline=True).reused
     # a tag resolves through refs/ like the hub does
