@@ -570,7 +570,8 @@ def train(
     resume: Annotated[str | None, typer.Option(
         help="'auto' (latest.pth in the output folder) or a checkpoint file.")] = None,
     warm_start: Annotated[bool, typer.Option(
-        help="With --resume <file>: take only its weights, start a new run.")] = False,
+        help="With --resume <file>: start a new run from its weights (a community trainer's latest.pth or "
+        "model_stepN.pth also gives its step count and, where shapes match, its optimizer state).")] = False,
     val_interval: Annotated[int | None, typer.Option(help="Validate and save every N steps.")] = None,
     keep_checkpoints: Annotated[int | None, typer.Option(help="model_step{N}.pth files kept.")] = None,
     batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per optimizer step.")] = None,

@@ -335,7 +335,9 @@ class TrainConfig(_Section):
                              "language, e.g. am/loss.")
     resume: str | None = Field(None, description="'auto' (latest.pth in the output folder, if any) or a checkpoint "
                                "path.")
-    warm_start: bool = Field(False, description="With resume=<path>: take only its weights and start a new run.")
+    warm_start: bool = Field(False, description="With resume=<path>: start a new run from its weights (a community "
+                             "trainer's latest.pth / model_stepN.pth also gives its step count and, where shapes "
+                             "match, its optimizer state).")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="auto: bf16 on GPUs that have it, "
                                                          "else fp16 with a gradient scaler; fp32 on CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less "

@@ -18,8 +18,11 @@ In the output folder:
 extra space), copies otherwise.  Every file appears atomically (temporary name, fsync, rename).
 
 :func:`resume` finds and loads the checkpoint a run continues from (refusing one made from other
-inputs), or takes only its weights for a warm start; :func:`export` writes the best checkpoint in
-the official layout, reloads it strictly and checks it is what was trained.
+inputs), or starts a new run from another checkpoint's weights (a warm start, :func:`warm_start`:
+from one of ours, a plain ``gpt.pth``, or a community trainer's ``latest.pth`` / ``model_step{N}.pth``,
+whose step count and fitting optimizer state are kept too, see
+:mod:`indextts_core.training.community`); :func:`export` writes the best checkpoint in the official
+layout, reloads it strictly and checks it is what was trained.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ from indextts_core.model.checkpoint import (
     load_gpt,
     load_state_dict_into,
     official_state_dict,
-    read_state_dict,
 )
 from indextts_core.model.vocab import base_rows_digest
+from indextts_core.training import community
 from indextts_core.training import distributed as dd
 from indextts_core.training.data import Batch, TrainingSet
 from indextts_core.training.objective import forward
@@ -57,7 +60,6 @@ from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
 from indextts_core.training.setup import ModelSetup
 from indextts_core.utils.fileio import atomic_write, make_temp, write_json
-from indextts_core.utils.safe_load import torch_load
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +146,21 @@ def save_file(obj: Mapping[str, Any], path: Path) -> None:
 
 
 def load_file(path: Path) -> dict[str, Any]:
-    """A training checkpoint, loaded with ``weights_only=True``."""
-    obj = torch_load(path, "training checkpoint")
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        hint = " (a plain gpt.pth? use it as --checkpoint, or --warm-start to take its weights)" \
+    """A training checkpoint of this platform, loaded with ``weights_only=True``.
+
+    Anything else is an :class:`InputError` that says what the file is and what to do with it (a
+    community trainer's checkpoint or a plain ``gpt.pth`` can only be warm-started from).
+    """
+    obj = community.read_checkpoint(path, "training checkpoint")
+    if not community.is_ours(obj, FORMAT):
+        if community.is_community(obj):
+            raise InputError(
+                f"{path}: not one of this platform's training checkpoints ({FORMAT}) but another trainer's (model, "
+                f"optimizer, step {obj.get('step')!r}; e.g. the community IndexTTS2 trainers' latest.pth / "
+                "model_step{N}.pth), so it cannot be resumed exactly (its data order, schedule and random state are "
+                f"not this run's). Pass --resume {path} --warm-start to start a new run from its weights, keeping "
+                "its step count and the optimizer state that fits, in an empty --output-dir.")
+        hint = " (a plain gpt.pth? use it as --checkpoint, or --resume it with --warm-start to take its weights)" \
             if isinstance(obj, dict) and "format" not in obj else ""
         raise InputError(f"{path}: not a training checkpoint ({FORMAT}){hint}")
     return obj
@@ -264,12 +277,66 @@ def _load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], path: P
         raise InputError(str(e)) from None
 
 
+def warm_start(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+               tokenizer: Path) -> Progress:
+    """Start a new run from the weights of ``path``; returns where the run starts.
+
+    * One of our training checkpoints, or a plain state dict (``gpt.pth``, a model-only
+      ``latest.pth``, ``{"model": sd}``): the weights only; optimizer, schedule and position start
+      fresh (step 0).
+    * A community trainer's checkpoint (:func:`~indextts_core.training.community.is_community`):
+      the weights, and its optimizer step count ``N``: the returned progress is at step ``N`` and
+      the learning-rate schedule is put where it is after ``N`` steps
+      (:func:`~indextts_core.training.community.set_schedule_position`), so the next step is
+      ``N + 1`` at the learning rate an uninterrupted run of this schedule would use there (the
+      schedule's length, like ``max_steps``, counts steps from 0, so a warm start at step ``N``
+      reaches them ``N`` steps sooner).  The AdamW moments of every parameter whose shape fits are
+      copied into this run's optimizer; this run's parameter groups and learning rates stay
+      (:func:`~indextts_core.training.community.transfer_optimizer_state`).  The epoch restarts:
+      their data order cannot be reproduced, so the run begins with the first epoch of its own plan.
+
+    Weights must match the model strictly (after dropping alias keys); text rows made for another
+    tokenizer are refused by name and shape.  A file that needs unpickling is refused.
+    """
+    obj = community.read_checkpoint(path)
+    if community.is_ours(obj, FORMAT):
+        _load_weights(model, obj["model"], path)
+        log.info("warm start: weights from %s; optimizer, schedule and position start fresh", path)
+        return Progress()
+    weights = community.model_weights(obj, path)
+    community.check_text_rows(weights, model, path, tokenizer)
+    _load_weights(model, weights, path)
+    if not community.is_community(obj):
+        log.info("warm start: weights from %s (%d tensors, no training state); optimizer, schedule and position "
+                 "start fresh at step 0", path, len(weights))
+        return Progress()
+    step = community.saved_step(obj, path)
+    names = community.parameter_names(list(obj["model"]), model)
+    moved = community.transfer_optimizer_state(obj.get("optimizer"), names, model, optimizer)
+    (log.warning if moved.reason is not None else log.info)("%s", moved.describe(path))
+    community.set_schedule_position(scheduler, optimizer, step)
+    lr, ended = community.schedule_note(scheduler, optimizer, step)
+    log.info("warm start: weights from %s (%d tensors) and its step count %d: the next step is %d, at %s", path,
+             len(weights), step, step + 1, lr)
+    if ended:
+        log.warning("step %d is at or past the end of this run's learning-rate schedule: every step of this run "
+                    "uses its minimum learning rate (more epochs or a larger max_steps lengthen the schedule)", step)
+    extra = sorted(str(k) for k in obj if k not in ("model", "optimizer", "scheduler", "scaler", "epoch", "step"))
+    log.info("warm start: %s was in epoch %r; its data order cannot be reproduced, so this run starts at the "
+             "beginning of its first epoch, with step %d; not taken: its scheduler (this run's schedule is used, "
+             "at step %d), gradient scaler%s", path.name, obj.get("epoch"), step + 1, step, "".join(f", {k}" for k in extra))
+    return Progress(step=step)
+
+
 def resume(ckdir: CheckpointDir, inputs: TrainInputs, model: nn.Module, optimizer: torch.optim.Optimizer,
            scheduler: Any, scaler: Any, current: Mapping[str, Any], seed: int, dist: dd.Dist) -> Progress:
     """Where the run starts: fresh, resumed exactly from a checkpoint, or warm-started from its weights.
 
-    ``current`` is this run's fingerprint; a checkpoint made from other inputs is refused.  Seeds
-    torch's generator for a fresh start (``seed + rank``) or restores every generator on resume.
+    ``current`` is this run's fingerprint; a checkpoint made from other inputs is refused, and so
+    is another trainer's checkpoint without ``warm_start``.  With ``warm_start`` see
+    :func:`warm_start` (a community checkpoint keeps its step count and fitting optimizer state).
+    Seeds torch's generator for a fresh or warm start (``seed + rank``) or restores every generator
+    on resume.
     """
     out = ckdir.root
     ckdir.clean_partial()
@@ -286,14 +353,9 @@ def resume(ckdir: CheckpointDir, inputs: TrainInputs, model: nn.Module, optimize
         if ckdir.has_checkpoints():
             raise InputError(f"--warm-start starts a new run, but {out} already holds checkpoints; choose an "
                              "empty --output-dir")
-        try:
-            weights = load_file(path)["model"]
-        except InputError:
-            weights = read_state_dict(path)  # a plain gpt.pth (e.g. an export)
-        _load_weights(model, weights, path)
-        log.info("warm start: weights from %s; optimizer, schedule and position start fresh", path)
+        progress = warm_start(path, model, optimizer, scheduler, Path(inputs.tokenizer))
         torch.manual_seed(seed + dist.rank)
-        return Progress()
+        return progress
     ck = load_file(path)
     diffs = fingerprint_mismatch(ck["fingerprint"], current)
     if diffs:
@@ -356,10 +418,14 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
                       "vocab_size": setup.vocab_size, "base_vocab": setup.base_vocab},
         "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
         "dtype": export_dtype, "verified_reload": same, "base_rows_unchanged": unchanged,
-        "files": result.files,
+        "files": result.files, "missing_for_inference": list(result.missing_for_inference),
     })
     if not same:
         raise RuntimeError(f"{final}: the exported checkpoint does not reproduce the trained model")
+    if result.missing_for_inference:
+        log.warning("%s: the base folder %s has no %s, so neither has the export: the official inference needs "
+                    "them (download the complete official folder)", final, base_dir,
+                    ", ".join(result.missing_for_inference))
     if final.exists():  # an earlier export of this run: replaced whole, so nothing of it lingers
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ class TrainInputs:
     val: Path | None  # a pair file or index manifest; None: no validation
     output_dir: Path
     resume: str | None = None  # None, "auto" or a checkpoint path
-    warm_start: bool = False  # take only the weights of --resume (a different run is allowed)
+    warm_start: bool = False  # a new run from the weights of --resume (a community file: also its step)
     pairing: PairingPolicy | None = None  # prompt policy for fresh prompts (default: seed only)
     feature_dir: Path | None = None  # where the shards are, if not where preprocess.json says
     w2v_bert_dir: Path | None = None  # encoders for the audio samples, if not in the base folder's hf_cache/

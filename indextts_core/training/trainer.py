@@ -187,15 +187,15 @@ class Trainer:
         baseline: dict[str, float] = {}
         last_val: dict[str, float] = {}
         self.model.train()
-        if progress.step == 0 and self.val:
+        if (progress.step == 0 or self.inputs.warm_start) and self.val:  # a warm start may begin at their step
             baseline = self._validate(progress.micro_tokens)
             check_best_metric(c.best_metric, baseline)
-            self._log(baseline, 0)
-            log.info("baseline (step 0, before any update): %s", brief(baseline))
+            self._log(baseline, progress.step)
+            log.info("baseline (step %d, before any update of this run): %s", progress.step, brief(baseline))
             if self.listen:
-                self._log({"time/generate_s": self.listen.seconds}, 0)
+                self._log({"time/generate_s": self.listen.seconds}, progress.step)
                 log.info("baseline generation: %s", listen_brief(baseline, self.listen.seconds))
-            self._speak(0)
+            self._speak(progress.step)
         elif d.is_main and self.val:
             baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None

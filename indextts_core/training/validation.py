@@ -95,12 +95,12 @@ def brief(metrics: dict[str, float]) -> str:
 
 
 def read_baseline(path: Path) -> dict[str, float]:
-    """The step-0 validation (and generation) metrics of a run, from its metrics file (kept there by the first
-    run of a resumed one)."""
+    """The baseline validation (and generation) metrics of a run, from its metrics file (kept there by the first
+    run of a resumed one): the first validation row, logged before any update (step 0, or a warm start's step)."""
     if not path.is_file():
         return {}
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        if row.get("step") == 0 and any(k.startswith("val/") for k in row):
+        if any(k.startswith("val/") for k in row):
             return {k: v for k, v in row.items() if k.startswith(("val/", "gen/"))}
     return {}
