@@ -495,6 +495,64 @@ def preprocess(
     print_outputs("Outputs", {k: output_dir / v for k, v in result["outputs"].items()})
 
 
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(
+        help="The community trainer's processed_data/*_manifest.jsonl and/or GPT_pairs_*.jsonl files.")],
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", help="The raw manifest those were made from (audio, text, speaker, language by id; "
+        "default: what the community rows carry).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="The base checkpoint folder the run uses (default: the config's download.checkpoint).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where manifest.jsonl and import-report.json go.")]
+    = Path("imported"),
+    spot_checks: Annotated[int, typer.Option(help="Clips recomputed and compared before anything is reused.")] = 8,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", metavar="OURS=THEIRS", help="The raw manifest's own name for a field (repeatable).")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Bring a community trainer's processed features (JarodMica/AM layout) into the pipeline.
+
+    A seeded sample of clips is recomputed with the base checkpoint and compared (codes exactly,
+    conditioning and emotion vectors by cosine); only if they match are the features stored where
+    preprocess finds them, so it computes only what is missing.  Otherwise nothing is reused and
+    preprocess recomputes everything (the report says why: another base model, the padded-codes
+    bug of batch sizes above 1, ...).  Then: indextts-train run --set ingest.manifests=... or
+    ingest --manifest <output-dir>/manifest.jsonl, preprocess, build-pairs, train.
+    """
+    from flows.importing import import_community
+    from flows.local_inputs import use_checkpoint
+
+    try:
+        cfg = _config(config, overrides)
+        pairs_ = [f.partition("=") for f in field or []]
+        bad = [f for f, (ours, eq, theirs) in zip(field or [], pairs_) if not (eq and ours and theirs)]
+        if bad:
+            raise InputError(f"--field {bad[0]!r}: expected OURS=THEIRS, e.g. audio=audio_path")
+        if checkpoint is not None:
+            use_checkpoint(cfg, checkpoint)
+        assets = _run_stage(cfg, "download")["assets"]
+        out = import_community(cfg, assets, files, manifest, output_dir, spot_checks=spot_checks,
+                               fields={ours: theirs for ours, _, theirs in pairs_})
+    except (InputError, ValueError) as e:
+        raise _fail(e) from None
+    r = out.report
+    check = r.spot_check
+    if check is not None:
+        console.print(check.table(), highlight=False)
+    console.print(f"clips: {r.read} read, {r.complete} complete, {r.incomplete} incomplete, {r.no_audio} without "
+                  f"audio; imported: {r.imported}; left to preprocess: {r.recompute}; rejected rows: {r.rejected}",
+                  highlight=False)
+    if r.reason:
+        console.print(f"[bold]{r.reason}[/]")
+    if out.without_text:
+        err_console.print(f"{len(out.without_text)} clip(s) have no text (give --manifest with the raw rows): "
+                          f"{', '.join(out.without_text[:5])}", highlight=False)
+    print_outputs("Outputs", {"manifest (for ingest)": f"{out.manifest} ({out.rows} rows)",
+                              "report": out.report_path, "feature set": out.featureset})
+
+
 def _auto(value: str | None) -> int | str | None:
     if value is None or value == "auto":
         return value

@@ -51,7 +51,7 @@ class PreprocessPlan(BaseModel):
     stage_run_id: str | None = None
 
 
-def _feature_prefix(featureset: str) -> str:
+def feature_prefix(featureset: str) -> str:
     return f"features/{featureset}"
 
 
@@ -81,9 +81,15 @@ def _models_digest(checkpoint: ArtifactRef, w2v: ArtifactRef | None, codec: Arti
     return {"checkpoint": checkpoint.digest, "w2v_bert": w2v.digest if w2v else "", "codec": codec.digest if codec else ""}
 
 
+def featureset_for(cfg: PipelineConfig, checkpoint: ArtifactRef, w2v: ArtifactRef | None, codec: ArtifactRef | None,
+                   hidden_layer: int) -> str:
+    """The feature set these assets and settings compute (its features live under ``features/<id>/``)."""
+    return core.featureset_id(_models_digest(checkpoint, w2v, codec), cfg.preprocess, hidden_layer)
+
+
 def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
     records = core.UnitRecords()
-    for key in store.list(_feature_prefix(featureset)):
+    for key in store.list(feature_prefix(featureset)):
         if key.rsplit("/", 1)[-1].startswith("unit-") and key.endswith(".json"):
             records.add(store.get_json(key))
     return records
@@ -141,7 +147,7 @@ def preprocess_plan_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: A
     store = open_store(cfg.storage.uri, cfg.storage)
     prep = _prepare(cfg, store, dataset, tokenizer, checkpoint, w2v, codec)
     bundle, clips, texts, rejects = prep.bundle, prep.clips, prep.texts, prep.rejects
-    fset = core.featureset_id(_models_digest(checkpoint, w2v, codec), cfg.preprocess, bundle.hidden_layer)
+    fset = featureset_for(cfg, checkpoint, w2v, codec, bundle.hidden_layer)
     keys = {cid: item.clip.audio_sha256 or item.clip.audio for cid, item in texts.items()}
     plan = core.make_plan(Path(), fset, texts, rejects, keys, _records(store, fset), cfg.preprocess.unit_clips, {})
     run_id = None
@@ -187,7 +193,7 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
                          ctx: RunContext) -> dict[str, Any]:
     store = open_store(cfg.storage.uri, cfg.storage)
     name = core.unit_name([k for k, _ in unit])
-    prefix = _feature_prefix(featureset)
+    prefix = feature_prefix(featureset)
     if store.exists(f"{prefix}/{name}.json"):
         return {"unit": name, "skipped": True}
     bundle = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
@@ -229,7 +235,7 @@ def preprocess_task(cfg: PipelineConfig, dataset: ArtifactRef, tokenizer: Artifa
         done = [core.UnitResult(u["unit"], u["processed"], {}, u["audio_seconds"], u["seconds"], 1, 0, u["backoffs"])
                 for u in units if not u.get("skipped")]
         result = core.assemble(clips, p, records, s.out, prep.tokenizer, TextFrontend().fingerprint(), done,
-                               f"store:{_feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256,
+                               f"store:{feature_prefix(plan.featureset)}", s.started, base_gpt_sha256=prep.gpt_sha256,
                                base_files=core.checkpoint_files_sha256(prep.bundle))
         numbers = result.report | result.run
         metrics = {k: numbers[k] for k in ("clips", "indexed", "train", "val", "rejected", "audio_processed_now",

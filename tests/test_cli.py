@@ -281,3 +281,57 @@ def _assert_wavs(folder: Path, n: int) -> None:
         # frames: (codes * 1.72) mel frames per segment x 256 samples, plus 200 ms between segments
         assert info.frames >= int(r["codes"] * 1.72 - r["segments"]) * 256
     assert report["real_time_factor"] is not None or report["audio_s"] == 0
+
+
+@pytest.mark.slow
+def test_import_reuses_a_community_trainers_processed_features(tmp_path: Path, tiny_bundle,
+                                                              prefect_env: dict[str, str]):
+    """Found in use: processed_data/*_manifest.jsonl and GPT_pairs_*.jsonl of the JarodMica/AM trainers were refused.
+    Made with the same base model, their features are reused: preprocess then decodes no audio at all."""
+    import numpy as np
+    import torch
+
+    from indextts_core.data.audio import load_audio
+    from indextts_core.preprocess import FeatureExtractor
+
+    rows = [json.loads(line) for line in (DEMO_DIR / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["speaker"] in ("spk01", "spk02")][:10]
+    raw = tmp_path / "dataset" / "manifest.jsonl"  # the seed's raw manifest, with another trainer's field names
+    raw.parent.mkdir()
+    raw.write_text("".join(json.dumps({"id": r["id"], "audio_path": str(DEMO_DIR / r["audio"]), "text": r["text"],
+                                       "speaker_id": r["speaker"], "language": r["language"]}) + "\n" for r in rows),
+                   encoding="utf-8")
+    extract = FeatureExtractor(tiny_bundle, torch.device("cpu"))
+    processed = tmp_path / "processed_data"
+    (processed / "features").mkdir(parents=True)
+    lines = []
+    for r in rows:  # their layout: one .npy per part, paths relative to the manifest
+        codes, spk, emo = extract([load_audio(DEMO_DIR / r["audio"], 16000).samples])[0]
+        for part, arr, dtype in (("codes", codes, np.int32), ("condition", spk, np.float32),
+                                 ("emo_vec", emo, np.float32)):
+            np.save(processed / "features" / f"{r['id']}_{part}.npy", arr.astype(dtype))
+        lines.append({"id": r["id"], "codes_path": f"features/{r['id']}_codes.npy",
+                      "condition_path": f"features/{r['id']}_condition.npy",
+                      "emo_vec_path": f"features/{r['id']}_emo_vec.npy", "text_ids_path": "unused.npy",
+                      "text_len": 3, "code_len": len(codes), "speaker": r["speaker"]})
+    (processed / "train_manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[:-2]))
+    pairs = [{"id": f"{lines[-1]['id']}__{lines[-2]['id']}", "prompt_id": lines[-2]["id"], "target_id": lines[-1]["id"],
+              "target_codes_path": lines[-1]["codes_path"], "target_text_ids_path": "unused.npy",
+              "target_text_len": 3, "target_code_len": 1, "prompt_condition_path": lines[-2]["condition_path"],
+              "prompt_emo_vec_path": lines[-2]["emo_vec_path"], "target_emo_vec_path": lines[-1]["emo_vec_path"]},
+             {"id": f"{lines[-2]['id']}__{lines[-1]['id']}", "prompt_id": lines[-1]["id"], "target_id": lines[-2]["id"],
+              "target_codes_path": lines[-2]["codes_path"], "target_text_ids_path": "unused.npy",
+              "target_text_len": 3, "target_code_len": 1, "prompt_condition_path": lines[-1]["condition_path"],
+              "prompt_emo_vec_path": lines[-1]["emo_vec_path"], "target_emo_vec_path": lines[-2]["emo_vec_path"]}]
+    (processed / "GPT_pairs_val.jsonl").write_text("".join(json.dumps(x) + "\n" for x in pairs))
+
+    ckpt = str(tiny_bundle.checkpoint_dir)
+    out = cli("import", str(processed / "train_manifest.jsonl"), str(processed / "GPT_pairs_val.jsonl"),
+              "--manifest", str(raw), "--checkpoint", ckpt, "--output-dir", str(tmp_path / "imported"),
+              "--spot-checks", "3", cwd=tmp_path, env=prefect_env).stdout
+    assert "imported: 10" in out and "rejected rows: 0" in out, out
+    report = json.loads((tmp_path / "imported" / "import-report.json").read_text())
+    assert report["spot_check"]["passed"] and report["manifest_rows"] == 10
+    pre = cli("preprocess", "--manifest", str(tmp_path / "imported" / "manifest.jsonl"), "--checkpoint", ckpt,
+              "--output-dir", str(tmp_path / "processed"), cwd=tmp_path, env=prefect_env).stdout
+    assert "audio processed now: 0; features reused: 10" in pre, pre
