@@ -251,18 +251,27 @@ def download(
         help="Also lay the models out here as the official code expects them: the checkpoint's files at the top, "
              "the encoders, CAMPPlus and BigVGAN in hf_cache/ (the seed's checkpoints/ folder).",
         file_okay=False)] = None,
+    pin: Annotated[bool, typer.Option(
+        help="Write the commit each hub revision (a branch or tag such as main) named into the --config file, "
+        "so later runs fetch exactly these files.")] = False,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Fetch the checkpoint, encoders and dataset into the artifact store (and, with --output-dir, a folder)."""
+    """Fetch the checkpoint, encoders, synthesis models and dataset into the artifact store (and, with
+    --output-dir, a folder laid out as the official code expects it)."""
     from flows.local_inputs import lay_out_checkpoint
 
     lacking: list[str] = []
     try:
+        if pin and config is None:
+            raise InputError("--pin writes the commits into the run's YAML: give it with --config")
         cfg = _config(config, overrides)
         result = _run_stage(cfg, "download")
         if output_dir is not None:
             lacking = lay_out_checkpoint(cfg, result["assets"], output_dir)
+        if pin:
+            assert config is not None
+            _pin(config, cfg, result.get("commits") or {})
     except InputError as e:
         raise _fail(e) from None
     table = Table(title="Assets")
@@ -276,6 +285,28 @@ def download(
         if lacking:
             err_console.print(f"{output_dir}: the official inference also needs {', '.join(lacking)}; set the "
                               "download sources that provide them (README: 'A real run')", highlight=False)
+
+
+def _pin(config: Path, cfg: PipelineConfig, commits: dict[str, str]) -> None:
+    """Replace each hub revision that is not a commit in ``config`` by the commit it named, in place."""
+    from indextts_core.store.download import COMMIT_RE, configured_assets, pin_config_text
+    from indextts_core.utils.fileio import atomic_write
+
+    sources = configured_assets(cfg)
+    found = {n: (src.revision or "", commits[n]) for n, src in sources.items()
+             if n in commits and src.revision and not COMMIT_RE.fullmatch(src.revision)}
+    if not found:
+        console.print(f"{config}: every hub source is already pinned to a commit", highlight=False)
+        return
+    text, left = pin_config_text(config.read_text(encoding="utf-8"), found, {n: s.source for n, s in sources.items()})
+    with atomic_write(config) as f:
+        f.write(text)
+    for name, (given, commit) in found.items():
+        if name not in left:
+            console.print(f"{config}: {name} {sources[name].source} {given} -> {commit}", highlight=False)
+    for name in left:  # a --set override, or a layout the line editor does not know
+        err_console.print(f"{config}: could not edit {name} in place; set {name}: {{source: {sources[name].source}, "
+                          f"revision: {found[name][1]}}}", highlight=False)
 
 
 @app.command()

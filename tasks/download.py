@@ -24,6 +24,7 @@ from tasks.tracking import stage_run
 class DownloadResult(BaseModel):
     assets: dict[str, ArtifactRef]
     reused: dict[str, bool]  # asset -> already in the store, unchanged at its source
+    commits: dict[str, str] = {}  # hub asset -> the commit its revision named when fetched
     mlflow_run_id: str | None = None
 
     @property
@@ -53,7 +54,9 @@ def download_task(cfg: PipelineConfig, ctx: RunContext) -> DownloadResult:
             })
             for name, ref in refs.items():
                 run.log_input(name, ref.uri, ref.digest, context="source")
+            run.set_tags({f"{n}.commit": a.commit for n, a in assets.items() if a.commit})
     return DownloadResult(assets=refs, reused={n: a.reused for n, a in assets.items()},
+                          commits={n: a.commit for n, a in assets.items() if a.commit},
                           mlflow_run_id=run.run_id if run else None)
 
 

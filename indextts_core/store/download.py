@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class FetchedAsset:
     uri: str  # URI of that folder
     files: tuple[ObjectInfo, ...]
     reused: bool
+    commit: str | None = None  # the hub commit the revision named when it was fetched (hub sources)
 
     @property
     def total_bytes(self) -> int:
@@ -144,6 +146,7 @@ class _Listing:
 
     files: dict[str, str]
     fetch: Callable[[str, Path], Path]  # copy one relative path to a local staging file, return it
+    commit: str | None = None  # hub sources: the commit the revision resolved to
 
 
 def _local_listing(name: str, src: AssetSource) -> _Listing:
@@ -259,7 +262,9 @@ def _hf_listing(name: str, src: AssetSource, cache_dir: Path | None, offline: bo
     except (EntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise explain(e, None) from None
     # a pinned revision is immutable: the fingerprint is the revision itself
-    return _Listing({rel: str(src.revision) for rel in paths}, lambda rel, _staging: paths[rel])
+    commits = {p.parts[p.parts.index("snapshots") + 1] for p in paths.values() if "snapshots" in p.parts[:-1]}
+    return _Listing({rel: str(src.revision) for rel in paths}, lambda rel, _staging: paths[rel],
+                    commits.pop() if len(commits) == 1 else None)
 
 
 # ------------------------------------------------------------------------ fetching
@@ -378,6 +383,7 @@ def fetch_asset(
             "revision": src.revision,
             "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
             "fingerprints": listing.files,
+            **({"commit": listing.commit} if listing.commit else {}),
         }
         store.put_json(record, record_key)
         log.info("%s: fetched %d file(s), %.1f MB from %s", name, len(info.files),
@@ -386,7 +392,8 @@ def fetch_asset(
         log.info("%s: reusing %s (%d file(s), unchanged at the source)", name, store.uri_for(prefix),
                  len(record["files"]))
     files = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
-    return FetchedAsset(name, src.source, src.revision, prefix, store.uri_for(prefix), files, reused)
+    return FetchedAsset(name, src.source, src.revision, prefix, store.uri_for(prefix), files, reused,
+                        listing.commit or record.get("commit"))
 
 
 def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
@@ -412,6 +419,9 @@ def download(cfg: PipelineConfig, store: ArtifactStore) -> dict[str, FetchedAsse
                                     offline=cfg.download.offline, storage=cfg.storage)
         except ObjectNotFoundError as e:
             raise DownloadError(f"{name}: {e}") from None
+    for name, (given, commit) in pins(out).items():
+        log.info("%s: revision %r of %s is commit %s; `indextts-train download --config <file> --pin` writes it "
+                 "into the config so later runs cannot drift", name, given, out[name].source, commit)
     if "checkpoint" in out:
         lacking = missing_for_inference([f.key for f in out["checkpoint"].files])
         if lacking:  # fine-tuning runs; synthesis, evaluation and the official inference on the export need them
@@ -419,3 +429,39 @@ def download(cfg: PipelineConfig, store: ArtifactStore) -> dict[str, FetchedAsse
                         "inference on the export need them (fetch the complete official folder)",
                         out["checkpoint"].source, ", ".join(lacking))
     return out
+
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+def pins(assets: dict[str, FetchedAsset]) -> dict[str, tuple[str, str]]:
+    """Hub assets whose revision is not a commit yet: name -> (the revision given, the commit it named)."""
+    return {n: (a.revision or "", a.commit) for n, a in assets.items()
+            if a.commit and a.revision and not COMMIT_RE.fullmatch(a.revision)}
+
+
+def pin_config_text(text: str, found: dict[str, tuple[str, str]], sources: dict[str, str]) -> tuple[str, list[str]]:
+    """``text`` (a run YAML) with each ``revision: <branch or tag>`` of the assets in ``found`` replaced by
+    the commit, comments and layout kept.  ``sources``: asset name -> its ``hf://`` source.  Returns the
+    new text and the assets it could not edit (a layout other than ``{source: ..., revision: ...}`` on
+    one line or ``source:`` with ``revision:`` in the lines right below it)."""
+    lines = text.splitlines(keepends=True)
+    left = []
+    for name, (given, commit) in found.items():
+        src = re.escape(sources[name])
+        done = False
+        for i, line in enumerate(lines):
+            if not re.search(rf"source:\s*['\"]?{src}['\"]?\s*[,}}#\n]", line + "\n"):
+                continue
+            for j in range(i, min(i + 4, len(lines))):
+                new = re.sub(rf"(revision:\s*)['\"]?{re.escape(given)}['\"]?(?=\s*[,}}#\n])", rf"\g<1>{commit}",
+                             lines[j] if lines[j].endswith("\n") else lines[j] + "\n", count=1)
+                if new.rstrip("\n") != lines[j].rstrip("\n"):
+                    lines[j] = new if lines[j].endswith("\n") else new.rstrip("\n")
+                    done = True
+                    break
+            if done:
+                break
+        if not done:
+            left.append(name)
+    return "".join(lines), left

@@ -33,7 +33,10 @@ OFFICIAL_AUX_FILES = ["hf_cache/semantic_codec_model.safetensors", "hf_cache/cam
 
 def _hub(cache: Path, repo: str, folder: Path, skip: tuple[str, ...] = ()) -> None:
     """``folder``'s files as the hub cache holds ``repo`` at COMMIT."""
-    snap = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / COMMIT
+    base = cache / f"models--{repo.replace('/', '--')}"
+    snap = base / "snapshots" / COMMIT
+    (base / "refs").mkdir(parents=True, exist_ok=True)
+    (base / "refs" / "main").write_text(COMMIT)  # the branch, as the hub cache records it
     for p in folder.rglob("*"):
         rel = p.relative_to(folder).as_posix()
         if p.is_file() and not rel.startswith(skip):
@@ -121,3 +124,33 @@ def test_a_folder_without_the_synthesis_files_is_named(tmp_path: Path, hub: Path
                                  tmp_path / "checkpoints")
     assert lacking == ["s2mel.pth", "feat1.pt", "qwen0.6bemo4-merge/", "hf_cache/campplus_cn_common.bin",
                        "hf_cache/bigvgan/config.json", "hf_cache/bigvgan/bigvgan_generator.pt"]
+
+
+def test_branch_revisions_are_pinned_to_their_commits_in_the_config(tmp_path: Path, hub: Path):
+    """`revision: main` is accepted (a branch name), resolved, recorded, and `download --pin` writes the commit into
+    the YAML in place (comments and layout kept), so the next run cannot drift."""
+    from flows.cli import _pin
+    from indextts_core.config import load_config
+    from indextts_core.store.download import pins
+
+    run = tmp_path / "run.yaml"
+    run.write_text(f"""# real run
+storage: {{uri: {tmp_path / 'store'}, cache_dir: {tmp_path / 'cache'}}}
+download:
+  hf_cache_dir: {hub}
+  offline: true
+  checkpoint: {{source: hf://IndexTeam/IndexTTS-2, revision: main}}   # the release
+  w2v_bert:
+    source: hf://facebook/w2v-bert-2.0
+    revision: main
+  semantic_codec: {{source: hf://amphion/MaskGCT, revision: {COMMIT}}}
+""", encoding="utf-8")
+    cfg = load_config(run)
+    assets = download(cfg, open_store(cfg.storage.uri, cfg.storage))
+    assert pins(assets) == {"checkpoint": ("main", COMMIT), "w2v_bert": ("main", COMMIT)}
+    _pin(run, cfg, {n: a.commit for n, a in assets.items() if a.commit})
+    text = run.read_text(encoding="utf-8")
+    assert f"checkpoint: {{source: hf://IndexTeam/IndexTTS-2, revision: {COMMIT}}}   # the release" in text
+    assert f"    revision: {COMMIT}\n" in text and "# real run" in text
+    again = load_config(run)
+    assert again.download.checkpoint.revision == again.download.w2v_bert.revision == COMMIT
