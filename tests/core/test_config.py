@@ -130,3 +130,14 @@ def test_former_section_name_dataset_still_loads(tmp_path: Path):
     path.write_text("dataset:\n  val_fraction: 0.25\n", encoding="utf-8")
     cfg = load_config(path, ["dataset.min_duration_s=0.7"])
     assert cfg.ingest.val_fraction == 0.25 and cfg.ingest.min_duration_s == 0.7
+
+
+def test_the_real_run_config_names_every_model_source():
+    """Found in use: the Amharic config left the encoders unset and preprocess ended in a traceback.  It now names
+    all six hub sources (each with a revision `download --pin` turns into a commit)."""
+    from indextts_core.store.download import configured_assets
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "indextts2-amharic.yaml")
+    assets = configured_assets(cfg)
+    for name in ("checkpoint", "w2v_bert", "semantic_codec", "campplus", "bigvgan", "asr"):
+        assert assets[name].source.startswith("hf://") and assets[name].revision, name
