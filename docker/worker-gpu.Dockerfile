@@ -34,6 +34,7 @@ COPY indextts_core ./indextts_core
 COPY tasks ./tasks
 COPY flows ./flows
 COPY deployments ./deployments
+COPY configs ./configs
 COPY examples ./examples
 RUN uv sync --locked --extra workers
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1022,6 +1024,46 @@ def normalize(
     lines = [" ".join(text)] if text else [line.rstrip("\n") for line in sys.stdin]
     for line in lines:
         sys.stdout.write(fe(line, language) + "\n")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="MLflow UI port.")] = 5000,
+    tensorboard_port: Annotated[int, typer.Option(help="TensorBoard port.")] = 6006,
+    tensorboard: Annotated[bool, typer.Option(help="Also start TensorBoard on the run's training folders.")] = True,
+    logdir: Annotated[Path | None, typer.Option(
+        help="TensorBoard's folder (default: the folder that holds run.output_dir, so every run shows).")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Open the run's MLflow UI (one worker, on its tracking store) and TensorBoard; Ctrl-C stops both."""
+    from flows.ui import start_services, stop_services, wait_ready
+
+    try:
+        cfg = _config(config, overrides)
+        services = start_services(cfg, port, tensorboard_port if tensorboard else None, logdir)
+    except InputError as e:
+        raise _fail(e) from None
+    stop = False
+
+    def request_stop(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        ready = wait_ready(services)
+        for s in services:
+            console.print(f"{s.name}: {s.url}  (ready in {ready[s.name]} s)", highlight=False)
+        console.print("Ctrl-C stops both", highlight=False)
+        while not stop and all(s.proc.poll() is None for s in services):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        stop_services(services)
+        raise _fail(e) from None
+    stop_services(services)
 
 
 @app.command("config")

@@ -26,8 +26,11 @@ Each step is also a command of its own (``indextts-train ingest``, ...) that run
 
 from __future__ import annotations
 
-from prefect import flow
+from typing import Any
 
+from prefect import flow, get_run_logger
+
+from flows.config_source import read_run_config
 from flows.evaluate import current_champion, evaluate_stage, promote_stage
 from flows.preprocess import FRONTEND, preprocess_stage
 from flows.runtime import PipelineRun, RunSummary
@@ -41,8 +44,19 @@ from tasks.train import train_task
 
 
 @flow(name="finetune", log_prints=True)
-def finetune(cfg: PipelineConfig = PipelineConfig()) -> RunSummary:  # noqa: B008 - pydantic default: a UI form
-    """Teach IndexTTS2 a new language, from raw data to a fine-tuned checkpoint."""
+def finetune(cfg: PipelineConfig = PipelineConfig(),  # noqa: B008 - pydantic default: a UI form
+             config: str | None = None, overrides: dict[str, Any] | None = None) -> RunSummary:
+    """Teach IndexTTS2 a new language, from raw data to a fine-tuned checkpoint.
+
+    Args:
+        cfg: The run configuration (the form), used when ``config`` is empty.
+        config: A run YAML that replaces the form: a path (relative to the worker's checkout or the
+            image's /opt/indextts-train), an s3:// URI, or variable://NAME for a Prefect Variable.
+        overrides: Dotted settings applied on top of ``config`` (``{"train.epochs": 1}``), as ``--set`` does.
+    """
+    if config:
+        cfg = read_run_config(config, cfg.storage, overrides)
+        get_run_logger().info("configuration from %s (run %s)", config, cfg.run.name)
     with PipelineRun(cfg) as run:
         assets = run.stage(download_task)
         dataset = run.stage(ingest_task, assets["dataset"])

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from indextts_core.config import PipelineConfig
@@ -20,6 +21,7 @@ from flows.runtime import PipelineRun
 from indextts_core.text.frontend import TextFrontend
 from tasks.artifacts import StageResult
 from tasks.preprocess import PreprocessPlan, preprocess_plan_task, preprocess_task, preprocess_unit_task
+from tasks.progress import UnitProgress
 from tasks.tracking import end_run
 
 #: The fingerprint of the text front-end every stage shares (part of the text stages' cache keys).
@@ -41,11 +43,16 @@ def task_runner(cfg: PipelineConfig) -> Any:
 @flow(name="preprocess-units")
 def preprocess_units(cfg: PipelineConfig, plan: PreprocessPlan, checkpoint: ArtifactRef, w2v: ArtifactRef | None,
                      codec: ArtifactRef | None, ctx: RunContext) -> list[dict[str, Any]]:
-    """Process every unit of the plan; returns one small summary per unit."""
+    """Process every unit of the plan; returns one small summary per unit (in the plan's order).
+
+    As units finish, a progress artifact (``preprocess-progress``) and a log line say how far it is."""
     futures = preprocess_unit_task.with_options(retries=cfg.orchestration.retries,
                                                 retry_delay_seconds=cfg.orchestration.retry_delay_s).map(
         unmapped(cfg), plan.units, unmapped(plan.featureset), unmapped(checkpoint), unmapped(w2v), unmapped(codec),
         unmapped(plan.stage_run_id), unmapped(ctx))
+    report = UnitProgress(len(futures))
+    for future in as_completed(futures):
+        report.done(future.result())
     return [f.result() for f in futures]
 
 

@@ -11,6 +11,8 @@ to the current champion and takes the ``champion`` alias only if it measurably b
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.config_source import read_run_config
 from flows.finetune import finetune
 from flows.runtime import RunSummary
 from indextts_core.config import PipelineConfig
@@ -40,9 +43,22 @@ def _state_key(cfg: PipelineConfig) -> str:
 
 
 @flow(name="scheduled-retrain", log_prints=True)
-def scheduled_retrain(cfg: PipelineConfig = PipelineConfig(), force: bool = False) -> RetrainResult:  # noqa: B008
-    """Check the dataset location; rerun the pipeline only if its content changed (or ``force``)."""
+def scheduled_retrain(cfg: PipelineConfig = PipelineConfig(), force: bool = False,  # noqa: B008
+                      config: str | None = None, overrides: dict[str, Any] | None = None) -> RetrainResult:
+    """Check the dataset location; rerun the pipeline only if its content changed (or ``force``).
+
+    Args:
+        cfg: The run configuration (the form), used when ``config`` is empty.
+        force: Retrain even if the data did not change.
+        config: The run YAML to retrain with, read at every run (edits reach the next one): a path
+            (relative to the worker's checkout or the image's /opt/indextts-train), an s3:// URI,
+            or variable://NAME for a Prefect Variable.
+        overrides: Dotted settings applied on top of ``config`` (``{"train.epochs": 1}``), as ``--set`` does.
+    """
     logger = get_run_logger()
+    if config:
+        cfg = read_run_config(config, cfg.storage, overrides)
+        logger.info("configuration from %s (run %s)", config, cfg.run.name)
     store = open_store(cfg.storage.uri, cfg.storage)
     key = _state_key(cfg)
     fingerprint = dataset_fingerprint_task(cfg)

@@ -29,7 +29,15 @@ from tasks.download import DownloadResult
 from tasks.promote import PromotionResult
 from tasks.context import RunContext
 from tasks.result_storage import result_storage
-from tasks.tracking import end_run, log_parent_artifact, run_link, start_parent_run, tag_run
+from tasks.tracking import (
+    end_run,
+    log_parent_artifact,
+    log_parent_metrics,
+    parent_run_name,
+    run_link,
+    start_parent_run,
+    tag_run,
+)
 
 
 class StageRow(BaseModel):
@@ -91,10 +99,48 @@ def _numbers(result: Any) -> str:
     return ""
 
 
+#: Stage metrics worth a column in the MLflow run list, on the parent run as ``<stage>.<metric>``.
+HEADLINE = {"ingest": ("accepted", "hours"), "extend-bpe": ("vocab_size",),
+            "train": ("steps", "baseline.loss", "final.loss", "final.mel_top1", "best_value")}
+
+
+def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The run's headline numbers from its stage results: a few per stage, every model's headline
+    evaluation numbers (``eval.<model>.<metric>``) and whether the new model was promoted."""
+    out: dict[str, float] = {}
+    for stage, names in HEADLINE.items():
+        result = results.get(stage)
+        if isinstance(result, StageResult):
+            out |= {f"{stage}.{n}": result.metrics[n] for n in names if isinstance(result.metrics.get(n), int | float)}
+    evaluation = results.get("evaluate")
+    if isinstance(evaluation, StageResult):
+        out |= {k: v for k, v in evaluation.metrics.items() if k.startswith("eval.") and k.count(".") == 2
+                and isinstance(v, int | float)}
+    promotion = results.get("promote")
+    if isinstance(promotion, PromotionResult):
+        out["promoted"] = float(promotion.alias == "champion")
+    return out
+
+
+#: The project's loggers: their INFO lines (validation, checkpoints, export, progress) belong in the run's log.
+LIBRARY_LOGGERS = ("indextts_core", "tasks", "flows")
+
+
+def library_logs_at_info() -> None:
+    """Prefect attaches its API handler to ``PREFECT_LOGGING_EXTRA_LOGGERS`` but leaves their level to the root
+    logger's, WARNING in a worker, so the trainer's INFO lines never reached a deployment run's log.  Give the
+    project's loggers INFO, unless a level was set for them on purpose."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
 class PipelineRun:
     """One run of the pipeline inside a Prefect flow (use as a context manager)."""
 
     def __init__(self, cfg: PipelineConfig, flow_name: str = "finetune"):
+        library_logs_at_info()
         self.cfg = cfg
         self.flow_name = flow_name
         self.store: ArtifactStore = open_store(cfg.storage.uri, cfg.storage)
@@ -105,7 +151,7 @@ class PipelineRun:
         self._storage_block = result_storage(cfg.storage)
         tags = {"prefect.flow_run_id": self.flow_run_id or "", "prefect.flow_run_name": flow_run.name or "",
                 "prefect.deployment": deployment.name or ""}
-        self.tracking = start_parent_run(cfg, f"{cfg.run.name}-{flow_name}-{flow_run.name or 'local'}", tags)
+        self.tracking = start_parent_run(cfg, parent_run_name(cfg, flow_name), tags)
         self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
         cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
         self._sweep()
@@ -227,6 +273,11 @@ class PipelineRun:
 
     def finish(self) -> RunSummary:
         summary = self._summarise("completed")
+        if self.tracking is not None:
+            try:
+                log_parent_metrics(self.tracking, headline_metrics(self.results))
+            except Exception:  # noqa: BLE001 - the numbers are in the stage runs too; never fail a finished run
+                self.logger.exception("could not log the headline metrics on the parent run")
         end_run(self.tracking, status="FINISHED")
         stem = "summary" if self.flow_name == "finetune" else f"summary-{self.flow_name}"
         self.logger.info("summary written to %s", Path(summary.output_dir) / f"{stem}.md")

@@ -466,6 +466,9 @@ class TrackingConfig(_Section):
         "run.output_dir (runs/mlflow.db).",
     )
     experiment: str = "indextts2-finetune"
+    system_metrics_s: float | None = Field(10.0, gt=0, description="Log MLflow system metrics (CPU, memory, disk, "
+                                           "network; GPU where nvidia-ml-py sees one) on the train and "
+                                           "evaluate runs every this many seconds; null: off.")
 
 
 class PipelineConfig(_Section):
@@ -617,25 +620,33 @@ def load_config(
 
     Raises :class:`ConfigError` naming the file (or the override) and the field for any problem.
     """
+    if path is None:
+        return config_from_text(None, "defaults", overrides)
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    return config_from_text(text, str(path), overrides)
+
+
+def config_from_text(text: str | None, file_label: str,
+                     overrides: Mapping[str, Any] | Iterable[str] = ()) -> PipelineConfig:
+    """:func:`load_config` on YAML text read elsewhere (an object store, a Prefect Variable);
+    ``file_label`` names it in errors."""
     data: dict[str, Any] = {}
-    file_label = "defaults"
-    if path is not None:
-        path = Path(path)
-        file_label = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+    if text is not None:
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+            raise ConfigError(f"{file_label}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+            raise ConfigError(f"{file_label}: expected a mapping of sections at the top level, "
+                              f"got {type(loaded).__name__}")
         data = loaded
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)

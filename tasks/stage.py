@@ -37,7 +37,10 @@ from indextts_core.store.objects import ArtifactStore, open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache
-from tasks.tracking import StageRun, attach_stage_run, close_stage_run, open_stage_run
+from tasks.tracking import StageRun, attach_stage_run, close_stage_run, open_stage_run, system_metrics
+
+#: The long stages whose MLflow runs also record the machine's load (``tracking.system_metrics_s``).
+SYSTEM_METRICS_STAGES = ("train", "evaluate")
 
 #: The config fields (or whole sections) each stage's output depends on: its cache key and the
 #: parameters of its MLflow run.  A section stands for all its fields but its ``NOT_IN_KEY``.
@@ -83,6 +86,7 @@ class Stage:
         self._params = run_params(cfg, name) | dict(params or {})
         self._tags, self._run_id = dict(tags or {}), run_id
         self.run: StageRun | None = None
+        self._monitor: Any = None
 
     # ------------------------------------------------------------------ context
 
@@ -98,12 +102,17 @@ class Stage:
                 self.run.log_params(self._params)
             for key, ref in self.inputs.items():
                 self.run.log_input(key, ref.uri, ref.digest, context=_input_context(key, ref))
+            if self.name in SYSTEM_METRICS_STAGES:
+                self._monitor = system_metrics(tracking, self.run)
+                self._monitor.__enter__()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.run is None:
             return
+        if self._monitor is not None:
+            self._monitor.__exit__(None, None, None)
         if exc is not None:
             for name in self.failure_reports:  # keep the evidence of a failed run
                 if (self.out / name).is_file():

@@ -46,6 +46,43 @@ class TrackingRef(BaseModel):
     parent_run_id: str
     tags: dict[str, str] = {}
     s3_endpoint_url: str | None = None
+    run_names: dict[str, str] = {}  # stage -> its child run's name (what the run list shows)
+    system_metrics_s: float | None = None  # sampling interval of system metrics on long stages; None: off
+
+
+#: The settings that tell runs apart in the MLflow run list, per stage: (config path, short name).
+LABELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "extend-bpe": (("extend_bpe.target_size", "vocab"),),
+    "pairs": (("pairs.pairs_per_target", "ppt"),),
+    "train": (("train.learning_rate", "lr"), ("train.epochs", "ep"), ("train.batch_tokens", "bt")),
+    "evaluate": (("evaluate.max_items", "items"),),
+}
+
+
+#: Every stage that opens an MLflow run.
+STAGE_NAMES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate", "promote")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def stage_run_name(cfg: PipelineConfig, stage: str) -> str:
+    """``train · lr=0.001 · ep=3 · bt=1024 · am``: the stage, the settings that tell its runs apart, the language."""
+    parts = [stage]
+    for path, short in LABELS.get(stage, ()):
+        value: Any = cfg
+        for name in path.split("."):
+            value = getattr(value, name)
+        parts.append(f"{short}={_short(value)}")
+    return " · ".join([*parts, cfg.language])
+
+
+def parent_run_name(cfg: PipelineConfig, flow_name: str) -> str:
+    """``demo · finetune · lr=0.001 · ep=3 · bt=1024 · am``: the run, the flow, and the settings that tell its
+    runs apart (the training's for the whole pipeline, the stage's for a one-stage flow), the language."""
+    labels = stage_run_name(cfg, "train" if flow_name == "finetune" else flow_name).split(" · ")[1:]
+    return " · ".join([cfg.run.name, flow_name, *labels])
 
 
 def default_tracking_uri(cfg: PipelineConfig) -> str:
@@ -137,6 +174,8 @@ def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]
             local = not uri.startswith(("http://", "https://", "databricks"))
             exp_id = client.create_experiment(cfg.tracking.experiment,
                                               artifact_location=default_artifact_location(cfg) if local else None)
+            # a "Machine learning" experiment: the UI opens it on the runs table (MLflow 3 guesses otherwise)
+            client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
     all_tags = {"git.commit": git_commit(), "language": cfg.language, "run.name": cfg.run.name, **tags}
     run = client.create_run(exp_id, run_name=run_name, tags={
         **all_tags, MLFLOW_RUN_NAME: run_name, MLFLOW_GIT_COMMIT: all_tags["git.commit"],
@@ -146,7 +185,19 @@ def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]
     _log_params(client, run_id, params)
     client.log_text(run_id, dump_config(cfg), "config.yaml")
     return TrackingRef(tracking_uri=uri, experiment_id=exp_id, parent_run_id=run_id, tags=all_tags,
-                       s3_endpoint_url=cfg.storage.endpoint_url)
+                       s3_endpoint_url=cfg.storage.endpoint_url,
+                       run_names={stage: stage_run_name(cfg, stage) for stage in STAGE_NAMES},
+                       system_metrics_s=cfg.tracking.system_metrics_s)
+
+
+def log_parent_metrics(ref: TrackingRef, metrics: Mapping[str, float]) -> None:
+    """The run's headline numbers on the parent run (so the run list compares runs without expanding them)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, int | float)]
+    if items:
+        _client(ref.tracking_uri, ref.s3_endpoint_url).log_batch(ref.parent_run_id, metrics=items)
 
 
 def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
@@ -229,9 +280,34 @@ def open_stage_run(ref: TrackingRef, stage: str, extra_tags: Mapping[str, str] |
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client = _client(ref.tracking_uri, ref.s3_endpoint_url)
-    tags = {**ref.tags, "stage": stage, MLFLOW_PARENT_RUN_ID: ref.parent_run_id, MLFLOW_RUN_NAME: stage,
+    name = ref.run_names.get(stage, stage)
+    tags = {**ref.tags, "stage": stage, MLFLOW_PARENT_RUN_ID: ref.parent_run_id, MLFLOW_RUN_NAME: name,
             **(extra_tags or {})}
-    return StageRun(client, client.create_run(ref.experiment_id, run_name=stage, tags=tags).info.run_id, stage)
+    return StageRun(client, client.create_run(ref.experiment_id, run_name=name, tags=tags).info.run_id, stage)
+
+
+@contextlib.contextmanager
+def system_metrics(ref: TrackingRef | None, run: StageRun | None) -> Iterator[None]:
+    """MLflow's own system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py and a GPU) on ``run``
+    while the block runs, sampled every ``ref.system_metrics_s`` seconds."""
+    if ref is None or run is None or not ref.system_metrics_s:
+        yield
+        return
+    monitor = None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run.run_id, sampling_interval=ref.system_metrics_s,
+                                       tracking_uri=ref.tracking_uri)
+        monitor.start()
+    except Exception as e:  # noqa: BLE001 - a view on the machine: never a reason to fail the stage
+        log.warning("system metrics off for %s: %s", run.stage, e)
+        monitor = None
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
 
 
 def attach_stage_run(ref: TrackingRef, run_id: str, stage: str) -> StageRun:

@@ -40,6 +40,7 @@ from indextts_core.utils.fileio import atomic_write, read_json
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.preprocess import checkpoint_bundle
+from tasks.progress import TrainingReport
 from tasks.stage import Stage, run_params, stage_task
 from tasks.tracking import MlflowMetricSink, register_model
 
@@ -157,12 +158,15 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
                 s.store.put_file(out / "best.pth", best_mirror)
             s.store.put_file(out / "latest.pth", mirror)
 
-        sinks = [MlflowMetricSink(s.run)] if s.run is not None else []
+        report = TrainingReport("train")  # the Prefect UI: a progress artifact and a validation table
+        report.start(f"training {cfg.language}: {key}")
+        sinks = [*([MlflowMetricSink(s.run)] if s.run is not None else []), report]
         nproc = processes(cfg)
         if nproc > 1:
             result = train_distributed(cfg, run_inputs, nproc, on_checkpoint, sinks)
         else:
-            result = train(run_inputs, cfg.train, seed=cfg.run.seed, sinks=sinks, on_checkpoint=on_checkpoint)
+            result = train(run_inputs, cfg.train, seed=cfg.run.seed, sinks=sinks, on_checkpoint=on_checkpoint,
+                           on_step=report.on_step)
         if result.export_dir is None:
             raise InputError("training produced no checkpoint to export (no steps ran?)")
         summary = read_json(result.summary_path)
@@ -180,6 +184,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             metrics["base_rows_unchanged"] = int(result.base_rows_unchanged)
         if result.best_value is not None:
             metrics["best_value"] = result.best_value
+        if s.run is not None and (out / "logs").is_dir():  # the TensorBoard event files, next to the metrics
+            s.run.log_artifacts(out / "logs", "tensorboard")
         staged = s.publish(metrics, folder=result.export_dir, reports=[
             result.summary_path, out / "train.json", result.export_dir / "indextts-export.json",
             result.export_dir / "config.yaml"], tags={"train.dir": str(out)}, data={"checkpoints": str(out)},

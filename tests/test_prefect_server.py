@@ -50,29 +50,45 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
         # the UI validates parameters against the PipelineConfig schema before creating a run
         bad = httpx.post(url, json={"parameters": {"cfg": {"train": {"epochs": 0}}}}, timeout=30)
         assert bad.status_code in (409, 422) and "epochs" in bad.text
-        cfg = {
-            "run": {"name": "from-ui", "output_dir": str(tmp_path / "runs" / "from-ui")},
-            "storage": {"uri": str(tmp_path / "store")},
-            "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-        }
-        created = httpx.post(url, json={"parameters": {"cfg": cfg}, "tags": ["ui"]}, timeout=30)
+        # the run YAML as a parameter (relative to the checkout the worker runs in), a few settings on top
+        overrides = {"run.name": "from-ui", "run.output_dir": str(tmp_path / "runs" / "from-ui"),
+                     "storage.uri": str(tmp_path / "store"), "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     "train.max_steps": 6, "train.val_audio_samples": 0, "evaluate.max_items": 2}
+        created = httpx.post(url, json={"parameters": {"config": "configs/demo.yaml", "overrides": overrides},
+                                        "tags": ["ui"]}, timeout=30)
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
 
         deadline = time.monotonic() + 400
-        state = None
+        state, progress_seen = None, set()
         while time.monotonic() < deadline:
             state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
             if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
+            progress_seen |= {a["data"] for a in _artifacts(api, run_id) if a["key"] == "train-progress"}
             time.sleep(2)
         worker_log = (logs / "worker.log").read_text(errors="replace")
         assert state and state["type"] == "COMPLETED", f"{state}\n--- worker log ---\n{worker_log[-4000:]}"
+        # the trainer's own lines are in the run's log, as the UI shows it ...
+        messages = [m["message"] for m in _logs(api, run_id)]
+        for expected in ("baseline (step 0", "validation:", "saved ", "exported "):
+            assert any(expected in m for m in messages), f"{expected!r} not in the run's log:\n" + "\n".join(messages)
+        # ... the training shows a progress artifact (100 at the end) and its validation as a table
+        artifacts = _artifacts(api, run_id)
+        progress = [a for a in artifacts if a["key"] == "train-progress"]
+        assert progress and progress[-1]["type"] == "progress" and progress[-1]["data"] == 100, progress
+        table = [a for a in artifacts if a["key"] == "train-validation"]
+        assert table and table[0]["type"] == "table" and "am" in str(table[0]["data"])
+        # preprocessing's units run in a subflow: its progress artifact belongs to that flow run (this server's only)
+        units = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["preprocess-progress"]}}},
+                           timeout=30).json()
+        assert units and units[0]["type"] == "progress" and units[0]["data"] == 100, units
     finally:
         if worker is not None:
             stop_process(worker, timeout=30)
         stop_process(server, timeout=30)
 
+    assert progress_seen, "no training progress was visible while the run was going"
     assert (tmp_path / "runs" / "from-ui" / "ingest" / "report.md").is_file()
     from tasks.tracking import search_runs
 
@@ -83,3 +99,23 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
                       "promote"}
     parent = next(r for r in runs if "stage" not in r.data.tags)
     assert parent.data.tags["prefect.deployment"] == "finetune" and parent.info.status == "FINISHED"
+
+
+def _logs(api: str, flow_run_id: str) -> list[dict]:
+    """Every log line of a flow run (its tasks' included), oldest first, as the UI pages them."""
+    out: list[dict] = []
+    while True:
+        page = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                       "sort": "TIMESTAMP_ASC", "offset": len(out), "limit": 200},
+                          timeout=30).json()
+        out += page
+        if len(page) < 200:
+            return out
+
+
+def _artifacts(api: str, flow_run_id: str) -> list[dict]:
+    """The flow run's artifacts, oldest first."""
+    r = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}},
+                                                     "sort": "CREATED_DESC"}, timeout=30)
+    r.raise_for_status()
+    return r.json()[::-1]

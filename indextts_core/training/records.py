@@ -56,6 +56,7 @@ class StepInfo:
     micro_batches: int
     micro_tokens: int
     metrics: dict[str, float]
+    total_steps: int = 0  # the steps this run's schedule plans (for progress displays)
 
 
 @dataclass

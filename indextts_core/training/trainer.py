@@ -73,6 +73,9 @@ from indextts_core.utils.progress import StepProgress
 
 log = logging.getLogger(__name__)
 
+#: Seconds between progress lines in the log (the progress bar only shows on a terminal).
+PROGRESS_LOG_S = 30.0
+
 #: Bump when the same inputs and settings would train different weights (invalidates cached results).
 STAGE_VERSION = "1"
 
@@ -200,6 +203,7 @@ class Trainer:
             baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
         rates: list[Rate] = []
+        last_line = time.monotonic()
         stop = c.max_steps is not None and progress.step >= c.max_steps  # a resumed run that already got there
         try:
             for epoch in range(progress.epoch, c.epochs):
@@ -225,9 +229,14 @@ class Trainer:
                     if bar is not None:
                         bar.update(progress.step, f"epoch {epoch + 1}/{c.epochs} loss {metrics['train/loss']:.4f} "
                                                   f"mel_top1 {metrics['train/mel_top1']:.3f}")
+                    if d.is_main and (time.monotonic() - last_line >= PROGRESS_LOG_S or progress.step == 1):
+                        last_line = time.monotonic()  # a line for logs that show no progress bar (Prefect, files)
+                        log.info("step %d/%d (epoch %d/%d): loss %.4f, mel_top1 %.3f, %.0f tokens/s",
+                                 progress.step, self.total_steps, epoch + 1, c.epochs, metrics["train/loss"],
+                                 metrics["train/mel_top1"], metrics["train/tokens_per_s"])
                     if self.on_step is not None:
                         self.on_step(StepInfo(progress.step, epoch, k + 1, info["ids"], info["micro"],
-                                              progress.micro_tokens, metrics))
+                                              progress.micro_tokens, metrics, self.total_steps))
                     end_of_epoch = k + 1 == len(plan)
                     stop = c.max_steps is not None and progress.step >= c.max_steps
                     if end_of_epoch:

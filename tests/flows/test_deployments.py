@@ -126,3 +126,42 @@ def test_worker_image_installs_from_the_lock_file():
     assert "uv sync --locked" in text
     assert not (DOCKER / "__init__.py").exists() and not list(DOCKER.glob("*.py")), \
         "docker/ must hold no Python files (it would shadow the docker SDK)"
+
+
+def test_the_scheduled_deployment_takes_its_run_config_as_a_parameter(prefect_yaml: dict):
+    """Found in use: it ran with `params: {}`, the bundled data at an absolute path baked in at deploy time."""
+    retrain = next(d for d in prefect_yaml["deployments"] if d["name"] == "scheduled-retrain")
+    config = retrain["parameters"]["config"]
+    assert not Path(config).is_absolute() and (REPO / config).is_file()
+    from flows.retrain import scheduled_retrain
+
+    params = scheduled_retrain.parameters.properties
+    assert "config" in params and "variable://" in params["config"].get("description", "")
+
+
+def test_a_missing_run_config_names_itself():
+    from flows.config_source import read_run_config
+    from indextts_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+        read_run_config("nowhere.yaml")
+
+
+def test_images_are_pinned_healthchecked_and_the_context_is_small():
+    """Found in use: `minio:latest`, no healthcheck on prefect-server, configs/ missing from the worker image, and no
+    .dockerignore while the build context is the repository root (a 5.5 GB .venv and runs/ would be sent)."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        image = svc.get("image")
+        if image and "build" not in svc:
+            tag = image.rpartition(":")[2]
+            assert ":" in image and tag != "latest" and any(c.isdigit() for c in tag), f"{name}: {image} is not pinned"
+        if name != "minio-buckets":  # a one-shot job: the others wait for it to complete
+            assert "healthcheck" in svc, f"{name}: no healthcheck"
+    for dockerfile in DOCKER.glob("*.Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("FROM ") and "${" not in line:
+                assert re.search(r":\S*\d", line.split()[1]), f"{dockerfile.name}: {line} is not pinned"
+    assert "COPY configs" in (DOCKER / "worker-gpu.Dockerfile").read_text()
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv/", "runs/", ".git/"} <= set(ignored)

@@ -58,6 +58,12 @@ def test_demo_run_records_lineage(tmp_path: Path):
     parent = next(r for r in runs if r.info.run_id == summary.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["prefect.flow_run_id"] == summary.flow_run_id
+    # the run list tells runs apart by name, and the parent carries the headline numbers
+    assert parent.info.run_name == "t · finetune · lr=2e-05 · ep=2 · bt=12288 · am"
+    assert {"train.final.loss", "train.baseline.loss", "ingest.accepted"} <= set(parent.data.metrics)
+    train_run = next(r for r in runs if r.data.tags.get("stage") == "train"
+                     and r.data.tags.get("mlflow.parentRunId") == summary.mlflow_parent_run_id)
+    assert train_run.info.run_name == "train · lr=2e-05 · ep=2 · bt=12288 · am"
     assert parent.data.tags["git.commit"] and parent.data.params["ingest.min_duration_s"] == "0.5"
     children = _children(runs, parent.info.run_id)
     assert set(children) == set(STAGES) - {"evaluate"}  # make_cfg turns the evaluation off

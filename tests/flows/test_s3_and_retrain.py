@@ -40,12 +40,21 @@ def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_b
 
 
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, demo_copy: Path):
+    """The deployment's way: the run YAML is a parameter (a file, or a Prefect Variable holding it), read at
+    every run, never baked in at deploy time."""
+    from prefect.variables import Variable
+
+    from indextts_core.config import dump_config
+
     cfg = make_cfg(tmp_path, {"ingest.source": {"source": str(demo_copy)}})
-    first = scheduled_retrain(cfg)
+    run_yaml = tmp_path / "retrain.yaml"
+    run_yaml.write_text(dump_config(cfg), encoding="utf-8")
+    first = scheduled_retrain(config=str(run_yaml))
     assert first.ran and first.reason == "first run"
     assert statuses(first.summary) == expect("ran")
 
-    unchanged = scheduled_retrain(cfg)
+    Variable.set("retrain-config", run_yaml.read_text(encoding="utf-8"), overwrite=True)
+    unchanged = scheduled_retrain(config="variable://retrain-config")
     assert not unchanged.ran and "no new data" in unchanged.reason
 
     # new data arrives: a new clip and its manifest line
@@ -54,7 +63,7 @@ def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, de
            "language": "am"}
     with open(demo_copy / "manifest.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    grown = scheduled_retrain(cfg)
+    grown = scheduled_retrain(config=str(run_yaml))
     assert grown.ran and grown.reason == "the dataset changed"
     assert statuses(grown.summary)["ingest"] == "ran" and statuses(grown.summary)["extend-bpe"] == "ran"
     assert grown.summary.results["preprocess"]["metrics"]["audio_processed_now"] == 1  # only the new clip

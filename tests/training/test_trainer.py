@@ -310,8 +310,15 @@ def test_exporting_the_same_weights_again_gives_the_same_bytes(processed, tmp_pa
 
     opts = OPTS.model_copy(update={"max_steps": 2})
     first = train(inputs(processed, tmp_path / "out"), opts)
-    before = {p.name: sha256_file(p) for p in sorted(first.export_dir.iterdir())}
+    before = _file_hashes(first.export_dir)
     again = train(inputs(processed, tmp_path / "out", resume="auto"), opts)
     assert again.export_dir == first.export_dir and again.steps == first.steps == 2  # max_steps holds on resume
-    assert {p.name: sha256_file(p) for p in sorted(again.export_dir.iterdir())} == before
+    assert _file_hashes(again.export_dir) == before
     assert not list(first.export_dir.parent.glob(".export*"))  # nothing half-written left behind
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (the Qwen emotion folder included), by relative path."""
+    from indextts_core.utils.fileio import sha256_file
+
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
