@@ -48,9 +48,10 @@ def group_usage(pgid: int) -> tuple[int, float]:
     return count, rss / 1e6
 
 
-def measure(cmd: list[str], port: int, timeout: float = 300.0) -> dict[str, float]:
+def measure(cmd: list[str], port: int, env: dict[str, str], timeout: float = 300.0) -> dict[str, float]:
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
     ready = None
     try:
         while time.monotonic() - start < timeout and proc.poll() is None:
@@ -90,7 +91,9 @@ def main() -> None:
     for _ in range(args.repeat):
         for name, cmd in ways.items():
             port = free_port()
-            rows[name].append(measure(cmd(port), port))
+            env = dict(os.environ) if name.startswith("mlflow ui") else \
+                dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # as flows/ui.py starts it
+            rows[name].append(measure(cmd(port), port, env))
     print(f"MLflow store: {uri}; {args.repeat} round(s), median of each")
     print(f"{'':46} {'ready (s)':>10} {'processes':>10} {'RSS (MB)':>10}")
     base = None

@@ -673,8 +673,9 @@ def train(
     fresh_prompts: Annotated[bool, typer.Option(help="New same-speaker prompts every epoch.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    features: Annotated[Path | None, typer.Option(hidden=True, help="Feature shard folder (torchrun ranks).")]
-    = None,
+    features: Annotated[Path | None, typer.Option(
+        help="Folder of the feature shards, when the pairs' features live in the artifact store (torchrun by hand: "
+        "every node needs them locally).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:

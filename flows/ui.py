@@ -1,8 +1,9 @@
 """``indextts-train ui``: the MLflow UI and TensorBoard on one run's stores, light enough for a laptop.
 
-``mlflow ui`` as MLflow starts it serves with four uvicorn workers (and a job runner), which took
-about 130 s and 2 GiB before it answered on a 2-core machine.  Here the MLflow server runs one
-worker on the run's tracking store (sqlite by default), TensorBoard reads the run's training
+``mlflow ui`` as MLflow starts it serves with four uvicorn workers and a job runner (15 processes,
+about 2.2 GB, 40-130 s before it answers on a 2-core machine).  Here the MLflow server runs one
+worker and no job runner on the run's tracking store (sqlite by default: 2 processes, about 0.5 GB,
+half the time; ``benchmarks/ui_startup.py``), TensorBoard reads the run's training
 folders, both bound to 127.0.0.1, and the command prints the two URLs once each answers.  Each runs
 in a process group of its own, so Ctrl-C (or SIGTERM) stops every process of both, workers
 included; on Linux each is also told to stop if this process dies.
@@ -60,7 +61,8 @@ def start_services(cfg: PipelineConfig, mlflow_port: int = 5000, tensorboard_por
     from tasks.tracking import default_tracking_uri
 
     uri = default_tracking_uri(cfg)
-    env = dict(os.environ, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false")
+    # no job runner (its consumers are separate processes; nothing here submits server-side jobs)
+    env = dict(os.environ, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     logs = log_dir or cfg.run.output_dir.parent
     logs.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
