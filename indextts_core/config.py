@@ -467,7 +467,7 @@ class TrackingConfig(_Section):
     )
     experiment: str = "indextts2-finetune"
     system_metrics_s: float | None = Field(10.0, gt=0, description="Log MLflow system metrics (CPU, memory, disk, "
-                                           "network; GPU where nvidia-ml-py sees one) on the train and "
+                                           "network; GPU on a GPU machine) on the train and "
                                            "evaluate runs every this many seconds; null: off.")
 
 
