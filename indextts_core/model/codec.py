@@ -1,9 +1,14 @@
-"""The semantic codec of IndexTTS-2 (MaskGCT RepCodec): 50 Hz features -> 50 Hz codes.
+"""The semantic codec of IndexTTS-2 (MaskGCT RepCodec): 50 Hz features -> 50 Hz codes, and of
+IndexTTS-2.5 (``EnhancedCodec``: the same codec behind a stride-2 convolution, 50 Hz -> 25 Hz codes).
 
 ``quantize``: a Vocos (ConvNeXt) encoder and a linear layer, then one factorised VQ: a
 weight-normed 1x1 conv to ``codebook_dim``, the nearest L2-normalised codebook row, and a 1x1 conv
 back.  The decoder half exists only so the released safetensors load strictly; tokenisation does
 not use it.
+
+With ``downsample_scale`` 2 (the 2.5 codec, the default of a ``version: 2.5`` config), ``quantize``
+first applies a 3-tap stride-2 convolution and a GELU (a T-frame input gives ceil(T/2) codes), and
+``decode`` maps codes back through the decoder, a nearest x2 upsampling and a 3-tap convolution.
 
 The released codec has no notion of padding: its 7-tap convolutions mix neighbouring frames, so a
 padded batch gives a short clip different codes near its end.  Pass ``lengths`` and every
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from indextts_core.errors import ConfigError, InputError
-from indextts_core.utils.safe_load import safetensors_load
+from indextts_core.utils.safe_load import safetensors_load, torch_load
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,10 @@ class CodecConfig:
     downsample_scale: int = 1
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "config.yaml: semantic_codec") -> CodecConfig:
+    def from_dict(cls, d: dict[str, Any], where: str = "config.yaml: semantic_codec",
+                  version: str | float | None = None) -> CodecConfig:
+        """The ``semantic_codec:`` section; ``version`` is the config's (2.5 builds ``EnhancedCodec``, whose
+        ``downsample_scale`` defaults to 2)."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -45,9 +53,15 @@ class CodecConfig:
         if "vocos_dim" not in data:  # the official constructor reads these two only next to vocos_dim
             data.pop("vocos_intermediate_dim", None)
             data.pop("vocos_num_layers", None)
+        if str(version) == "2.5":
+            data.setdefault("downsample_scale", 2)
+        if data.get("downsample_scale") is None:
+            data["downsample_scale"] = 1
         cfg = cls(**data)
-        if cfg.downsample_scale not in (None, 1) or cfg.num_quantizers != 1:
-            raise ConfigError(f"{where}: only the IndexTTS-2 codec (downsample_scale 1, one quantizer) is supported")
+        if cfg.downsample_scale not in (1, 2) or cfg.num_quantizers != 1:
+            raise ConfigError(f"{where}: downsample_scale must be 1 (IndexTTS-2) or 2 (IndexTTS-2.5) with one "
+                              f"quantizer; got downsample_scale {cfg.downsample_scale}, {cfg.num_quantizers} "
+                              "quantizers")
         return cfg
 
 
@@ -140,13 +154,27 @@ class SemanticCodec(nn.Module):
             return nn.Sequential(VocosBackbone(cfg.hidden_size, cfg.vocos_dim, cfg.vocos_intermediate_dim,
                                                cfg.vocos_num_layers), nn.Linear(cfg.vocos_dim, cfg.hidden_size))
 
+        if cfg.downsample_scale > 1:  # IndexTTS-2.5's EnhancedCodec
+            self.down = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, kernel_size=3, stride=2, padding=1)
+            self.up = nn.Conv1d(cfg.hidden_size, cfg.hidden_size, kernel_size=3, stride=1, padding=1)
         self.encoder = half()
         self.decoder = half()
         self.quantizer = ResidualVQ(cfg.hidden_size, cfg.codebook_size, cfg.codebook_dim)
 
+    def code_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Codes per clip of ``lengths`` feature frames (ceil(T/2) for the 2.5 codec)."""
+        return (lengths + 1) // 2 if self.cfg.downsample_scale > 1 else lengths
+
     @torch.no_grad()
     def quantize(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, hidden) features -> codes (B, T) int64 and quantized embeddings (B, T, hidden)."""
+        """(B, T, hidden) features -> codes (B, T') int64 and quantized embeddings (B, T', hidden);
+        T' = T, or ceil(T/2) for the 2.5 codec."""
+        if self.cfg.downsample_scale > 1:
+            if lengths is not None:  # the stride-2 conv sees zeros beyond each clip's end, as when alone
+                keep = torch.arange(feats.size(1), device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+                feats = feats * keep.unsqueeze(-1).to(feats.dtype)
+                lengths = self.code_lengths(lengths)
+            feats = F.gelu(self.down(feats.transpose(1, 2))).transpose(1, 2)
         mask = None
         if lengths is not None:
             mask = (torch.arange(feats.size(1), device=feats.device)[None, :] < lengths.to(feats.device)[:, None])
@@ -160,14 +188,30 @@ class SemanticCodec(nn.Module):
         """Codes (B, T) -> their embeddings (B, T, hidden) (``quantizer.vq2emb``, transposed)."""
         return self.quantizer.quantizers[0].embed(codes).transpose(1, 2)
 
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The 2.5 codec's ``decode``: codes (B, T) -> reconstructed features (B, 2T, hidden)."""
+        if self.cfg.downsample_scale <= 1:
+            raise ValueError("decode is the IndexTTS-2.5 codec's (downsample_scale 2)")
+        x = self.decoder(self.quantizer.quantizers[0].embed(codes))  # (B, hidden, T) in, (B, T, hidden) out
+        x = F.interpolate(x.transpose(1, 2), scale_factor=2, mode="nearest")
+        return self.up(x).transpose(1, 2)
+
 
 def load_codec(weights: str | Path, cfg: CodecConfig = CodecConfig()) -> SemanticCodec:
-    """Build the codec and load its safetensors strictly (as ``safetensors.torch.load_model`` does)."""
+    """Build the codec and load its weights strictly: a safetensors file (as ``safetensors.torch.load_model``
+    does), or the 2.5 codec's ``codec.pth`` (``{"model": state_dict}``, read with ``weights_only=True``)."""
     path = Path(weights)
     if not path.is_file():
         raise InputError(f"{path}: semantic codec weights not found")
     codec = SemanticCodec(cfg)
-    state = safetensors_load(path, "semantic codec weights")
+    if path.suffix == ".safetensors":
+        state = safetensors_load(path, "semantic codec weights")
+    else:
+        loaded = torch_load(path, "semantic codec weights")
+        state = loaded.get("model", loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(state, dict):
+            raise InputError(f"{path}: expected a state dict or {{'model': state dict}}")
     expected = codec.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
