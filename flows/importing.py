@@ -116,11 +116,12 @@ def import_community(cfg: PipelineConfig, assets: dict[str, Any], files: list[Pa
         if not clip.audio:
             return None, None, 0.0
         try:
-            key = sha256_bytes(read_uri_bytes(clip.audio, cfg.storage))
-        except (OSError, InputError):
+            data = read_uri_bytes(clip.audio, cfg.storage)
+        except (OSError, InputError):  # ObjectNotFoundError is both
             return None, None, 0.0
         wave, _code, _reason = decode_clip_audio(clip.audio, p, cfg.storage, min_duration_s=ing.min_duration_s,
-                                                 max_duration_s=ing.max_duration_s)
+                                                 max_duration_s=ing.max_duration_s, data=data)  # read once
+        key = sha256_bytes(data)
         return key, wave, (len(wave) / 16000 if wave is not None else 0.0)
 
     extractor = FeatureExtractor(bundle, resolved_device(p), p.cond_max_seconds)

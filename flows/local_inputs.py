@@ -196,7 +196,7 @@ def lay_out_checkpoint(cfg: PipelineConfig, assets: dict[str, Any], dest: Path) 
     official ``model_download.py`` leaves them (each file atomically; the semantic codec and CAMPPlus
     under the file names the official code caches them as).  Returns what the official inference
     still lacks there (empty when the folder is complete)."""
-    from indextts_core.store.download import missing_for_inference
+    from indextts_core.store.download import missing_entries
 
     store = store_for(cfg)
     renamed = {"semantic_codec": (".safetensors", CODEC_FILE), "campplus": (".bin", CAMPPLUS_FILE)}
@@ -214,5 +214,4 @@ def lay_out_checkpoint(cfg: PipelineConfig, assets: dict[str, Any], dest: Path) 
                 target = dest / renamed[name][1]
             atomic_copy(path, target)
     have = [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()]
-    return missing_for_inference(have) + [
-        e for e in OFFICIAL_HF_CACHE if not (any(h.startswith(e) for h in have) if e.endswith("/") else e in have)]
+    return missing_entries(have) + missing_entries(have, OFFICIAL_HF_CACHE)

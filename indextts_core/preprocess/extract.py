@@ -74,11 +74,14 @@ class UnitResult:
     backoffs: int
 
 
-def decode_clip_audio(uri: str, cfg: PreprocessConfig, storage: Any, *, min_duration_s: float,
-                      max_duration_s: float) -> tuple[np.ndarray | None, str | None, str | None]:
-    """Decode to 16 kHz and apply the audio gates: (wave, None, None) or (None, reason code, reason)."""
+def decode_clip_audio(uri: str, cfg: PreprocessConfig, storage: Any, *, min_duration_s: float, max_duration_s: float,
+                      data: bytes | None = None) -> tuple[np.ndarray | None, str | None, str | None]:
+    """Decode to 16 kHz and apply the audio gates: (wave, None, None) or (None, reason code, reason).
+
+    ``data``: the file's bytes when the caller already read them (else they are read from ``uri``)."""
     try:
-        data = read_uri_bytes(uri, storage)
+        if data is None:
+            data = read_uri_bytes(uri, storage)
         wav = load_audio(data, SAMPLE_RATE, name=uri)
     except (ObjectNotFoundError, FileNotFoundError):
         return None, "audio_missing", f"audio not found: {uri}"

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ TINY_VERSION = "3"
 #: What fine-tuning needs from a checkpoint folder (an error when the source lacks one).
 CHECKPOINT_REQUIRED = ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]
 #: What synthesis and the official inference need besides: taken when the source has them, and the
-#: download result names what is absent (``missing_for_inference``).  ``name/``: a whole folder.
+#: download result names what is absent (:func:`missing_entries`).  ``name/``: a whole folder.
 CHECKPOINT_INFERENCE = ["s2mel.pth", "feat1.pt", "feat2.pt", "qwen0.6bemo4-merge/"]
 #: Licence and notes the official folder ships, carried along when present.
 CHECKPOINT_EXTRAS = ["LICENSE.txt", "LICENSE", "LICENSE_ZH.txt", "DISCLAIMER", "README.md", "glossary.yaml",
@@ -107,24 +107,30 @@ def optional_list(name: str, src: AssetSource) -> list[str]:
     return list(OPTIONAL_FILES.get(name, []))
 
 
+def _hits(entry: str, files: Sequence[str]) -> list[str]:
+    """The files an allow-list entry names: itself, or everything under it for a ``folder/`` entry."""
+    if entry.endswith("/"):
+        return [f for f in files if f.startswith(entry)]
+    return [entry] if entry in files else []
+
+
 def _select(available: list[str], wanted: list[str] | None, optional: list[str]) -> tuple[list[str], str | None]:
     """The available files an allow-list picks, and the first required entry that matches nothing."""
     if wanted is None:
         return sorted(available), None
     chosen: list[str] = []
     for i, entry in enumerate([*wanted, *optional]):
-        hits = [f for f in available if f.startswith(entry)] if entry.endswith("/") else \
-            [entry] if entry in available else []
+        hits = _hits(entry, available)
         if not hits and i < len(wanted):
             return [], entry
         chosen += [f for f in sorted(hits) if f not in chosen]
     return chosen, None
 
 
-def missing_for_inference(files: list[str] | tuple[str, ...]) -> list[str]:
-    """What the official inference needs from a checkpoint folder that ``files`` (its keys) lacks."""
-    return [e for e in CHECKPOINT_INFERENCE
-            if not (any(f.startswith(e) for f in files) if e.endswith("/") else e in files)]
+def missing_entries(files: Sequence[str], entries: Sequence[str] = CHECKPOINT_INFERENCE) -> list[str]:
+    """The ``entries`` (files, or ``folder/``) that ``files`` lacks; by default what the official inference
+    needs from a checkpoint folder besides what fine-tuning needs."""
+    return [e for e in entries if not _hits(e, files)]
 
 
 def asset_prefix(name: str, src: AssetSource) -> str:
@@ -423,7 +429,7 @@ def download(cfg: PipelineConfig, store: ArtifactStore) -> dict[str, FetchedAsse
         log.info("%s: revision %r of %s is commit %s; `indextts-train download --config <file> --pin` writes it "
                  "into the config so later runs cannot drift", name, given, out[name].source, commit)
     if "checkpoint" in out:
-        lacking = missing_for_inference([f.key for f in out["checkpoint"].files])
+        lacking = missing_entries([f.key for f in out["checkpoint"].files])
         if lacking:  # fine-tuning runs; synthesis, evaluation and the official inference on the export need them
             log.warning("checkpoint %s has no %s: training works, but synthesis, the evaluation and the official "
                         "inference on the export need them (fetch the complete official folder)",
