@@ -15,6 +15,10 @@ The prompt of one item is ``[conds (32 + 2)] [start_text, text..., stop_text]`` 
 Conditioning (:func:`conditioning_from_features`) is computed as infer_v2 computes it: speaker
 latents from the speaker prompt's features, an emotion vector merged with ``emo_alpha`` from the
 emotion prompt's features, or given directly.
+
+IndexTTS-2.5 (``infer_v2_5``): the conditioning is 3 rows (see ``UnifiedVoice.conditioning``) and
+each item's ``lang_embedding`` row is added to all its text positions (start and stop included);
+its text is ``<|lang|> `` + text as the tokenizer encodes it, with the same 0/1 stripping.
 """
 
 from __future__ import annotations
@@ -45,9 +49,14 @@ def strip_special(text_ids: torch.Tensor, start: int, stop: int) -> torch.Tensor
     return text_ids[(text_ids != start) & (text_ids != stop)]
 
 
-def build_prompt(model: UnifiedVoice, conds: torch.Tensor, text_ids: torch.Tensor) -> Prompt:
-    """The inference prompt for ``text_ids`` (B, L) after ``conds`` ((B or 1), 34, D), left-padded."""
+def build_prompt(model: UnifiedVoice, conds: torch.Tensor, text_ids: torch.Tensor,
+                 langs: torch.Tensor | None = None) -> Prompt:
+    """The inference prompt for ``text_ids`` (B, L) after ``conds`` ((B or 1), C, D), left-padded.
+
+    ``langs`` (B,): 2.5 only, each item's language row (as ``inference_speech(..., langs)``).
+    """
     cfg = model.cfg
+    lang_rows = model.language_rows(langs) if langs is not None else None
     b, width = text_ids.size(0), text_ids.size(1) + 2
     if conds.size(0) not in (1, b):
         raise ValueError(f"conditioning for {conds.size(0)} items, text for {b}")
@@ -56,6 +65,8 @@ def build_prompt(model: UnifiedVoice, conds: torch.Tensor, text_ids: torch.Tenso
         ids = strip_special(text_ids[i].long(), cfg.start_text_token, cfg.stop_text_token)
         framed = F.pad(F.pad(ids, (1, 0), value=cfg.start_text_token), (0, 1), value=cfg.stop_text_token)
         emb = model.text_embedding(framed) + model.text_pos_embedding(framed.size(0))
+        if lang_rows is not None:
+            emb = emb + lang_rows[i]
         c = conds[0] if conds.size(0) == 1 else conds[i]
         pad = width - framed.size(0)
         rows.append(torch.cat((emb.new_zeros(pad, emb.size(1)), c, emb)))

@@ -126,7 +126,7 @@ def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = No
     if not root.is_dir():
         raise InputError(f"{root}: checkpoint folder not found")
     config = read_config(root / "config.yaml")
-    gpt_cfg = GPTConfig.from_dict(config["gpt"], f"{root / 'config.yaml'}: gpt")
+    gpt_cfg = GPTConfig.from_dict(config["gpt"], f"{root / 'config.yaml'}: gpt", version=config.get("version"))
     codec_cfg = CodecConfig.from_dict(config.get("semantic_codec") or {}, version=config.get("version"))
     meta = json.loads((root / BUNDLE_META).read_text()) if (root / BUNDLE_META).is_file() else {}
     cache = Path(hf_cache) if hf_cache else root / HF_CACHE

@@ -132,7 +132,7 @@ def load_gpt(checkpoint_dir: str | Path, strict: bool = True, config: GPTConfig 
     """Build ``UnifiedVoice`` from ``<dir>/config.yaml`` and load ``<dir>/gpt.pth`` (or ``gpt_checkpoint``)."""
     root = Path(checkpoint_dir)
     data = read_config(root / "config.yaml")
-    cfg = config or GPTConfig.from_dict(data["gpt"], f"{root / 'config.yaml'}: gpt")
+    cfg = config or GPTConfig.from_dict(data["gpt"], f"{root / 'config.yaml'}: gpt", version=data.get("version"))
     path = root / (weights or data.get("gpt_checkpoint", "gpt.pth"))
     model = UnifiedVoice(cfg)
     load_state_dict_into(model, read_state_dict(path), path, strict=strict)

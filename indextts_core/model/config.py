@@ -17,6 +17,16 @@ from typing import Any
 
 from indextts_core.errors import ConfigError
 
+#: The two speaker paths of the released ``UnifiedVoice``: IndexTTS-2's conformer + perceiver over
+#: Wav2Vec2-BERT features, IndexTTS-2.5's projection of a 192-wide CAMPPlus vector
+#: (``spk_cond_mode="campplus"``, which ``infer_v2_5`` passes; ``config.yaml`` has no key for it).
+SPEAKER_CONDITIONS = ("conformer", "campplus")
+
+
+def release_of(version: Any) -> str:
+    """``"2.5"`` for a ``version: 2.5`` config, ``"2.0"`` for anything else (2.0 or missing)."""
+    return "2.5" if str(version).strip() == "2.5" else "2.0"
+
 
 def text_rows(vocab_size: int) -> int:
     """Rows of ``text_embedding``/``text_head`` for a tokenizer of ``vocab_size`` pieces."""
@@ -83,6 +93,13 @@ class GPTConfig:
     max_conditioning_inputs: int = 1
     types: int = 1
     checkpointing: bool = True
+    #: not a ``gpt:`` key: set from the config's ``version`` (2.5 -> ``"campplus"``)
+    speaker_condition: str = "conformer"
+
+    @property
+    def is_v25(self) -> bool:
+        """IndexTTS-2.5's layout: ``spk_emb_proj`` + ``lang_embedding``, no speaker conformer or speed rows."""
+        return self.speaker_condition == "campplus"
 
     @property
     def text_vocab_rows(self) -> int:
@@ -97,10 +114,11 @@ class GPTConfig:
         return self.max_mel_tokens + 2 + self.max_conditioning_inputs
 
     @classmethod
-    def from_dict(cls, gpt: dict[str, Any], where: str = "config.yaml: gpt") -> GPTConfig:
+    def from_dict(cls, gpt: dict[str, Any], where: str = "config.yaml: gpt", version: Any = None) -> GPTConfig:
+        """The ``gpt:`` section; ``version`` is the config's top-level ``version`` (2.5 -> CAMPPlus speaker path)."""
         if not isinstance(gpt, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"speaker_condition"}
         unknown = set(gpt) - names
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; the official UnifiedVoice would refuse "
@@ -110,6 +128,7 @@ class GPTConfig:
             if key not in data:
                 raise ConfigError(f"{where}.{key}: required")
             data[key] = ConformerSpec.from_dict(dict(data[key]), f"{where}.{key}")
+        data["speaker_condition"] = "campplus" if release_of(version) == "2.5" else "conformer"
         try:
             cfg = cls(**data)
         except TypeError as e:
@@ -130,8 +149,10 @@ class GPTConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        """The keys as they appear in ``config.yaml`` (constructor defaults included)."""
-        return asdict(self)
+        """The keys as they appear in ``config.yaml``'s ``gpt:`` (constructor defaults included)."""
+        d = asdict(self)
+        d.pop("speaker_condition")
+        return d
 
     def with_vocab(self, vocab_size: int) -> GPTConfig:
         return replace(self, number_text_tokens=vocab_size)

@@ -13,6 +13,15 @@ One teacher-forced pass sees ``[conds (32 + 2) | text (L + 2) | mel (M + 2)]``:
 Positions at or beyond each sample's length are set to the stop token (on copies: the caller's
 tensors are never modified), and no attention mask is applied besides the causal one, exactly as
 released, so a shorter sample's mel positions also attend to its padded text positions.
+
+IndexTTS-2.5 (``cfg.is_v25``, set by a ``version: 2.5`` config) is the same class with
+``spk_cond_mode="campplus"``: no speaker conformer/perceiver and no ``speed_emb``; the speaker is
+one row ``spk_emb_proj(campplus)`` (Linear 192 -> D), so ``conds`` is ``[spk + emo, 0, 0]``
+(3 rows); and ``lang_embedding`` (107 rows, one per entry of the official language table plus
+one) is added to every text position.  The released inference adds it (``prepare_gpt_inputs``)
+but the released ``forward`` does not: here ``forward(..., langs=...)`` adds it exactly as
+inference does, so training sees what inference will feed; ``langs=None`` is the released
+forward (what the golden outputs were made with).
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ from indextts_core.model.perceiver import PerceiverResampler
 
 #: Width of the conditioning features (Wav2Vec2-BERT hidden size), fixed in the released model.
 COND_INPUT_DIM = 1024
+#: Width of a CAMPPlus speaker vector, the 2.5 speaker input.
+CAMPPLUS_DIM = 192
+#: Rows of the 2.5 ``lang_embedding``: ``len(LANGUAGE_DICT) + 1`` in the official tokenizer module.
+LANG_EMBEDDING_ROWS = 107
 
 
 class LearnedPositionEmbeddings(nn.Module):
@@ -79,17 +92,22 @@ class UnifiedVoice(nn.Module):
         self.cfg = cfg
         d, spk, emo = cfg.model_dim, cfg.condition_module, cfg.emo_condition_module
         # registration order = the released state-dict order
-        self.conditioning_encoder = ConformerEncoder(COND_INPUT_DIM, spk.output_size, spk.attention_heads,
-                                                     spk.linear_units, spk.num_blocks)
-        self.perceiver_encoder = PerceiverResampler(d, spk.output_size, cfg.condition_num_latent,
-                                                    spk.attention_heads, spk.perceiver_mult)
-        self.speed_emb = nn.Embedding(2, d)
-        nn.init.zeros_(self.speed_emb.weight)
+        if cfg.is_v25:
+            self.spk_emb_proj = nn.Linear(CAMPPLUS_DIM, d)
+        else:
+            self.conditioning_encoder = ConformerEncoder(COND_INPUT_DIM, spk.output_size, spk.attention_heads,
+                                                         spk.linear_units, spk.num_blocks)
+            self.perceiver_encoder = PerceiverResampler(d, spk.output_size, cfg.condition_num_latent,
+                                                        spk.attention_heads, spk.perceiver_mult)
+            self.speed_emb = nn.Embedding(2, d)
+            nn.init.zeros_(self.speed_emb.weight)
         self.emo_conditioning_encoder = ConformerEncoder(COND_INPUT_DIM, emo.output_size, emo.attention_heads,
                                                          emo.linear_units, emo.num_blocks)
         self.emo_perceiver_encoder = PerceiverResampler(COND_INPUT_DIM, emo.output_size, 1, emo.attention_heads,
                                                         emo.perceiver_mult)
         self.text_embedding = nn.Embedding(cfg.text_vocab_rows, d)
+        if cfg.is_v25:
+            self.lang_embedding = nn.Embedding(LANG_EMBEDDING_ROWS, d)  # default N(0, 1) init, as released
         self.emo_layer = nn.Linear(d, d)
         self.emovec_layer = nn.Linear(COND_INPUT_DIM, d)
         self.mel_embedding = nn.Embedding(cfg.number_mel_codes, d)
@@ -104,14 +122,27 @@ class UnifiedVoice(nn.Module):
 
     # ------------------------------------------------------------------ conditioning
     def speaker_latents(self, feats: torch.Tensor, lengths: torch.Tensor, exact_padding: bool = False) -> torch.Tensor:
-        """Speaker conditioning: (B, T, 1024) features -> (B, 32, D) latents.
+        """Speaker conditioning: (B, T, 1024) features -> (B, 32, D) latents (IndexTTS-2).
 
         ``exact_padding=True``: each clip of a padded batch gets exactly its solo result (see the
         conformer); by default a padded batch reproduces the released model, padding leak included.
+        2.5 has no such path: use :meth:`speaker_projection` on a CAMPPlus vector.
         """
+        if self.cfg.is_v25:
+            raise ValueError("IndexTTS-2.5 conditions on a CAMPPlus vector: use speaker_projection(campplus)")
         x, mask = self.conditioning_encoder(feats, lengths, exact_padding)
         keys = F.pad(mask.squeeze(1), (self.cfg.condition_num_latent, 0), value=True)
         return self.perceiver_encoder(x, keys)
+
+    def speaker_projection(self, campplus: torch.Tensor) -> torch.Tensor:
+        """IndexTTS-2.5's speaker row: (B, 192) or (B, 1, 192) CAMPPlus vectors -> (B, 1, D)."""
+        if not self.cfg.is_v25:
+            raise ValueError("speaker_projection is IndexTTS-2.5's speaker path; 2.0 uses speaker_latents(features)")
+        if campplus.size(-1) != CAMPPLUS_DIM or campplus.dim() not in (2, 3):
+            raise ValueError(f"expected CAMPPlus vectors (B, {CAMPPLUS_DIM}) or (B, 1, {CAMPPLUS_DIM}), "
+                             f"got {tuple(campplus.shape)}")
+        out = self.spk_emb_proj(campplus)
+        return out if out.dim() == 3 else out.unsqueeze(1)
 
     def emotion_embedding(self, feats: torch.Tensor, lengths: torch.Tensor, exact_padding: bool = False) -> torch.Tensor:
         """The emotion perceiver's output (B, 1024), before the two projections."""
@@ -131,8 +162,15 @@ class UnifiedVoice(nn.Module):
         return base + alpha * (emo - base)
 
     def conditioning(self, speaker_latents: torch.Tensor, emotion_vector: torch.Tensor) -> torch.Tensor:
-        """The (B, 32 + 2, D) prefix: latents + emotion vector, then speed rows 1 and 0."""
+        """The prefix: latents + emotion vector, then two rows.
+
+        2.0: (B, 32 + 2, D), the rows are ``speed_emb(1)``, ``speed_emb(0)``; 2.5: (B, 1 + 2, D) from
+        :meth:`speaker_projection`, the two rows are zeros.
+        """
         b = speaker_latents.size(0)
+        if self.cfg.is_v25:
+            return torch.cat((speaker_latents + emotion_vector.unsqueeze(1),
+                              speaker_latents.new_zeros(b, 2, speaker_latents.size(2))), dim=1)
         speed = self.speed_emb.weight
         return torch.cat((speaker_latents + emotion_vector.unsqueeze(1),
                           speed[1].expand(b, 1, -1), speed[0].expand(b, 1, -1)), dim=1)
@@ -148,10 +186,14 @@ class UnifiedVoice(nn.Module):
         code_lengths: torch.Tensor,
         with_text_logits: bool = True,
         pad_at_end: bool = False,
+        langs: torch.Tensor | None = None,
     ) -> GPTOutput:
         """One teacher-forced pass over a padded batch (inputs are never modified).
 
-        speaker_latents (B, 32, D), emotion_vector (B, D), text_ids (B, L), codes (B, M), lengths (B,).
+        speaker_latents (B, 32, D) (2.5: (B, 1, D)), emotion_vector (B, D), text_ids (B, L),
+        codes (B, M), lengths (B,).  ``langs`` (B,), 2.5 only: each sample's row of
+        ``lang_embedding``, added to every text position as inference adds it (None: the released
+        forward, which leaves it out).
 
         ``pad_at_end=False`` is the released layout: the text and mel segments are each padded to
         the batch's longest, so a shorter sample's mel positions attend to its padded text.
@@ -164,6 +206,8 @@ class UnifiedVoice(nn.Module):
         text_in, text_tgt = frame(text_ids, text_lengths, cfg.start_text_token, cfg.stop_text_token)
         mel_in, mel_tgt = frame(codes, code_lengths, cfg.start_mel_token, cfg.stop_mel_token)
         text_emb = self.text_embedding(text_in) + self.text_pos_embedding(text_in.size(1))
+        if langs is not None:
+            text_emb = text_emb + self.language_rows(langs)
         mel_emb = self.mel_embedding(mel_in) + self.mel_pos_embedding(mel_in.size(1))
         conds = self.conditioning(speaker_latents, emotion_vector)
         c, lt, lm = conds.size(1), text_in.size(1), mel_in.size(1)
@@ -191,9 +235,16 @@ class UnifiedVoice(nn.Module):
             text_lengths=text_lengths, mel_lengths=code_lengths, mel_latent=mel_h,
         )
 
+    def language_rows(self, langs: torch.Tensor) -> torch.Tensor:
+        """(B, 1, D): each sample's ``lang_embedding`` row (2.5 only), to add to its text embeddings."""
+        if not self.cfg.is_v25:
+            raise ValueError("langs is IndexTTS-2.5's language embedding; a 2.0 model has none")
+        return self.lang_embedding(langs.long().reshape(-1)).unsqueeze(1)
+
     def gpt_latent(self, speaker_latents: torch.Tensor, emotion_vector: torch.Tensor, text_ids: torch.Tensor,
-                   text_lengths: torch.Tensor, codes: torch.Tensor, code_lengths: torch.Tensor) -> torch.Tensor:
+                   text_lengths: torch.Tensor, codes: torch.Tensor, code_lengths: torch.Tensor,
+                   langs: torch.Tensor | None = None) -> torch.Tensor:
         """The latent the S2M stage consumes: (B, M, D), the mel positions minus the two added ones."""
         out = self.forward(speaker_latents, emotion_vector, text_ids, text_lengths, codes, code_lengths,
-                           with_text_logits=False)
+                           with_text_logits=False, langs=langs)
         return out.mel_latent[:, :-2]

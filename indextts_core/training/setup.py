@@ -132,7 +132,9 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 
 def config_digest(cfg: GPTConfig) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    """Digest of the architecture (a 2.0 config's digest is its ``gpt:`` keys; 2.5 adds the speaker path)."""
+    keys = cfg.to_dict() | ({"speaker_condition": cfg.speaker_condition} if cfg.is_v25 else {})
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
