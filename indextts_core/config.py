@@ -111,7 +111,7 @@ class AssetSource(_Section):
     each asset has a default (see :mod:`indextts_core.store.download`).
     """
 
-    source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed> "
+    source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed>[@2.5] "
                         "(a tiny random model in the official layout, for tests and the demo).")
     revision: str | None = Field(None, description="Hub revision to pin (commit hash or tag).")
     files: list[str] | None = Field(
@@ -232,7 +232,10 @@ class CorpusConfig(_Section):
 class ExtendBpeConfig(_Section):
     """Tokenizer extension: append the new language's pieces to the base SentencePiece model.
 
-    Ids 0..N-1 of the base stay byte-identical; see ``indextts_core.text.extend_bpe``.
+    Ids 0..N-1 of the base stay byte-identical; see ``indextts_core.text.extend_bpe``.  On an
+    IndexTTS-2.5 base (byte-level tiktoken vocabulary) nothing is appended: the stage reports
+    coverage and records the language choice (``lang_code``, ``lang_row_init``); see
+    ``indextts_core.text.tiktoken_stage``.
     """
 
     base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")
@@ -246,6 +249,12 @@ class ExtendBpeConfig(_Section):
     probe_text: str | None = Field(None, description="Base-language probe text (one sentence per line); default: "
                                    "the bundled English/Chinese probe.")
     output_name: str = Field("extended_bpe.model", description="File name of the extended tokenizer.")
+    lang_code: str | None = Field(None, description="IndexTTS-2.5 base: the code passed to inference as `lang` (its "
+                                  "<|code|> prefix and lang_embedding row); default: the run's language. A related "
+                                  "released language (zh, en, ja, es, ar; e.g. ar for Amharic) keeps its trained row.")
+    lang_row_init: Literal["keep", "released_mean"] | None = Field(
+        None, description="IndexTTS-2.5 base: how the chosen lang_embedding row starts; default: keep for a released "
+        "language, released_mean (the mean of the released languages' rows; untrained rows are N(0, 1)) otherwise.")
 
 
 class PreprocessConfig(_Section):
@@ -346,6 +355,13 @@ class TrainConfig(_Section):
     freeze_conditioning: bool = Field(True, description="Also freeze the two speed rows of the prefix (the "
                                       "conditioning encoders are always frozen: their outputs are precomputed).")
     dropout: float = Field(0.1, ge=0, lt=1, description="GPT dropout (the released model trains with 0.1).")
+    lora_rank: int = Field(0, ge=0, description="LoRA adapters of this rank on the GPT stack (0 = full fine-tuning). "
+                           "With adapters the stack, heads and mel embeddings train only through them; new text rows "
+                           "and a 2.5 language row still train. Merged into the weights on export (official keys).")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA scale numerator: the update is (alpha / rank) * B @ A.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    lora_targets: list[str] = Field(["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
+                                    description="Layers of the GPT stack that get adapters (dotted name endings).")
     pad_at_end: bool = Field(True, description="Pack each sample as [prompt | text | codes] with its padding after "
                              "it, so no position sees padding (as at inference) and a sample's loss does not depend "
                              "on its batch; false = the released per-segment padding.")
@@ -375,6 +391,14 @@ class TrainConfig(_Section):
         if self.text_loss_weight == 0 and self.mel_loss_weight == 0:
             raise ValueError("text_loss_weight and mel_loss_weight cannot both be 0")
         return self
+
+    def lora_spec(self) -> Any:
+        """The :class:`~indextts_core.training.lora.LoRASpec` of ``lora_*`` (None when ``lora_rank`` is 0)."""
+        if not self.lora_rank:
+            return None
+        from indextts_core.training.lora import LoRASpec
+
+        return LoRASpec(self.lora_rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets))
 
 
 class GenerationConfig(_Section):

@@ -1,4 +1,7 @@
-"""Extend-bpe stage task: append the new language's pieces to the base tokenizer (base ids kept)."""
+"""Extend-bpe stage task: append the new language's pieces to the base tokenizer (base ids kept).
+
+On an IndexTTS-2.5 base the vocabulary is kept and measured instead (coverage, language choice).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ from pathlib import Path
 from indextts_core.config import PipelineConfig
 from indextts_core.model.bundle import open_bundle
 from indextts_core.text import extend_bpe as core
-from indextts_core.text.corpus import read_frontend_corpus, read_official_corpus
+from indextts_core.text.corpus import read_corpus, read_frontend_corpus, read_official_corpus
+from indextts_core.text.encoder import language_choice
 from indextts_core.text.frontend import TextFrontend
+from indextts_core.text.tiktoken_stage import run_tiktoken_stage
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.stage import Stage, stage_task
@@ -21,9 +26,20 @@ def extend_bpe_task(cfg: PipelineConfig, corpus: ArtifactRef, checkpoint: Artifa
     e = cfg.extend_bpe
     with Stage("extend-bpe", cfg, ctx, {"corpus": corpus, "checkpoint": checkpoint},
                params={"frontend": frontend[:16]}) as s:
-        base = Path(e.base_model) if e.base_model else open_bundle(s.fetch(checkpoint)).tokenizer_path
+        bundle = open_bundle(s.fetch(checkpoint))
+        base = Path(e.base_model) if e.base_model else bundle.tokenizer_path
         fe = TextFrontend()
         languages = e.languages or [cfg.language]
+        if bundle.is_v25:
+            choice = language_choice(cfg.language, e.lang_code, e.lang_row_init)
+            v25 = run_tiktoken_stage(base, read_corpus(s.fetch(corpus), languages), choice, s.out, fe)
+            if s.run is not None:
+                s.run.log_artifact(v25.model_path, "tokenizer")
+            return s.publish(v25.metrics(), reports=[v25.report_json, v25.report_md, v25.sidecar_path],
+                             tags={"note": v25.note[:500]}, data={"note": v25.note, "release": "2.5",
+                                                                  "language_choice": choice.to_dict()},
+                             outputs={"tokenizer": v25.model_path.name, "sidecar": v25.sidecar_path.name,
+                                      "report": "report.md"})
         text = read_frontend_corpus(s.fetch(corpus), languages)
         result = core.extend_bpe(base, text, core.probe_lines(e.probe_text, fe), s.out / e.output_name, e,
                                  seed=cfg.run.seed, frontend=fe.fingerprint(), report_dir=s.out,

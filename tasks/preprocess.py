@@ -34,7 +34,7 @@ from indextts_core.config import PipelineConfig
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.store.objects import ArtifactStore, open_store
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.text.tokenizer import load_sentencepiece
+from indextts_core.text.encoder import open_text_encoder, tokenizer_in
 from indextts_core.utils.fileio import sha256_file
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir
 from tasks.context import RunContext
@@ -131,11 +131,11 @@ def _prepare(cfg: PipelineConfig, store: ArtifactStore, dataset: ArtifactRef, to
         bundle = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
         ingest_dir = fetch_dir(store, dataset, cfg.storage.cache_dir)
         clips = core.clips_from_manifests({"train": ingest_dir / "train.jsonl", "val": ingest_dir / "val.jsonl"})
-        tok_path = fetch_dir(store, tokenizer, cfg.storage.cache_dir) / cfg.extend_bpe.output_name
+        tok_path = tokenizer_in(fetch_dir(store, tokenizer, cfg.storage.cache_dir), cfg.extend_bpe.output_name)
         fe = TextFrontend()
         check_frontend(tok_path, fe.fingerprint())
-        texts, rejects = core.tokenize(clips, load_sentencepiece(tok_path), fe, bundle.gpt_config.max_text_tokens,
-                                       cfg.preprocess.max_unk_share)
+        encoder = open_text_encoder(tok_path, bundle.is_v25, frontend=fe)
+        texts, rejects = core.tokenize(clips, encoder, bundle.gpt_config.max_text_tokens, cfg.preprocess.max_unk_share)
         _PREPARED.clear()  # one stage's worth at a time
         _PREPARED[key] = _Prepared(bundle, clips, tok_path, texts, rejects)
         return _PREPARED[key]

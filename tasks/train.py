@@ -127,7 +127,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
     with Stage("train", cfg, ctx, inputs, out=out, clean=False, params={"train.key": key},
                tags={"train.key": key}) as s:
         data_dir = s.fetch(pairs)
-        tok_path = s.fetch(tokenizer) / cfg.extend_bpe.output_name
+        tok_path = tokenizer_in(s.fetch(tokenizer), cfg.extend_bpe.output_name)
         mirror, best_mirror = f"train/{key}/latest.pth", f"train/{key}/best.pth"
         fresh = refreshing(cfg)
         if fresh and (out / "latest.pth").is_file():  # --refresh-cache trains anew; the old run is kept aside

@@ -9,9 +9,15 @@
     hf_cache/bigvgan/                            (nvidia/bigvgan_v2_22khz_80band_256x, for synthesis)
 
 The ``hf_cache`` locations are where the official code's downloads land; each can be given
-explicitly instead (an export carries no ``hf_cache``: it names the base folder's encoders).  :func:`write_tiny_bundle` writes a folder of the same layout with a tiny
-random configuration (and an ``indextts-bundle.json`` noting the tiny Wav2Vec2-BERT's feature
-layer), for tests and the laptop demo.
+explicitly instead (an export carries no ``hf_cache``: it names the base folder's encoders).
+
+An IndexTTS-2.5 folder (``version: 2.5`` in its config, as ``infer_v2_5`` opens it) differs in
+two files: the text vocabulary is ``multilingual_zh_ja_yue_char_del.tiktoken`` (no ``bpe.model``)
+and the 25 Hz semantic codec is ``codec.pth`` in the folder itself (``{"model": state_dict}``).
+
+:func:`write_tiny_bundle` writes a folder of either layout with a tiny random configuration (and
+an ``indextts-bundle.json`` noting the tiny Wav2Vec2-BERT's feature layer), for tests and the
+laptop demo.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ W2V_DIR = HF_CACHE / "w2v-bert-2.0"
 CODEC_FILE = HF_CACHE / "semantic_codec_model.safetensors"
 CAMPPLUS_FILE = HF_CACHE / "campplus_cn_common.bin"
 BIGVGAN_DIR = HF_CACHE / "bigvgan"
+#: IndexTTS-2.5's codec, in the checkpoint folder itself (``infer_v2_5``: ``model_dir/codec.pth``).
+CODEC_V25_FILE = "codec.pth"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
@@ -73,7 +81,17 @@ class ModelBundle:
         return self.checkpoint_dir / self.config.get("gpt_checkpoint", "gpt.pth")
 
     @property
+    def is_v25(self) -> bool:
+        """An IndexTTS-2.5 folder (tiktoken vocabulary, CAMPPlus speaker row, 25 Hz codec)."""
+        return self.gpt_config.is_v25
+
+    @property
     def tokenizer_path(self) -> Path:
+        """``bpe.model`` (or ``dataset.bpe_model``); 2.5: the tiktoken rank file ``infer_v2_5`` reads."""
+        if self.is_v25:
+            from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE
+
+            return self.checkpoint_dir / TIKTOKEN_FILE
         return self.checkpoint_dir / (self.config.get("dataset") or {}).get("bpe_model", "bpe.model")
 
     @property
@@ -90,6 +108,9 @@ class ModelBundle:
                 f"{self.w2v_bert_dir}: Wav2Vec2-BERT 2.0 folder missing (config.json not found). Set download.w2v_bert "
                 "(hf://facebook/w2v-bert-2.0 at a pinned revision, or a local folder), give --w2v-bert, or put it at "
                 f"{self.checkpoint_dir / W2V_DIR} as the official folder has it")
+        if codec and not self.codec_path.is_file() and self.is_v25:
+            raise InputError(f"{self.codec_path}: IndexTTS-2.5 semantic codec missing (the release ships it as "
+                             f"{CODEC_V25_FILE} in the checkpoint folder)")
         if codec and not self.codec_path.is_file():
             raise InputError(
                 f"{self.codec_path}: MaskGCT semantic codec missing. Set download.semantic_codec (hf://amphion/MaskGCT "
@@ -110,6 +131,8 @@ class ModelBundle:
         files = {"config.yaml": self.checkpoint_dir / "config.yaml", "gpt": self.gpt_path,
                  "tokenizer": self.tokenizer_path, "stats": self.stats_path, "codec": self.codec_path}
         files |= {f"w2v_bert/{p.name}": p for p in sorted(self.w2v_bert_dir.glob("*")) if p.is_file()}
+        if self.is_v25:  # 2.5 speaker conditioning is a CAMPPlus vector
+            files["campplus"] = self.campplus_path
         return {name: sha256_file(p) for name, p in files.items()}
 
 
@@ -133,7 +156,8 @@ def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = No
     bundle = ModelBundle(
         checkpoint_dir=root, config=config, gpt_config=gpt_cfg, codec_config=codec_cfg,
         w2v_bert_dir=Path(w2v_bert_dir) if w2v_bert_dir else cache / W2V_DIR.name,
-        codec_path=Path(codec_path) if codec_path else cache / CODEC_FILE.name,
+        codec_path=Path(codec_path) if codec_path else (root / CODEC_V25_FILE if gpt_cfg.is_v25
+                                                         else cache / CODEC_FILE.name),
         hidden_layer=int(meta.get("w2v_bert_hidden_layer", HIDDEN_LAYER)),
         campplus_config=meta.get("campplus"), hf_cache=cache,
         campplus_file=Path(campplus_path) if campplus_path else None,
@@ -207,8 +231,14 @@ def train_base_tokenizer(lines: list[str], dest: Path, vocab_size: int = 256) ->
     return sp.GetPieceSize()
 
 
-def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) -> ModelBundle:
-    """Write a tiny random checkpoint folder in the official layout (about 35 MB, a few seconds)."""
+def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256, version: str = "2.0") -> ModelBundle:
+    """Write a tiny random checkpoint folder in the official layout (about 35 MB, a few seconds).
+
+    ``version="2.5"``: the IndexTTS-2.5 layout (a tiny tiktoken vocabulary learned from the bundled
+    sentences with ``vocab_size`` merges, ``codec.pth`` with stride-2 down-sampling, the CAMPPlus
+    speaker row and the language embedding).
+    """
+    from indextts_core.model.config import release_of
     from safetensors.torch import save_model
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
     from transformers.utils import logging as hf_logging
@@ -218,21 +248,36 @@ def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) ->
     hf_logging.disable_progress_bar()
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
-    lines = [split_cjk(line) for line in (RESOURCES / "base_languages.txt").read_text(encoding="utf-8").splitlines()
-             if line.strip()]
-    n_pieces = train_base_tokenizer(lines, root / "bpe.model", vocab_size)
+    v25 = release_of(version) == "2.5"
+    sentences = [line for line in (RESOURCES / "base_languages.txt").read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    if v25:
+        from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, load_tiktoken_vocab, write_tiny_tiktoken
+
+        write_tiny_tiktoken(root / TIKTOKEN_FILE, [line.lower() for line in sentences], merges=vocab_size)
+        n_pieces = load_tiktoken_vocab(root / TIKTOKEN_FILE).n_vocab
+        config: dict[str, Any] = {}
+    else:
+        n_pieces = train_base_tokenizer([split_cjk(line) for line in sentences], root / "bpe.model", vocab_size)
+        config = {"dataset": {"bpe_model": "bpe.model"}}
 
     gpt = dict(TINY_GPT, number_text_tokens=n_pieces)
-    config = {"dataset": {"bpe_model": "bpe.model"}, "gpt": gpt, "semantic_codec": TINY_CODEC,
-              "gpt_checkpoint": "gpt.pth", "w2v_stat": "wav2vec2bert_stats.pt", "version": 2.0}
+    config |= {"gpt": gpt, "semantic_codec": TINY_CODEC, "gpt_checkpoint": "gpt.pth",
+               "w2v_stat": "wav2vec2bert_stats.pt", "version": 2.5 if v25 else 2.0}
     with atomic_write(root / "config.yaml") as f:
         f.write("# tiny random IndexTTS-2-layout bundle for tests and the demo (not a trained model)\n")
         yaml.safe_dump(config, f, sort_keys=False)
 
     torch.manual_seed(seed)
-    model = UnifiedVoice(GPTConfig.from_dict(gpt))
+    model = UnifiedVoice(GPTConfig.from_dict(gpt, version=config["version"]))
     with torch.no_grad():  # the released init leaves these at zero; make the tiny model less degenerate
-        model.speed_emb.weight.normal_(std=0.02)
+        if v25:  # like the release: the trained languages' rows small, the others nn.Embedding's N(0, 1)
+            from indextts_core.text.tiktoken_vocab import RELEASED_LANGUAGES, language_index
+
+            for code in RELEASED_LANGUAGES:
+                model.lang_embedding.weight[language_index(code)].normal_(std=0.02)
+        else:
+            model.speed_emb.weight.normal_(std=0.02)
     with atomic_write(root / "gpt.pth", "wb") as f:
         torch.save(model.state_dict(), f)
 
@@ -254,9 +299,13 @@ def write_tiny_bundle(dest: str | Path, seed: int = 0, vocab_size: int = 256) ->
                                 return_attention_mask=True, padding_side="right").save_pretrained(str(w2v_dir))
 
     torch.manual_seed(seed + 3)
-    codec = SemanticCodec(CodecConfig.from_dict(TINY_CODEC))
-    (root / CODEC_FILE).parent.mkdir(parents=True, exist_ok=True)
-    save_model(codec, str(root / CODEC_FILE))
+    codec = SemanticCodec(CodecConfig.from_dict(TINY_CODEC, version=config["version"]))
+    if v25:
+        with atomic_write(root / CODEC_V25_FILE, "wb") as f:
+            torch.save({"model": codec.state_dict()}, f)
+    else:
+        (root / CODEC_FILE).parent.mkdir(parents=True, exist_ok=True)
+        save_model(codec, str(root / CODEC_FILE))
     _write_tiny_synthesis(root, seed, gpt["model_dim"])
     _write_tiny_emotion_banks(root, seed, gpt["model_dim"])
     write_json(root / BUNDLE_META, {"format": 1, "kind": "tiny-random", "seed": seed, "w2v_bert_hidden_layer": 1,

@@ -12,6 +12,9 @@
   config names (``s2mel.pth``, ``wav2vec2bert_stats.pt``, ``feat1.pt``, ``feat2.pt``, the Qwen
   emotion folder), and the base folder's licence and notes.  The auxiliary models the official
   code keeps in ``hf_cache/`` are not copied (it fetches them itself, or finds them in its cache).
+  An IndexTTS-2.5 folder (``version: 2.5``) keeps its config's keys but ``number_text_tokens``,
+  and carries the two files ``infer_v2_5`` opens by fixed names: the tiktoken vocabulary and
+  ``codec.pth``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import yaml
 
 from indextts_core.errors import InputError
 from indextts_core.utils.fileio import atomic_copy, atomic_write, sha256_file
-from indextts_core.model.config import GPTConfig, text_rows
+from indextts_core.model.config import GPTConfig, release_of, text_rows
 from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.utils.safe_load import torch_load
 
@@ -47,8 +50,13 @@ INFERENCE_KEYS = {"s2mel_checkpoint": "s2mel.pth", "w2v_stat": "wav2vec2bert_sta
 def inference_files(config: Mapping[str, Any]) -> dict[str, str]:
     """What the official inference opens in a model folder, by config key: the files (and the Qwen folder)
     its config names, falling back to the release's names."""
-    files = {"gpt_checkpoint": str(config.get("gpt_checkpoint") or "gpt.pth"),
-             "dataset.bpe_model": str((config.get("dataset") or {}).get("bpe_model") or "bpe.model")}
+    files = {"gpt_checkpoint": str(config.get("gpt_checkpoint") or "gpt.pth")}
+    if release_of(config.get("version")) == "2.5":  # infer_v2_5 opens these two by fixed names
+        from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE
+
+        files |= {"tokenizer": TIKTOKEN_FILE, "semantic_codec": "codec.pth"}
+    else:
+        files["dataset.bpe_model"] = str((config.get("dataset") or {}).get("bpe_model") or "bpe.model")
     return files | {k: str(config.get(k) or default) for k, default in INFERENCE_KEYS.items()}
 
 
@@ -144,8 +152,11 @@ def load_gpt(checkpoint_dir: str | Path, strict: bool = True, config: GPTConfig 
 _SECTION = re.compile(r"^(\S[^:#]*):\s*(#.*)?$")
 
 
-def update_config_text(text: str, vocab_size: int, bpe_model: str) -> str:
-    """Set ``gpt.number_text_tokens`` and ``dataset.bpe_model`` in a config.yaml, changing nothing else."""
+def update_config_text(text: str, vocab_size: int, bpe_model: str | None) -> str:
+    """Set ``gpt.number_text_tokens`` and ``dataset.bpe_model`` in a config.yaml, changing nothing else.
+
+    ``bpe_model=None`` (IndexTTS-2.5, whose vocabulary file has a fixed name): only the first.
+    """
     out, section = [], None
     done = {"gpt": False, "dataset": False}
     for line in text.splitlines(keepends=True):
@@ -155,13 +166,17 @@ def update_config_text(text: str, vocab_size: int, bpe_model: str) -> str:
         elif section == "gpt" and re.match(r"^\s+number_text_tokens\s*:", line):
             line = re.sub(r"(number_text_tokens\s*:\s*)[^#\s]+", rf"\g<1>{vocab_size}", line)
             done["gpt"] = True
-        elif section == "dataset" and re.match(r"^\s+bpe_model\s*:", line):
+        elif section == "dataset" and bpe_model is not None and re.match(r"^\s+bpe_model\s*:", line):
             line = re.sub(r"(bpe_model\s*:\s*)[^#\s]+", rf"\g<1>{bpe_model}", line)
             done["dataset"] = True
         out.append(line)
     new = "".join(out)
     if not done["gpt"]:
         raise CheckpointError("config.yaml: no gpt.number_text_tokens line to update")
+    if bpe_model is None:
+        if yaml.safe_load(new)["gpt"]["number_text_tokens"] != vocab_size:
+            raise CheckpointError("config.yaml: could not update number_text_tokens safely")
+        return new
     if not done["dataset"]:  # the key may be absent: add it under dataset (or a new dataset section)
         data = yaml.safe_load(new) or {}
         if "dataset" in data:
@@ -208,7 +223,8 @@ def export_checkpoint(
     sd = {k: v.detach().to("cpu", target if v.is_floating_point() else v.dtype).contiguous().clone()
           for k, v in sd.items()}
     base_cfg = base / "config.yaml"
-    config_text = update_config_text(base_cfg.read_text(encoding="utf-8"), vocab_size, tokenizer.name)
+    config_text = update_config_text(base_cfg.read_text(encoding="utf-8"), vocab_size,
+                                     None if model.cfg.is_v25 else tokenizer.name)
     gpt_name = (yaml.safe_load(config_text) or {}).get("gpt_checkpoint", "gpt.pth")
     with atomic_write(out / gpt_name, "wb") as f:
         torch.save(sd, f)
@@ -218,7 +234,7 @@ def export_checkpoint(
     named = inference_files(yaml.safe_load(config_text) or {})
     missing = []
     for key, name in named.items():
-        if key in ("gpt_checkpoint", "dataset.bpe_model") or (out / name).exists():
+        if key in ("gpt_checkpoint", "dataset.bpe_model", "tokenizer") or (out / name).exists():
             continue
         if (base / name).is_file():
             atomic_copy(base / name, out / name)

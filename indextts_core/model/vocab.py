@@ -202,3 +202,60 @@ def base_rows_digest(model: UnifiedVoice, n_base: int) -> str:
     for t in (model.text_embedding.weight, model.text_head.weight, model.text_head.bias):
         h.update(t[:n_base].detach().to("cpu").contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+class OneRowEmbedding(nn.Module):
+    """``nn.Embedding`` of which only row ``row`` is a parameter; the rest a constant buffer.
+
+    IndexTTS-2.5's ``lang_embedding`` while a language is fine-tuned: the run's language row learns,
+    every other language's row stays byte-identical (no gradient, no weight decay).  The state dict
+    holds the whole table as ``weight``, as the official layout does.
+    """
+
+    def __init__(self, embedding: nn.Embedding, row: int):
+        super().__init__()
+        if not 0 <= row < embedding.weight.shape[0]:
+            raise ValueError(f"row {row} outside the table of {embedding.weight.shape[0]} rows")
+        self.row = row
+        self.register_buffer("table", embedding.weight.detach().clone(), persistent=False)
+        self.trained = nn.Parameter(embedding.weight[row].detach().clone())
+        self.register_state_dict_post_hook(self._save_whole)
+        self.register_load_state_dict_pre_hook(self._load_whole)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.cat((self.table[: self.row], self.trained[None], self.table[self.row + 1:]), dim=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+    @staticmethod
+    def _save_whole(module: OneRowEmbedding, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+        state.pop(prefix + "trained")
+        state[prefix + "weight"] = module.weight.detach()
+
+    @staticmethod
+    def _load_whole(module: OneRowEmbedding, state: dict[str, Any], prefix: str, *_args: Any) -> None:
+        whole = state.pop(prefix + "weight", None)
+        if whole is None or whole.shape != module.table.shape:
+            if whole is not None:
+                state[prefix + "weight"] = whole  # let load_state_dict report it
+            return
+        with torch.no_grad():
+            module.table.copy_(whole)
+        state[prefix + "trained"] = whole[module.row]
+
+
+@torch.no_grad()
+def train_language_row(model: UnifiedVoice, row: int, init: str, released_rows: Sequence[int]) -> dict[str, Any]:
+    """2.5: make ``lang_embedding`` row ``row`` the only trainable one (in place), first setting it to the
+    mean of ``released_rows`` when ``init == "released_mean"``.  Returns what was done (for the run's record)."""
+    table = model.lang_embedding.weight
+    before = float(table[row].norm())
+    if init == "released_mean":
+        table[row] = table[list(released_rows)].mean(dim=0)
+    elif init != "keep":
+        raise ValueError(f"unknown language-row initialisation {init!r}")
+    model.lang_embedding = OneRowEmbedding(model.lang_embedding, row)
+    return {"row": row, "init": init, "norm_before": round(before, 4),
+            "norm_after": round(float(model.lang_embedding.trained.norm()), 4)}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from indextts_core.data.audio import load_audio
-from indextts_core.errors import AudioDecodeError
+from indextts_core.errors import AudioDecodeError, InputError
 from indextts_core.preprocess.planning import unit_name
 from indextts_core.preprocess.settings import (
     CPU_BATCH_SECONDS,
@@ -36,7 +36,14 @@ log = logging.getLogger(__name__)
 
 
 class FeatureExtractor:
-    """The models of a bundle on one device; turns 16 kHz waves into per-clip features."""
+    """The models of a bundle on one device; turns 16 kHz waves into per-clip features.
+
+    IndexTTS-2: speaker latents from the base GPT's conformer + perceiver over the clip's
+    Wav2Vec2-BERT features, (32, D).  IndexTTS-2.5: the clip's CAMPPlus vector (80-bin Kaldi fbank
+    of the 16 kHz prompt, mean-normalised, as ``infer_v2_5`` computes it) through the base GPT's
+    ``spk_emb_proj``, (1, D); codes at 25 Hz from the stride-2 codec.  Prompts are cut to
+    ``cond_max_seconds`` as inference cuts them.
+    """
 
     def __init__(self, bundle: ModelBundle, device: torch.device, cond_max_seconds: float = 15.0):
         self.device = device
@@ -44,19 +51,40 @@ class FeatureExtractor:
         self.codec = bundle.load_codec().to(device)
         self.gpt = bundle.load_gpt().to(device).eval()
         self.cond_max_samples = int(cond_max_seconds * SAMPLE_RATE)
+        self.campplus = None
+        if self.gpt.cfg.is_v25:
+            from indextts_core.model.campplus import load_campplus
+
+            if not bundle.campplus_path.is_file():
+                raise InputError(f"{bundle.campplus_path}: CAMPPlus weights missing; an IndexTTS-2.5 base conditions "
+                                 "on the CAMPPlus speaker vector (set download.campplus or put campplus_cn_common.bin "
+                                 "in the checkpoint's hf_cache/)")
+            self.campplus = load_campplus(bundle.campplus_path, bundle.campplus_config).to(device)
 
     @torch.no_grad()
     def __call__(self, waves: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """[(codes (T_i,), speaker latents (32, D), emotion vector (D,))] per wave."""
+        """[(codes (T_i,), speaker latents (32, D) or 2.5's (1, D), emotion vector (D,))] per wave."""
         feats, lengths = self.features.extract_padded(waves)
         codes, _ = self.codec.quantize(feats, lengths)
-        code_lengths = lengths.tolist()
+        code_lengths = self.codec.code_lengths(lengths).tolist()
+        cut = [w[: self.cond_max_samples] for w in waves]
         if any(len(w) > self.cond_max_samples for w in waves):  # prompts are cut as inference cuts them
-            feats, lengths = self.features.extract_padded([w[: self.cond_max_samples] for w in waves])
-        spk = self.gpt.speaker_latents(feats, lengths, exact_padding=True)
+            feats, lengths = self.features.extract_padded(cut)
+        if self.campplus is not None:
+            spk = self.gpt.speaker_projection(torch.cat([self.speaker_vector(w) for w in cut]))
+        else:
+            spk = self.gpt.speaker_latents(feats, lengths, exact_padding=True)
         emo = self.gpt.emotion_vector(feats, lengths, exact_padding=True)
         return [(codes[i, : int(code_lengths[i])].cpu().numpy(), spk[i].float().cpu().numpy(),
                  emo[i].float().cpu().numpy()) for i in range(len(waves))]
+
+    def speaker_vector(self, wave: np.ndarray) -> torch.Tensor:
+        """2.5: one clip's CAMPPlus vector (1, 192) from its 16 kHz wave (one at a time: no padding effects)."""
+        from indextts_core.model.campplus import style_features
+
+        assert self.campplus is not None
+        feat = style_features(torch.from_numpy(np.ascontiguousarray(wave)).float()).to(self.device)
+        return self.campplus(feat.unsqueeze(0))
 
 
 Extract = Callable[[Sequence[np.ndarray]], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]

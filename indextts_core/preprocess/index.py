@@ -75,6 +75,7 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
             "text_frontend": item.frontend_text, "text_row": len(text_ids), "text_len": len(item.ids),
             "shard": shard, "row": row, "code_len": code_len, "duration": duration, "audio_sha256": key,
             "audio": clip.audio, **({"emotion": clip.emotion} if clip.emotion else {}),
+            **({"lang": item.lang} if item.lang is not None else {}),
         })
         text_ids.append(item.ids)
     out_dir.mkdir(parents=True, exist_ok=True)

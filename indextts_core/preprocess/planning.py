@@ -24,6 +24,7 @@ class TextItem:
     clip: Clip
     frontend_text: str
     ids: list[int]
+    lang: int | None = None  # 2.5: the lang_embedding row inference selects
 
 
 @dataclass
@@ -81,26 +82,26 @@ def read_units(feature_dir: Path) -> UnitRecords:
     return records
 
 
-def tokenize(clips: Sequence[Clip], tokenizer: Any, frontend: Any, max_text_tokens: int,
+def tokenize(clips: Sequence[Clip], encoder: Any, max_text_tokens: int,
              max_unk_share: float) -> tuple[dict[str, TextItem], list[dict[str, Any]]]:
-    """Front-end + tokenizer for every clip; text gates: empty, too long, too much <unk>."""
+    """Every clip's text as inference will encode it (:mod:`indextts_core.text.encoder`); text gates:
+    empty, too long, too much <unk>.  2.5: the language row is kept with the ids."""
     items, rejects = {}, []
-    unk = tokenizer.unk_id()
     for clip in clips:
-        fe_text = frontend(clip.text, clip.language)
-        ids = frontend.encode(tokenizer, clip.text, clip.language)
+        line = encoder.encode(clip.text, clip.language)
+        ids = line.ids
         reason = None
-        if not fe_text.strip() or not ids:
+        if not line.text.strip() or not ids:
             reason = ("empty_text", "no text left after the front-end")
         elif len(ids) > max_text_tokens:
             reason = ("text_too_long", f"{len(ids)} text tokens > max_text_tokens={max_text_tokens}")
-        elif ids.count(unk) / len(ids) > max_unk_share:
-            reason = ("unknown_tokens", f"{ids.count(unk)} of {len(ids)} tokens are <unk> "
+        elif line.unknown / len(ids) > max_unk_share:
+            reason = ("unknown_tokens", f"{line.unknown} of {len(ids)} tokens are <unk> "
                       f"(> max_unk_share={max_unk_share}); is the tokenizer extended for {clip.language!r}?")
         if reason:
             rejects.append(reject_row(clip, *reason))
         else:
-            items[clip.id] = TextItem(clip, fe_text, ids)
+            items[clip.id] = TextItem(clip, line.text, ids, line.lang)
     return items, rejects
 
 
@@ -113,11 +114,11 @@ def _audio_key(clip: Clip, storage: Any) -> str:
         return "missing:" + clip.audio
 
 
-def plan(clips: Sequence[Clip], tokenizer: Any, frontend: Any, bundle: ModelBundle, feature_root: Path,
+def plan(clips: Sequence[Clip], encoder: Any, bundle: ModelBundle, feature_root: Path,
          cfg: PreprocessConfig, storage: Any | None = None) -> Plan:
     """Tokenize and gate the text, then list the audio of ``feature_root/<feature set>/`` still to process."""
     gpt = bundle.gpt_config
-    texts, rejects = tokenize(clips, tokenizer, frontend, gpt.max_text_tokens, cfg.max_unk_share)
+    texts, rejects = tokenize(clips, encoder, gpt.max_text_tokens, cfg.max_unk_share)
     fset = featureset_id(bundle_models(bundle), cfg, bundle.hidden_layer)
     feature_dir = Path(feature_root) / fset
     records = read_units(feature_dir)

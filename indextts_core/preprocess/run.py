@@ -49,15 +49,15 @@ def preprocess(
     the ``ingest:`` section.  Features go to ``feature_root/<feature set>/`` (default
     ``out_dir/features``); ``extract`` replaces the models (tests inject faults through it).
     """
+    from indextts_core.text.encoder import open_text_encoder
     from indextts_core.text.extend_bpe import check_frontend
-    from indextts_core.text.tokenizer import load_sentencepiece
 
     cfg = cfg if cfg is not None else PreprocessConfig()
     started = time.monotonic()
     check_frontend(tokenizer_path, frontend.fingerprint())
-    tokenizer = load_sentencepiece(tokenizer_path)
+    encoder = open_text_encoder(tokenizer_path, bundle.is_v25, frontend=frontend)
     root = Path(feature_root) if feature_root else Path(out_dir) / "features"
-    p = plan(clips, tokenizer, frontend, bundle, root, cfg, storage)
+    p = plan(clips, encoder, bundle, root, cfg, storage)
     device = resolved_device(cfg)
     units: list[UnitResult] = []
     if p.units:

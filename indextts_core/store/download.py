@@ -296,20 +296,23 @@ def _reusable(store: ArtifactStore, record_key: str, prefix: str, listing: _List
     return None
 
 
-def _tiny_seed(src: AssetSource) -> int:
-    seed_text = src.source.removeprefix("tiny://") or "0"
-    if not seed_text.isdigit():
-        raise DownloadError(f"{src.source}: expected tiny://<integer seed>")
-    return int(seed_text)
+def _tiny_seed(src: AssetSource) -> tuple[int, str]:
+    """``tiny://<seed>`` -> (seed, "2.0"); ``tiny://<seed>@2.5`` -> (seed, "2.5")."""
+    seed_text, _, version = src.source.removeprefix("tiny://").partition("@")
+    seed_text = seed_text or "0"
+    if not seed_text.isdigit() or version not in ("", "2.0", "2.5"):
+        raise DownloadError(f"{src.source}: expected tiny://<integer seed> or tiny://<integer seed>@2.5")
+    return int(seed_text), version or "2.0"
 
 
 def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
     """tiny://<seed>: a tiny random model folder written on the spot (nothing is downloaded).
 
-    The ``asr`` asset gets a tiny Whisper, every other asset a tiny IndexTTS-2 checkpoint folder.
+    The ``asr`` asset gets a tiny Whisper, every other asset a tiny IndexTTS-2 checkpoint folder
+    (``tiny://<seed>@2.5``: the IndexTTS-2.5 layout).
     """
-    seed = _tiny_seed(src)
-    tag = f"tiny:{seed}:{TINY_VERSION}"
+    seed, version = _tiny_seed(src)
+    tag = f"tiny:{seed}:{TINY_VERSION}" + (f":{version}" if version != "2.0" else "")
     prefix = asset_prefix(name, src)
     record_key = f"{prefix}.json"
     record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
@@ -322,7 +325,7 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
             if name == "asr":
                 write_tiny_whisper(staging, seed=seed)
             else:
-                write_tiny_bundle(staging, seed=seed)
+                write_tiny_bundle(staging, seed=seed, version=version)
             files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
             info = store.put_files(files, prefix)
         record = {"name": name, "source": src.source, "revision": None,

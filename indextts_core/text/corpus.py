@@ -92,6 +92,17 @@ def build_corpus(manifests: Sequence[Path], out_dir: Path, frontend: Any | None 
     return CorpusResult(out_dir, files, fe_files, stats_path, stats, fingerprint)
 
 
+def read_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """``<language>.txt`` (the raw transcripts) per language; a missing language is an error naming the folder."""
+    out = {}
+    for lang in languages:
+        path = Path(corpus_dir) / f"{lang}.txt"
+        if not path.is_file():
+            raise InputError(f"{corpus_dir}: no corpus text for language {lang!r} (is it in the dataset?)")
+        out[lang] = path.read_text(encoding="utf-8").splitlines()
+    return out
+
+
 def read_frontend_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
     """``<language>.frontend.txt`` of a corpus folder for each language (the text extend-bpe mines).
 

@@ -96,6 +96,11 @@ def _correct_pinyin(pinyin: str) -> str:
     return re.sub(r"([jqx])[uü](n|e|an)*(\d)", r"\g<1>v\g<2>\g<3>", pinyin, flags=re.IGNORECASE).upper()
 
 
+def punctuation_map(text: str) -> str:
+    """Step 3 alone (the English branch's map): full-width and other marks to ``, . ! ? ' -``."""
+    return _PUNCT_RE.sub(lambda m: _PUNCT[m.group(0)], text)
+
+
 class OfficialNormalizer:
     """Steps 1-3 of the official front-end (routing, WeText, punctuation map)."""
 
@@ -128,7 +133,7 @@ class OfficialNormalizer:
         text, tech = _protect(text, _TECH, "tech")
         text = en.normalize(text)
         text = _restore(text, tech, "tech")
-        return _PUNCT_RE.sub(lambda m: _PUNCT[m.group(0)], text)
+        return punctuation_map(text)
 
 
 # ------------------------------------------------------------------ language normalisers

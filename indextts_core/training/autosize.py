@@ -96,7 +96,8 @@ def probe_model(model: nn.Module, params: Sequence[nn.Parameter], device: torch.
         text = torch.randint(2, vocab_size, (n, longest_text), generator=g).to(device)
         codes = torch.randint(0, mel_codes - 2, (n, longest_code), generator=g).to(device)
         batch = Batch(speaker, emo, text, torch.full((n,), longest_text, device=device), codes,
-                      torch.full((n,), longest_code, device=device), [], [], [], 0, 0)
+                      torch.full((n,), longest_code, device=device), [], [], [], 0, 0,
+                      torch.zeros(n, dtype=torch.long, device=device) if model.cfg.is_v25 else None)
         try:
             ts = loss_sums(model, batch, amp_dtype, pad_at_end)
             (ts.text_loss.sum() + ts.mel_loss.sum()).backward()

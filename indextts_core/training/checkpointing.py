@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import copy
 import random
 import re
 import shutil
@@ -55,6 +56,7 @@ from indextts_core.model.vocab import base_rows_digest
 from indextts_core.training import community
 from indextts_core.training import distributed as dd
 from indextts_core.training.data import Batch, TrainingSet
+from indextts_core.training.lora import check_merged_keys, has_lora, merge_lora
 from indextts_core.training.objective import forward
 from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
@@ -394,6 +396,20 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
     load_state_dict_into(model, ck["model"], source)
     final, out = out, out.with_name(f".{out.name}.partial")  # written apart, then swapped in whole
     shutil.rmtree(out, ignore_errors=True)
+    merged: list[str] = []
+    merge_diff: float | None = None
+    if has_lora(model):  # the adapters go into the weights: the export is a plain official checkpoint
+        adapted = copy.deepcopy(model).cpu().eval()
+        model = copy.deepcopy(adapted)
+        merged = merge_lora(model)
+        check_merged_keys(official_state_dict(model), official_state_dict(load_gpt(base_dir, strict=True)))
+        if check is not None:
+            with torch.no_grad():
+                merge_diff = float((forward(adapted, check, pad_at_end=pad_at_end).mel_logits
+                                    - forward(model, check, pad_at_end=pad_at_end).mel_logits).abs().max())
+            log.info("LoRA merged into %d layers; mel logits with adapters vs merged: max |diff| %.2e", len(merged),
+                     merge_diff)
+        device = torch.device("cpu")
     result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
     reloaded = load_gpt(out, strict=True)
     ours = official_state_dict(model)
@@ -419,6 +435,8 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
         "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
         "dtype": export_dtype, "verified_reload": same, "base_rows_unchanged": unchanged,
         "files": result.files, "missing_for_inference": list(result.missing_for_inference),
+        **({"lora_merged": {**setup.describe().get("lora", {}), "layers": len(merged),
+                            "mel_logits_max_diff": merge_diff}} if merged else {}),
     })
     if not same:
         raise RuntimeError(f"{final}: the exported checkpoint does not reproduce the trained model")

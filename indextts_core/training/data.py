@@ -57,8 +57,9 @@ class Sample:
 
 
 def conditioning_positions(cfg: GPTConfig) -> int:
-    """Length of the conditioning prefix: the speaker latents (perceiver latents) plus the two speed rows."""
-    return cfg.condition_num_latent + 2
+    """Length of the conditioning prefix: the speaker latents (perceiver latents) plus the two speed rows
+    (2.5: one CAMPPlus row plus two zero rows)."""
+    return (1 if cfg.is_v25 else cfg.condition_num_latent) + 2
 
 
 def sample_cost(text_len: int, code_len: int, *, conds: int) -> int:
@@ -127,6 +128,10 @@ class TrainingSet:
     def text_ids(self, i: int) -> torch.Tensor:
         r = self.rows[i]["text_row"]
         return self._ids[self._offsets[r]:self._offsets[r + 1]].long()
+
+    def lang(self, i: int) -> int | None:
+        """2.5: the row's ``lang_embedding`` index (as preprocessing framed its text); None for 2.0."""
+        return self.rows[i].get("lang")
 
     def codes(self, i: int) -> torch.Tensor:
         r = self.rows[i]
@@ -308,13 +313,14 @@ class LoadedSample:
     language: str
     speaker: str
     ids: tuple[str, str, str]  # target, prompt, emotion clip ids
+    lang: int | None = None  # 2.5: the target's lang_embedding row
 
 
 def load_sample(data: TrainingSet, s: Sample) -> LoadedSample:
     r = data.rows[s.target]
     return LoadedSample(data.text_ids(s.target), data.codes(s.target), data.speaker_latents(s.prompt),
                         data.emotion_vector(s.emotion), r["language"], r["speaker"],
-                        (r["id"], data.rows[s.prompt]["id"], data.rows[s.emotion]["id"]))
+                        (r["id"], data.rows[s.prompt]["id"], data.rows[s.emotion]["id"]), data.lang(s.target))
 
 
 @dataclass
@@ -330,13 +336,15 @@ class Batch:
     sample_ids: list[tuple[str, str, str]]
     real_tokens: int
     padded_tokens: int
+    langs: torch.Tensor | None = None  # (B,) 2.5: lang_embedding rows, added to the text as inference adds them
 
     def to(self, device: torch.device) -> Batch:
         nb = device.type == "cuda"
         return Batch(self.speaker_latents.to(device, non_blocking=nb), self.emotion_vectors.to(device, non_blocking=nb),
                      self.text_ids.to(device, non_blocking=nb), self.text_lengths.to(device),
                      self.codes.to(device, non_blocking=nb), self.code_lengths.to(device), self.languages,
-                     self.speakers, self.sample_ids, self.real_tokens, self.padded_tokens)
+                     self.speakers, self.sample_ids, self.real_tokens, self.padded_tokens,
+                     self.langs.to(device) if self.langs is not None else None)
 
 
 def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool = True, *, conds: int) -> Batch:
@@ -354,6 +362,7 @@ def collate(loaded: Sequence[LoadedSample], pin: bool = False, pad_at_end: bool 
         sample_ids=[x.ids for x in loaded],
         real_tokens=int(sum(sample_cost(int(a), int(c), conds=conds) for a, c in zip(tl, cl))),
         padded_tokens=padded_cost(tl.tolist(), cl.tolist(), pad_at_end, conds=conds),
+        langs=torch.tensor([x.lang for x in loaded]) if loaded and loaded[0].lang is not None else None,
     )
     if pin:
         b.speaker_latents, b.emotion_vectors = b.speaker_latents.pin_memory(), b.emotion_vectors.pin_memory()

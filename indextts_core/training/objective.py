@@ -14,7 +14,7 @@ def forward(model: nn.Module, batch: Batch, amp_dtype: torch.dtype | None = None
     device_type = batch.codes.device.type
     with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
         return model(batch.speaker_latents, batch.emotion_vectors, batch.text_ids, batch.text_lengths, batch.codes,
-                     batch.code_lengths, pad_at_end=pad_at_end)
+                     batch.code_lengths, pad_at_end=pad_at_end, langs=batch.langs)
 
 
 def loss_sums(model: nn.Module, batch: Batch, amp_dtype: torch.dtype | None = None,

@@ -17,6 +17,11 @@ Frozen by construction:
   precomputed by preprocessing from the base model, so training them would have no effect on the
   loss, and keeping them at the base weights keeps the export consistent with the cached latents;
 * ``freeze_conditioning`` also freezes the two speed rows that follow the latents in the prefix.
+
+IndexTTS-2.5: the vocabulary must be the checkpoint's tiktoken file (nothing is resized), the
+speaker row ``spk_emb_proj(campplus)`` is precomputed like 2.0's latents, and of
+``lang_embedding`` only the run's language row trains (:class:`~indextts_core.model.vocab.OneRowEmbedding`),
+started as the tokenizer stage recorded (kept, or the released languages' mean).
 """
 
 from __future__ import annotations
@@ -36,14 +41,15 @@ from indextts_core.utils.fileio import sha256_file
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.config import GPTConfig, text_rows, vocab_size_from_rows
 from indextts_core.model.unified_voice import UnifiedVoice
-from indextts_core.model.vocab import ResizeReport, resize_text_vocab, split_text_rows
+from indextts_core.model.vocab import ResizeReport, resize_text_vocab, split_text_rows, train_language_row
 from indextts_core.text.tokenizer import load_sentencepiece, new_piece_decompositions
+from indextts_core.training.lora import ADAPTER_SUFFIXES, LoRASpec, apply_lora
 
 log = logging.getLogger(__name__)
 
 #: Modules whose outputs preprocessing caches; never trained here.
 PRECOMPUTED = ("conditioning_encoder", "perceiver_encoder", "emo_conditioning_encoder", "emo_perceiver_encoder",
-               "emo_layer", "emovec_layer")
+               "emo_layer", "emovec_layer", "spk_emb_proj")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,22 @@ def check_tokenizer(base_tokenizer: Path, tokenizer: Path, checkpoint_rows: int,
     for note in notes:
         log.warning("%s", note)
     return TokenizerCheck(Path(tokenizer), sha256_file(tokenizer), vocab, n_base, base_sha, notes)
+
+
+def check_tiktoken(base_tokenizer: Path, tokenizer: Path, checkpoint_rows: int, checkpoint: Path) -> TokenizerCheck:
+    """IndexTTS-2.5: the run's vocabulary must be the checkpoint's tiktoken file, byte for byte (the tokenizer
+    stage keeps it), and fill the checkpoint's text rows."""
+    from indextts_core.text.tiktoken_vocab import load_tiktoken_vocab
+
+    base, ext = load_tiktoken_vocab(base_tokenizer), load_tiktoken_vocab(tokenizer)
+    if ext.sha256 != base.sha256:
+        raise InputError(f"--tokenizer {tokenizer} ({ext.sha256[:12]}) is not the checkpoint's tiktoken vocabulary "
+                         f"{base_tokenizer} ({base.sha256[:12]}): an IndexTTS-2.5 fine-tune keeps the released "
+                         "vocabulary (wrong --tokenizer, or wrong --checkpoint?)")
+    if vocab_size_from_rows(checkpoint_rows) != base.n_vocab:
+        raise InputError(f"{checkpoint}: the checkpoint has {checkpoint_rows} text rows but its vocabulary "
+                         f"{base_tokenizer} has {base.n_vocab} ids (number_text_tokens must equal it)")
+    return TokenizerCheck(Path(tokenizer), ext.sha256, base.n_vocab, base.n_vocab, base.sha256)
 
 
 def check_index(meta: Mapping[str, Any], index_dir: Path, tokenizer: TokenizerCheck, base_gpt_sha256: str,
@@ -147,6 +169,9 @@ class ModelSetup:
     frozen: list[str]  # top-level modules without trainable parameters
     trainable_parameters: int
     frozen_parameters: int
+    language: dict[str, Any] | None = None  # 2.5: the language row that trains and how it started
+    lora: LoRASpec | None = None
+    adapters: list[str] = field(default_factory=list)  # layers with LoRA adapters
 
     @property
     def vocab_size(self) -> int:
@@ -161,32 +186,79 @@ class ModelSetup:
                 "new_rows_from_pieces": self.resize.from_pieces, "new_rows_from_mean": self.resize.from_mean,
                 "frozen_modules": self.frozen, "trainable_parameters": self.trainable_parameters,
                 "frozen_parameters": self.frozen_parameters, "tokenizer_sha256": self.tokenizer.sha256,
-                "base_gpt_sha256": self.base_gpt_sha256, "config_sha256": self.config_sha256}
+                "base_gpt_sha256": self.base_gpt_sha256, "config_sha256": self.config_sha256,
+                **({"language": self.language} if self.language else {}),
+                **({"lora": {**self.lora.__dict__, "targets": list(self.lora.targets), "layers": len(self.adapters)}}
+                   if self.lora else {})}
 
 
 def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool = True,
                   freeze_conditioning: bool = True, dropout: float = 0.1,
-                  gradient_checkpointing: bool = False) -> ModelSetup:
-    """Load the base GPT strictly, resize it to ``tokenizer`` and freeze what must not train."""
+                  gradient_checkpointing: bool = False, lora: LoRASpec | None = None) -> ModelSetup:
+    """Load the base GPT strictly, resize it to ``tokenizer`` and freeze what must not train.
+
+    2.5: the vocabulary is the checkpoint's (no resize); the language row the tokenizer stage chose
+    is the only trainable row of ``lang_embedding`` (re-initialised as it recorded).  ``lora``:
+    adapters on the GPT stack, which then trains only through them (new text rows and the language
+    row still train; see :mod:`indextts_core.training.lora`).
+    """
     base_sha = sha256_file(bundle.gpt_path)
     model = bundle.load_gpt(strict=True)
     rows = model.text_embedding.weight.shape[0]
-    tok = check_tokenizer(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
-    decompositions = new_piece_decompositions(load_sentencepiece(bundle.tokenizer_path), load_sentencepiece(tokenizer))
-    report = resize_text_vocab(model, tok.vocab_size, decompositions)
+    language: dict[str, Any] | None = None
+    if model.cfg.is_v25:
+        tok = check_tiktoken(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
+        report = ResizeReport(tok.base_vocab, tok.vocab_size, rows, tok.base_vocab, 0, 0)
+        language = _language_row(model, tokenizer)
+    else:
+        tok = check_tokenizer(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
+        decompositions = new_piece_decompositions(load_sentencepiece(bundle.tokenizer_path),
+                                                  load_sentencepiece(tokenizer))
+        report = resize_text_vocab(model, tok.vocab_size, decompositions)
     if tok.vocab_size > tok.base_vocab:
         split_text_rows(model, tok.base_vocab, freeze=freeze_base_rows)
     elif freeze_base_rows:
         log.warning("no new pieces: with freeze_base_rows the text rows stay frozen entirely")
         for p in (*model.text_embedding.parameters(), *model.text_head.parameters()):
             p.requires_grad_(False)
-    frozen = list(PRECOMPUTED) + (["speed_emb"] if freeze_conditioning else [])
+    frozen = [m for m in PRECOMPUTED if hasattr(model, m)]
+    frozen += ["speed_emb"] if freeze_conditioning and hasattr(model, "speed_emb") else []
     for name in frozen:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
+    adapters: list[str] = []
+    if lora is not None:
+        adapters = apply_lora(model.gpt, lora)
+        for name, p in model.named_parameters():  # the stack and the heads learn through the adapters only
+            if not name.endswith(ADAPTER_SUFFIXES) and (name.startswith(LORA_FROZEN) or name in LORA_FROZEN_ROWS):
+                p.requires_grad_(False)
+        log.info("LoRA rank %d on %d layers of the GPT stack (%s)", lora.rank, len(adapters), ", ".join(lora.targets))
     set_dropout(model, dropout)
     model.gpt.gradient_checkpointing = gradient_checkpointing
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) + \
-        sum(b.numel() for n, b in model.named_buffers() if n.endswith("_base"))
-    return ModelSetup(model, tok, report, base_sha, config_digest(model.cfg), frozen, n_train, n_frozen)
+        sum(b.numel() for n, b in model.named_buffers() if n.endswith(("_base", ".table")))
+    return ModelSetup(model, tok, report, base_sha, config_digest(model.cfg), frozen, n_train, n_frozen,
+                      language=language, lora=lora, adapters=adapters)
+
+
+#: With LoRA, parameters under these prefixes train only through adapters (new text rows and the
+#: language row are separate parameters and still train).
+LORA_FROZEN = ("gpt.", "mel_embedding.", "mel_head.", "final_norm.", "mel_pos_embedding.", "text_pos_embedding.")
+LORA_FROZEN_ROWS = {"text_embedding.weight", "text_head.weight", "text_head.bias", "text_embedding.weight_base",
+                    "text_head.weight_base", "text_head.bias_base"}
+
+
+def _language_row(model: UnifiedVoice, tokenizer: Path) -> dict[str, Any]:
+    from indextts_core.text.encoder import language_choice, recorded_choice
+    from indextts_core.text.tiktoken_vocab import RELEASED_LANGUAGES, language_index
+
+    choice = recorded_choice(tokenizer)
+    if choice is None:
+        raise InputError(f"{tokenizer}: no language choice recorded next to it ({Path(tokenizer).with_suffix('.json')}"
+                         " is missing); run the tokenizer stage (extend-bpe) on this IndexTTS-2.5 checkpoint first")
+    choice = language_choice(choice.language, choice.code, choice.row_init)
+    done = train_language_row(model, choice.row, choice.row_init, [language_index(c) for c in RELEASED_LANGUAGES])
+    log.info("lang_embedding: row %d (%s) trains, init %s (norm %.3f -> %.3f)", choice.row, choice.code,
+             choice.row_init, done["norm_before"], done["norm_after"])
+    return choice.to_dict() | done

@@ -108,7 +108,8 @@ class Trainer:
         c, i = self.cfg, self.inputs
         self.bundle: ModelBundle = open_bundle(i.checkpoint_dir)
         self.setup: ModelSetup = prepare_model(self.bundle, Path(i.tokenizer), c.freeze_base_rows,
-                                               c.freeze_conditioning, c.dropout, c.gradient_checkpointing)
+                                               c.freeze_conditioning, c.dropout, c.gradient_checkpointing,
+                                               lora=c.lora_spec())
         self.data = open_data(Path(i.train), Path(i.val) if i.val is not None else None, i.feature_dir,
                               D.conditioning_positions(self.setup.model.cfg))
         check_index(self.data.meta, self.data.manifests[0].parent, self.setup.tokenizer, self.setup.base_gpt_sha256,
@@ -159,7 +160,7 @@ class Trainer:
         cfg = self.setup.model.cfg
         return probe_model(self.model, self.params, self.device, longest_text=longest_text, longest_code=longest_code,
                            longest_cost=D.sample_cost(longest_text, longest_code, conds=self.data.conds),
-                           latents=cfg.condition_num_latent, vocab_size=self.setup.vocab_size,
+                           latents=1 if cfg.is_v25 else cfg.condition_num_latent, vocab_size=self.setup.vocab_size,
                            mel_codes=cfg.number_mel_codes, amp_dtype=self.amp_dtype, pad_at_end=self.cfg.pad_at_end,
                            margin=self.cfg.memory_margin)
 
