@@ -183,8 +183,12 @@ def print_summary(summary: Any) -> None:
     tok = results.get("extend-bpe")
     if tok:
         m = tok["metrics"]
-        console.print(f"tokenizer: {m['base_size']} -> {m['vocab_size']} pieces (+{m['chars_added']} characters, "
-                      f"+{m['pieces_added']} pieces), model rows {m['model_rows']}, base drift {m['base_drift']:.1%}")
+        if "base_size" in m:
+            console.print(f"tokenizer: {m['base_size']} -> {m['vocab_size']} pieces (+{m['chars_added']} characters, "
+                          f"+{m['pieces_added']} pieces), model rows {m['model_rows']}, base drift "
+                          f"{m['base_drift']:.1%}")
+        else:  # an IndexTTS-2.5 base: the vocabulary is kept
+            console.print(f"tokenizer: {tok['data']['note']}")
     trained = results.get("train")
     if trained:
         m = trained["metrics"]
@@ -449,12 +453,20 @@ def extend_bpe(
             cfg.extend_bpe.base_model = str(base_model.resolve())
             given["checkpoint"] = publish_files(store, {base_model.name: base_model}, "asset:checkpoint")
         result = _run_stage(cfg, "extend-bpe", given)
-        _copy_result(cfg, result, output_model.parent, [output_model.name, output_model.with_suffix(".json").name])
-        reports = report_dir or output_model.parent
-        _copy_result(cfg, result, reports, ["report.json", "report.md", "report.png"])
+        if result["metrics"].get("base_size") is None:  # a 2.5 .tiktoken base: kept under its official name
+            outputs = result.get("outputs") or {}
+            _copy_result(cfg, result, output_model.parent, [outputs.get("tokenizer", "x"), outputs.get("sidecar", "x")])
+            _copy_result(cfg, result, report_dir or output_model.parent, ["report.json", "report.md"])
+        else:
+            _copy_result(cfg, result, output_model.parent, [output_model.name, output_model.with_suffix(".json").name])
+            reports = report_dir or output_model.parent
+            _copy_result(cfg, result, reports, ["report.json", "report.md", "report.png"])
     except (InputError, ValueError) as e:
         raise _fail(e) from None
     m = result["metrics"]
+    if "base_size" not in m:  # an IndexTTS-2.5 base (a .tiktoken vocabulary): kept and measured
+        console.print(result["data"]["note"])
+        return
     console.print(f"[bold]{m['base_size']} -> {m['vocab_size']} pieces[/] (+{m['chars_added']} characters, "
                   f"+{m['pieces_added']} pieces); base ids 0..{m['base_size'] - 1} unchanged")
     console.print(f"model rows: number_text_tokens={m['vocab_size']} -> {m['model_rows']} rows in "

@@ -26,11 +26,10 @@ def extend_bpe_task(cfg: PipelineConfig, corpus: ArtifactRef, checkpoint: Artifa
     e = cfg.extend_bpe
     with Stage("extend-bpe", cfg, ctx, {"corpus": corpus, "checkpoint": checkpoint},
                params={"frontend": frontend[:16]}) as s:
-        bundle = open_bundle(s.fetch(checkpoint))
-        base = Path(e.base_model) if e.base_model else bundle.tokenizer_path
+        base = Path(e.base_model) if e.base_model else open_bundle(s.fetch(checkpoint)).tokenizer_path
         fe = TextFrontend()
         languages = e.languages or [cfg.language]
-        if bundle.is_v25:
+        if base.suffix == ".tiktoken":  # an IndexTTS-2.5 vocabulary: kept, measured, language chosen
             choice = language_choice(cfg.language, e.lang_code, e.lang_row_init)
             v25 = run_tiktoken_stage(base, read_corpus(s.fetch(corpus), languages), choice, s.out, fe)
             if s.run is not None:

@@ -35,6 +35,7 @@ from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.store.objects import ArtifactStore, read_uri_bytes
 from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
+from indextts_core.text.encoder import tokenizer_in
 from indextts_core.training.metrics import read_metrics
 from indextts_core.utils.fileio import atomic_write, read_json
 from tasks.artifacts import ArtifactRef, StageResult

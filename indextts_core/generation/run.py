@@ -1,14 +1,27 @@
 """``generate``: lines of text -> semantic codes and the s2mel latent, from a checkpoint folder.
 
-The folder is an export of ours or the official release (``gpt.pth``, ``config.yaml``,
-``bpe.model``, ``wav2vec2bert_stats.pt``); prompts are turned into conditioning as infer_v2 does
-(16 kHz, the first 15 s, Wav2Vec2-BERT layer-17 features normalised with the folder's statistics).
-Text goes through the same front-end and tokenizer as training.  Outputs in ``out_dir``:
+The folder is an export of ours or the official release (``gpt.pth``, ``config.yaml``, the
+tokenizer, ``wav2vec2bert_stats.pt``); prompts are turned into conditioning as the official
+inference does (16 kHz, the first 15 s, Wav2Vec2-BERT layer-17 features normalised with the
+folder's statistics).  Text goes through the same encoder as training
+(:func:`~indextts_core.text.encoder.open_text_encoder`).
 
-* ``codes.jsonl``: one row per line: line number, text, language, text ids, codes (without the
-  stop code), their count, whether the model stopped before ``max_mel_tokens``;
+* IndexTTS-2: speaker latents from the speaker prompt's features;
+* IndexTTS-2.5: the speaker row is ``speaker_projection`` of the prompt's CAMPPlus vector, computed
+  as the synthesis chain computes its style (:func:`~indextts_core.synthesis.chain.campplus_style`:
+  22.05 kHz, first 15 s, resampled to 16 kHz, mean-normalised Kaldi fbank; the folder's
+  ``campplus_cn_common.bin``), and each line's ``lang_embedding`` row is added to its text
+  positions (the line's own language, or ``lang_code``).
+
+The emotion vector is the same for both: the speaker prompt's, merged with the emotion prompt's
+by ``emo_alpha``.  Outputs in ``out_dir``:
+
+* ``codes.jsonl``: one row per line: line number, text, language, text ids (2.5: the framed ids,
+  ``<|code|> `` prefix included), codes (without the stop code), their count, whether the model
+  stopped before ``max_mel_tokens`` (2.5: also ``lang``, the language row);
 * ``latents.safetensors``: ``line<N>`` -> (codes, D) float32, the teacher-forced latent over the
-  generated codes that s2mel consumes (infer_v2's second GPT pass);
+  generated codes (infer_v2's second GPT pass, which its s2mel consumes; 2.5's s2mel does not use
+  it, it is computed the same way, language rows included);
 * ``generate.json``: the options, the model files' sha256, timings and codes per second.
 """
 
@@ -27,11 +40,10 @@ from indextts_core.config import GenerationConfig
 from indextts_core.data.audio import load_audio
 from indextts_core.errors import InputError
 from indextts_core.generation.decode import decode, item_generators
-from indextts_core.generation.prompt import build_prompt, conditioning_from_features
+from indextts_core.generation.prompt import build_prompt, conditioning_from_features, merge_emotion_vectors
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.unified_voice import UnifiedVoice
-from indextts_core.text.frontend import TextFrontend
-from indextts_core.text.tokenizer import load_sentencepiece
+from indextts_core.text.encoder import EncodedLine, TextEncoder, TiktokenText, language_choice, open_text_encoder
 from indextts_core.utils.fileio import atomic_path, sha256_file, write_json, write_jsonl
 from indextts_core.utils.progress import track
 
@@ -60,21 +72,49 @@ def prompt_features(bundle: ModelBundle, features, path: Path) -> tuple[torch.Te
     return features.extract_padded([wave])
 
 
-def tokenize_lines(sp, frontend: TextFrontend, lines: Sequence[str], language: str, max_text_tokens: int,
-                   where: str) -> list[list[int]]:
-    """Token ids of each line, as training tokenized its transcripts; too long or empty lines are named."""
-    ids, problems = [], []
+def encode_lines(encoder: TextEncoder, lines: Sequence[str], language: str, max_text_tokens: int,
+                 where: str) -> list[EncodedLine]:
+    """Each line encoded as training encoded its transcripts; too long or empty lines are named (InputError)."""
+    encoded, problems = [], []
     for n, line in enumerate(lines, 1):
-        tokens = frontend.encode(sp, line, language)
-        if not tokens:
+        item = encoder.encode(line, language)
+        if not item.ids:
             problems.append(f"{where}:{n}: nothing to say after normalisation")
-        elif len(tokens) > max_text_tokens:
-            problems.append(f"{where}:{n}: {len(tokens)} text tokens, above the model's max_text_tokens="
+        elif len(item.ids) > max_text_tokens:
+            problems.append(f"{where}:{n}: {len(item.ids)} text tokens, above the model's max_text_tokens="
                             f"{max_text_tokens} (split the line)")
-        ids.append(tokens)
+        encoded.append(item)
     if problems:
         raise InputError("; ".join(problems))
-    return ids
+    return encoded
+
+
+def prompt_campplus(bundle: ModelBundle, path: Path, device: torch.device) -> torch.Tensor:
+    """The (1, 192) CAMPPlus vector of a prompt file, as the synthesis chain computes its style."""
+    from indextts_core.model.campplus import load_campplus
+    from indextts_core.synthesis.chain import SAMPLE_RATE, campplus_style
+
+    if not bundle.campplus_path.is_file():
+        raise InputError(f"{bundle.campplus_path}: CAMPPlus weights missing (IndexTTS-2.5's speaker conditioning is "
+                         "the prompt's CAMPPlus vector: the folder's hf_cache/campplus_cn_common.bin, or --hf-cache)")
+    campplus = load_campplus(bundle.campplus_path, bundle.campplus_config).to(device)
+    wave = load_audio(path, SAMPLE_RATE, name=str(path)).samples[: int(PROMPT_MAX_S * SAMPLE_RATE)]
+    if len(wave) < SAMPLE_RATE // 10:
+        raise InputError(f"{path}: prompt is {len(wave) / SAMPLE_RATE:.2f} s long (under 0.1 s); give a few seconds "
+                         "of speech")
+    style, _ = campplus_style(campplus, torch.from_numpy(wave).float().unsqueeze(0).to(device))
+    return style
+
+
+def v25_conditioning(model: UnifiedVoice, campplus: torch.Tensor, spk_feats: torch.Tensor, spk_len: torch.Tensor,
+                     emo_feats: torch.Tensor | None, emo_len: torch.Tensor | None,
+                     emo_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """2.5's (speaker row (1, 1, D), emotion vector (1, D)): ``speaker_projection(campplus)``, and the emotion
+    vector as 2.0's :func:`~indextts_core.generation.prompt.conditioning_from_features` merges it (exact lengths)."""
+    base = model.emotion_vector(spk_feats, spk_len, exact_padding=True)
+    emo = base if emo_feats is None else merge_emotion_vectors(
+        base, model.emotion_vector(emo_feats, emo_len, exact_padding=True), emo_alpha)
+    return model.speaker_projection(campplus), emo
 
 
 def generate_lines(
@@ -88,12 +128,24 @@ def generate_lines(
     emotion_prompt: Path | None = None,
     device: str | torch.device = "cpu",
     where: str = "--text",
+    lang_code: str | None = None,
 ) -> GenerateResult:
-    """Decode every line with the speaker (and emotion) prompt; write codes and latents to ``out_dir``."""
+    """Decode every line with the speaker (and emotion) prompt; write codes and latents to ``out_dir``.
+
+    ``lang_code`` (2.5 only): the official language code every line is said with (its ``<|code|>``
+    prefix and language row) instead of ``language`` (e.g. ``ar`` for Amharic text).
+    """
     device = torch.device(device)
     model: UnifiedVoice = bundle.load_gpt().to(device).eval()
-    sp = load_sentencepiece(bundle.tokenizer_path)
-    ids = tokenize_lines(sp, TextFrontend(), lines, language, model.cfg.max_text_tokens, where)
+    v25 = model.cfg.is_v25
+    if lang_code is not None and not v25:
+        raise InputError(f"lang_code={lang_code!r}: language codes are IndexTTS-2.5's; {bundle.checkpoint_dir} is "
+                         "an IndexTTS-2 folder")
+    choice = language_choice(language, lang_code) if lang_code is not None else None
+    encoder = open_text_encoder(bundle.tokenizer_path, v25, choice)
+    encoded = encode_lines(encoder, lines, language, model.cfg.max_text_tokens, where)
+    code = encoder.choice.code if isinstance(encoder, TiktokenText) and encoder.choice else None
+    ids = [item.ids for item in encoded]
     if opts.max_mel_tokens > model.cfg.max_mel_tokens and "max_mel_tokens" not in opts.model_fields_set:
         log.info("generation.max_mel_tokens: using the model's limit %d", model.cfg.max_mel_tokens)
         opts = opts.model_copy(update={"max_mel_tokens": model.cfg.max_mel_tokens})
@@ -105,25 +157,31 @@ def generate_lines(
     with torch.no_grad():
         spk_feats, spk_len = prompt_features(bundle, features, speaker_prompt)
         emo_feats, emo_len = prompt_features(bundle, features, emotion_prompt) if emotion_prompt else (None, None)
-        spk, emo = conditioning_from_features(model, spk_feats, spk_len, emo_feats, emo_len, opts.emo_alpha)
+        if v25:
+            spk, emo = v25_conditioning(model, prompt_campplus(bundle, speaker_prompt, device), spk_feats, spk_len,
+                                        emo_feats, emo_len, opts.emo_alpha)
+        else:
+            spk, emo = conditioning_from_features(model, spk_feats, spk_len, emo_feats, emo_len, opts.emo_alpha)
         rows, latents = [], {}
         for at in track(range(0, len(ids), BATCH), total=(len(ids) + BATCH - 1) // BATCH, description="generating"):
             chunk = ids[at:at + BATCH]
             text = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in chunk], batch_first=True,
                                                    padding_value=model.cfg.stop_text_token).to(device)
             conds = model.conditioning(spk, emo)
+            langs = torch.tensor([e.lang for e in encoded[at:at + BATCH]], device=device) if v25 else None
             random = item_generators(opts.seed + at, len(chunk)) if opts.batch_exact \
                 else torch.Generator().manual_seed(opts.seed + at)
-            out = decode(model, build_prompt(model, conds, text), opts, random=random)
+            out = decode(model, build_prompt(model, conds, text, langs=langs), opts, random=random)
             for j, tokens in enumerate(chunk):
                 n = at + j + 1
                 codes = out.item(j)
                 t = torch.tensor([tokens], device=device)
                 latent = model.gpt_latent(spk, emo, t, torch.tensor([len(tokens)]), codes[None],
-                                          torch.tensor([len(codes)]))
+                                          torch.tensor([len(codes)]), langs=langs[j:j + 1] if v25 else None)
                 latents[f"line{n}"] = latent[0].float().cpu().contiguous()
                 rows.append({"line": n, "text": lines[n - 1], "language": language, "text_ids": tokens,
-                             "codes": codes.tolist(), "code_len": len(codes), "stopped": bool(out.stopped[j])})
+                             "codes": codes.tolist(), "code_len": len(codes), "stopped": bool(out.stopped[j])}
+                            | ({"lang": encoded[n - 1].lang} if v25 else {}))
     seconds = time.monotonic() - start
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "codes.jsonl", rows)
@@ -136,7 +194,8 @@ def generate_lines(
                                                    "gpt_sha256": sha256_file(bundle.gpt_path),
                                                    "tokenizer_sha256": sha256_file(bundle.tokenizer_path)},
         "speaker_prompt": speaker_prompt.name, "emotion_prompt": emotion_prompt.name if emotion_prompt else None,
-        "options": opts.model_dump(mode="json"), "device": str(device), "lines": len(rows), "stopped": stopped,
+        "options": opts.model_dump(mode="json") | ({"lang_code": code} if v25 else {}), "device": str(device),
+        "lines": len(rows), "stopped": stopped,
         "codes": total, "seconds": round(seconds, 3), "codes_per_s": round(total / seconds, 1) if seconds else None,
     })
     if stopped < len(rows):

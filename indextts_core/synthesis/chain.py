@@ -1,22 +1,32 @@
-"""Text -> waveform, in infer_v2's order: GPT codes, S2Mel, BigVGAN, segments joined with silence.
+"""Text -> waveform, in the official inference order: GPT codes, S2Mel, BigVGAN, segments joined with silence.
+
+Two releases, selected by the GPT (``models.gpt.cfg.is_v25``): IndexTTS-2 as ``infer_v2`` runs it,
+IndexTTS-2.5 as ``infer_v2_5`` runs it.
 
 For one speaker prompt (:func:`prompt_state`, computed once):
 
 * the prompt at 22.05 kHz gives the reference mel; at 16 kHz its Kaldi fbank gives the CAMPPlus
-  style vector; its Wav2Vec2-BERT features give the GPT's speaker conditioning and, quantised by
-  the semantic codec, the content whose length-regulated form is the decoder's prompt condition.
+  style vector (:func:`campplus_style`); its Wav2Vec2-BERT features give the GPT's conditioning;
+* 2.0: the features quantised by the semantic codec are the content whose length-regulated form is
+  the decoder's prompt condition; 2.5: the features themselves are regulated (no quantisation).
 
 For each text segment (:func:`speak_segment`):
 
-* the emotion vector (``merge_emovec`` with ``emo_alpha``, lengths as infer_v2 passes them), GPT
-  decoding (infer_v2's options), stop trimming, the teacher-forced latent over the codes;
-* ``S_infer = vq2emb(codes) + gpt_layer(latent)``, regulated to ``(code_lens * 1.72).long()`` mel
-  frames and appended to the prompt condition; the flow-matching decoder (25 Euler steps, CFG
-  0.7) from noise continues the reference mel; the frames after the prompt go through BigVGAN;
-  ``clamp(32767 * wav, +-32767)``.
+* the emotion vector (``merge_emovec`` with ``emo_alpha``, lengths as the official code passes
+  them); the speaker conditioning: 2.0 the speaker latents of the features, 2.5 one row
+  ``spk_emb_proj(style)`` (the same CAMPPlus vector the decoder is styled with); GPT decoding
+  (the official options), stop trimming;
+* 2.0: the teacher-forced latent over the codes, ``S_infer = vq2emb(codes) + gpt_layer(latent)``,
+  regulated to ``(code_lens * 1.72).long()`` mel frames;
+  2.5: the text positions also get the language row (``langs``), no latent is computed,
+  ``S_infer = codec.decode(codes)`` (2T frames for T codes), regulated to
+  ``int(2T * 1.72)`` frames (:func:`v25_target_length`);
+* then, for both: appended to the prompt condition; the flow-matching decoder (25 Euler steps,
+  CFG 0.7) from noise continues the reference mel; the frames after the prompt go through
+  BigVGAN; ``clamp(32767 * wav, +-32767)``.
 
 Segments are joined with ``interval_silence_ms`` (200) of zeros.  One ``torch.Generator`` feeds the
-GPT's sampling and every segment's noise in turn, as infer_v2's single seeded stream does, so a
+GPT's sampling and every segment's noise in turn, as the official single seeded stream does, so a
 seed reproduces a waveform.
 """
 
@@ -38,7 +48,8 @@ from indextts_core.model.bigvgan import BigVGAN, load_bigvgan, to_pcm
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.campplus import CAMPPlus, load_campplus, style_features
 from indextts_core.model.codec import SemanticCodec
-from indextts_core.model.s2mel import LengthRegulator, MelSpec, load_front, mel_spectrogram, target_lengths
+from indextts_core.model.s2mel import FRAMES_PER_CODE, LengthRegulator, MelSpec, load_front, mel_spectrogram, \
+    target_lengths
 from indextts_core.model.s2mel_decoder import FlowMatching, load_decoder
 from indextts_core.model.unified_voice import UnifiedVoice
 
@@ -52,7 +63,7 @@ class SynthesisModels:
     gpt: UnifiedVoice
     codec: SemanticCodec
     regulator: LengthRegulator
-    gpt_layer: nn.Module
+    gpt_layer: nn.Module | None  # None for IndexTTS-2.5, which feeds the decoder no GPT latent
     decoder: FlowMatching
     vocoder: BigVGAN
     campplus: CAMPPlus
@@ -63,23 +74,55 @@ class SynthesisModels:
              gpt: UnifiedVoice | None = None) -> SynthesisModels:
         """Every model of a checkpoint folder that synthesis needs, strictly loaded, in eval mode.
 
-        ``gpt``: speak with this GPT instead of the folder's (the model being trained).
+        ``gpt``: speak with this GPT instead of the folder's (the model being trained); it must be of
+        the folder's release.  A 2.5 folder's codec is its ``codec.pth`` and its ``s2mel.pth`` needs
+        no ``gpt_layer`` (one that is there is not read).
         """
         problem = missing_synthesis_models(bundle)
         if problem:
             raise InputError(problem)
+        if gpt is not None and gpt.cfg.is_v25 != bundle.is_v25:
+            raise InputError(f"{bundle.checkpoint_dir}: an IndexTTS-{'2.5' if bundle.is_v25 else '2'} folder cannot "
+                             f"speak with an IndexTTS-{'2.5' if gpt.cfg.is_v25 else '2'} GPT")
         s2mel_cfg = bundle.config["s2mel"]
-        regulator, layer = load_front(bundle.s2mel_path, s2mel_cfg, bundle.gpt_config.model_dim)
+        if bundle.is_v25:
+            regulator, decoder = load_s2mel_v25(bundle.s2mel_path, s2mel_cfg)
+            layer = None
+        else:
+            regulator, layer = load_front(bundle.s2mel_path, s2mel_cfg, bundle.gpt_config.model_dim)
+            decoder = load_decoder(bundle.s2mel_path, s2mel_cfg)
         models = cls(gpt if gpt is not None else bundle.load_gpt().eval(), bundle.load_codec(), regulator, layer,
-                     load_decoder(bundle.s2mel_path, s2mel_cfg), load_bigvgan(bundle.bigvgan_dir),
+                     decoder, load_bigvgan(bundle.bigvgan_dir),
                      load_campplus(bundle.campplus_path, bundle.campplus_config),
                      MelSpec.from_config(s2mel_cfg["preprocess_params"]))
         for part in (models.codec, models.regulator, models.gpt_layer, models.decoder, models.vocoder,
                      models.campplus):
-            part.to(device)
+            if part is not None:
+                part.to(device)
         if gpt is None:
             models.gpt.to(device)
         return models
+
+
+def load_s2mel_v25(path: Path, s2mel_cfg: dict) -> tuple[LengthRegulator, FlowMatching]:
+    """The length regulator and the flow-matching decoder of a 2.5 ``s2mel.pth``, each strictly, in eval mode.
+
+    Reads ``{"net": {"length_regulator": ..., "cfm": ...}}`` (``module.`` prefixes removed, as the
+    official loader does); a ``gpt_layer`` entry may be there or not and is not read.
+    """
+    from indextts_core.model.checkpoint import load_state_dict_into
+    from indextts_core.utils.safe_load import torch_load
+
+    obj = torch_load(path, "S2Mel weights")
+    net = obj.get("net") if isinstance(obj, dict) else None
+    if not isinstance(net, dict) or not {"cfm", "length_regulator"} <= set(net):
+        raise InputError(f"{path}: not an S2Mel checkpoint (expected {{'net': {{'cfm', 'length_regulator', ...}}}})")
+    regulator = LengthRegulator.from_config(s2mel_cfg["length_regulator"])
+    decoder = FlowMatching(s2mel_cfg)
+    for name, module in (("length_regulator", regulator), ("cfm", decoder)):
+        state = {k.removeprefix("module."): v for k, v in net[name].items()}
+        load_state_dict_into(module, state, Path(f"{path}[net.{name}]"))  # type: ignore[arg-type]
+    return regulator.eval(), decoder.eval()
 
 
 def missing_synthesis_models(bundle: ModelBundle) -> str | None:
@@ -101,22 +144,35 @@ class PromptState:
 
     spk_feats: torch.Tensor  # (1, T, 1024) normalised Wav2Vec2-BERT features
     ref_mel: torch.Tensor  # (1, 80, Tp)
-    style: torch.Tensor  # (1, 192)
+    style: torch.Tensor  # (1, 192) CAMPPlus vector (the decoder's style; 2.5: also the GPT's speaker input)
     prompt_condition: torch.Tensor  # (1, Tp, C)
     campplus_feat: torch.Tensor  # (T', 80)
 
 
-@torch.no_grad()
-def prompt_state(models: SynthesisModels, wave_22k: torch.Tensor, spk_feats: torch.Tensor) -> PromptState:
-    """``wave_22k`` (1, N) float in [-1, 1]; ``spk_feats`` its Wav2Vec2-BERT features (1, T, 1024)."""
+def campplus_style(campplus: CAMPPlus, wave_22k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CAMPPlus vector (1, 192) of a prompt and its input features (T', 80), as the official code makes them.
+
+    ``wave_22k`` (1, N) float in [-1, 1] at 22.05 kHz is resampled to 16 kHz (torchaudio), and its
+    mean-normalised Kaldi fbank goes through ``campplus``.
+    """
     import torchaudio
 
-    wave_16k = torchaudio.transforms.Resample(SAMPLE_RATE, 16000).to(wave_22k.device)(wave_22k)  # as infer_v2
-    _, s_ref = models.codec.quantize(spk_feats)
-    ref_mel = mel_spectrogram(wave_22k.float(), models.mel)
+    wave_16k = torchaudio.transforms.Resample(SAMPLE_RATE, 16000).to(wave_22k.device)(wave_22k)
     feat = style_features(wave_16k)
-    style = models.campplus(feat.unsqueeze(0))
-    condition = models.regulator(s_ref, torch.tensor([ref_mel.size(-1)], device=ref_mel.device))
+    return campplus(feat.unsqueeze(0)), feat
+
+
+@torch.no_grad()
+def prompt_state(models: SynthesisModels, wave_22k: torch.Tensor, spk_feats: torch.Tensor) -> PromptState:
+    """``wave_22k`` (1, N) float in [-1, 1]; ``spk_feats`` its Wav2Vec2-BERT features (1, T, 1024).
+
+    The prompt condition regulates ``codec.quantize(spk_feats)``'s embeddings (2.0) or ``spk_feats``
+    itself (2.5) to the reference mel's frame count.
+    """
+    content = spk_feats if models.gpt.cfg.is_v25 else models.codec.quantize(spk_feats)[1]
+    ref_mel = mel_spectrogram(wave_22k.float(), models.mel)
+    style, feat = campplus_style(models.campplus, wave_22k)
+    condition = models.regulator(content, torch.tensor([ref_mel.size(-1)], device=ref_mel.device))
     return PromptState(spk_feats, ref_mel, style, condition, feat)
 
 
@@ -125,10 +181,16 @@ class Segment:
     codes: torch.Tensor  # (1, M) after stop trimming
     code_lens: torch.Tensor
     stopped: bool
-    latent: torch.Tensor  # (1, M, D)
+    latent: torch.Tensor | None  # (1, M, D) the teacher-forced GPT latent; None for 2.5, which does not use one
     vc_target: torch.Tensor  # (1, 80, frames)
     pcm: torch.Tensor  # (1, frames * 256) on the int16 scale
     noise: torch.Tensor
+
+
+def v25_target_length(decoded_frames: int, duration_factor: float = 1.0) -> int:
+    """infer_v2_5's mel frames for ``decoded_frames`` rows of ``codec.decode`` (2 per code):
+    ``int(frames * 1.72 * duration_factor)`` in Python floats, truncated."""
+    return int(decoded_frames * FRAMES_PER_CODE * duration_factor)
 
 
 @torch.no_grad()
@@ -145,25 +207,40 @@ def speak_segment(
     diffusion_steps: int = 25,
     cfg_rate: float = 0.7,
     latent_adapter: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    langs: torch.Tensor | None = None,
 ) -> Segment:
     """One text segment (1, L) in the prompt's voice.
 
     ``noise`` (1, 80, frames) replaces the decoder's draw from ``random`` (replaying a recorded run);
-    ``latent_adapter`` maps the GPT latent before ``gpt_layer`` (only tests of mismatched tiny models need it).
+    ``latent_adapter`` maps the GPT latent before ``gpt_layer`` (2.0 only; only tests of mismatched
+    tiny models need it).  ``langs`` (1,): the segment's ``lang_embedding`` row, required by a 2.5
+    GPT (``EncodedLine.lang``) and refused by a 2.0 one.
     """
     gpt = models.gpt
+    v25 = gpt.cfg.is_v25
+    if v25 and langs is None:
+        raise ValueError("IndexTTS-2.5 speaks with a language row: pass langs (the encoded line's lang)")
+    if v25 and latent_adapter is not None:
+        raise ValueError("latent_adapter maps IndexTTS-2's GPT latent; 2.5 feeds the decoder codec.decode(codes)")
     infer = torch.tensor([INFER_LENGTH])
-    spk = gpt.speaker_latents(state.spk_feats, infer)
+    spk = gpt.speaker_projection(state.style) if v25 else gpt.speaker_latents(state.spk_feats, infer)
     if emo_vector is None:
         emo = emo_feats if emo_feats is not None else state.spk_feats
         emo_vector = gpt.merge_emotion(state.spk_feats, emo, infer, infer, opts.emo_alpha)
-    out = decode(gpt, build_prompt(gpt, gpt.conditioning(spk, emo_vector), text_ids), opts, random=random)
+    out = decode(gpt, build_prompt(gpt, gpt.conditioning(spk, emo_vector), text_ids, langs=langs), opts,
+                 random=random)
     codes, code_lens = out.codes, out.lengths
-    latent = gpt.gpt_latent(spk, emo_vector, text_ids, torch.tensor([text_ids.size(1)]), codes,
-                            torch.tensor([codes.size(1)]))
-    adapted = latent_adapter(latent) if latent_adapter is not None else latent
-    s_infer = models.codec.embed_codes(codes) + models.gpt_layer(adapted)
-    cond = models.regulator(s_infer, target_lengths(code_lens))
+    if v25:
+        latent = None
+        s_infer = models.codec.decode(codes)
+        frames = torch.tensor([v25_target_length(s_infer.size(1))], device=s_infer.device)
+    else:
+        latent = gpt.gpt_latent(spk, emo_vector, text_ids, torch.tensor([text_ids.size(1)]), codes,
+                                torch.tensor([codes.size(1)]))
+        adapted = latent_adapter(latent) if latent_adapter is not None else latent
+        s_infer = models.codec.embed_codes(codes) + models.gpt_layer(adapted)
+        frames = target_lengths(code_lens)
+    cond = models.regulator(s_infer, frames)
     cat = torch.cat((state.prompt_condition, cond), dim=1)
     if noise is None:
         noise = torch.randn((1, models.mel.n_mels, cat.size(1)), generator=random, device=cat.device)

@@ -1,18 +1,28 @@
 """``synthesize``: lines of text -> 22.05 kHz wav files, from a checkpoint folder (an export or the release).
 
 Prompts are read as infer_v2 reads them: decoded at 22.05 kHz and cut to 15 s, then resampled to
-16 kHz for Wav2Vec2-BERT and CAMPPlus (an emotion prompt at 16 kHz, 15 s).  Each line goes through
-the training front-end and the folder's tokenizer, is cut into infer_v2's segments (at most
-``max_text_tokens_per_segment`` tokens), and each segment is spoken (:mod:`indextts_core.synthesis.chain`).
+16 kHz for Wav2Vec2-BERT and CAMPPlus (an emotion prompt at 16 kHz, 15 s).  Each line is cut into
+segments and each segment is spoken (:mod:`indextts_core.synthesis.chain`):
+
+* IndexTTS-2: the training front-end and the folder's SentencePiece tokenizer, then infer_v2's
+  segments (at most ``max_text_tokens_per_segment`` tokens, :func:`~indextts_core.synthesis.segments.split_segments`);
+* IndexTTS-2.5: the line is normalised as ``infer_v2_5`` does (:class:`~indextts_core.text.encoder.TiktokenText`),
+  cut by :func:`split_v25_text` into segments of at most ``max_text_tokens_per_segment`` tiktoken
+  tokens minus the ``<|code|> `` prefix's, and each segment is framed ``"<|code|> " + segment``;
+  every segment carries the language's ``lang_embedding`` row.  ``code`` is the line's own
+  language, or ``lang_code`` when given (e.g. ``ar`` for Amharic text, see
+  :func:`~indextts_core.text.encoder.language_choice`).
+
 Outputs: one wav per line and ``synthesize.json`` (options, per-line segments, codes, stop, seconds
-and real-time factor).
+and real-time factor; for 2.5 also the language code and each line's language row).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +36,15 @@ from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, prompt_state, \
     speak_segment, write_wav
 from indextts_core.synthesis.segments import split_segments
-from indextts_core.text.frontend import TextFrontend
-from indextts_core.text.tokenizer import load_sentencepiece
+from indextts_core.text.encoder import SentencePieceText, TiktokenText, language_choice, open_text_encoder
 from indextts_core.utils.fileio import sha256_file, write_json
 from indextts_core.utils.progress import track
 
 log = logging.getLogger(__name__)
 
 PROMPT_MAX_S = 15.0
+#: Where infer_v2_5 may cut a 2.5 line: after any of these marks (the mark stays with the text before it).
+V25_BREAK_AFTER = re.compile(r"(?<=[，。！？、；：,.!?;:\n])")
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,77 @@ class Spoken:
     segments: int
     codes: int
     stopped: bool
+    lang: int | None = None  # 2.5: the lang_embedding row the line was spoken with
 
     @property
     def seconds(self) -> float:
         return self.pcm.size(1) / SAMPLE_RATE
+
+
+def _cut_by_characters(count: Callable[[str], int], part: str, budget: int) -> list[str]:
+    """``part`` cut between characters, each piece as long as it can be within ``budget`` tokens."""
+    pieces, current = [], ""
+    for ch in part:
+        if current and count(current + ch) > budget:
+            pieces.append(current)
+            current = ch
+        else:
+            current += ch
+    return pieces + [current] if current else pieces
+
+
+def _join_within(count: Callable[[str], int], chunks: list[str], budget: int) -> list[str]:
+    """Neighbouring ``chunks`` joined, in order, while the joined text stays within ``budget`` tokens."""
+    segments, current = [], ""
+    for chunk in chunks:
+        if current and count(current + chunk) > budget:
+            segments.append(current)
+            current = chunk
+        else:
+            current += chunk
+    return segments + [current] if current else segments
+
+
+def split_v25_text(count: Callable[[str], int], text: str, budget: int) -> list[str]:
+    """A normalised 2.5 line cut into segments of at most ``budget`` tokens (``count`` says how many a text has).
+
+    infer_v2_5's rule: a line within the budget is one segment; otherwise it is cut after sentence
+    and clause marks (:data:`V25_BREAK_AFTER`), a part still over the budget is cut between
+    characters, and the pieces are joined back, in order, while they fit.  Joined, the segments are
+    ``text``; only a single character worth more than ``budget`` tokens makes a longer segment.
+    (The official code also keeps ``<|SPECIAL_TOKEN_n|>`` pronunciation spans whole; the encoder
+    does not produce them.)
+    """
+    if count(text) <= budget:
+        return [text]
+    chunks: list[str] = []
+    for part in V25_BREAK_AFTER.split(text):
+        if part:
+            chunks += [part] if count(part) <= budget else _cut_by_characters(count, part, budget)
+    return _join_within(count, chunks, budget) or [text]
+
+
+def v25_segments(encoder: TiktokenText, line: str, language: str, max_tokens: int,
+                 text_positions: int) -> tuple[list[list[int]], int, tuple[str, ...]]:
+    """A 2.5 line as segment text ids, its ``lang_embedding`` row and the text the GPT's 0/1 filter dropped.
+
+    The budget per segment is ``min(max_tokens, text_positions - 2)`` minus the tokens of the
+    ``<|code|> `` prefix (at least 1), as infer_v2_5 computes it; an empty line is an InputError.
+    """
+    from indextts_core.text.tiktoken_vocab import frame_text, language_prefix
+
+    text = encoder.normalise(line, language)
+    if not text.strip():
+        raise InputError(f"nothing to say after normalisation: {line!r}")
+    code = encoder.choice.code if encoder.choice is not None else language.split("-")[0].lower()
+
+    def count(s: str) -> int:
+        return len(encoder.vocab.encode(s))
+
+    budget = max(1, min(max_tokens, text_positions - 2) - count(language_prefix(code)))
+    framed = [frame_text(encoder.vocab, seg, code) for seg in split_v25_text(count, text, budget)]
+    dropped = tuple(p for f in framed for p in f.dropped_pieces)
+    return [list(f.ids) for f in framed], framed[0].lang_index, dropped
 
 
 class Synthesizer:
@@ -68,18 +146,36 @@ class Synthesizer:
     def __init__(self, bundle: ModelBundle, opts: GenerationConfig, *, device: str | torch.device = "cpu",
                  diffusion_steps: int = 25, cfg_rate: float = 0.7, interval_silence_ms: int = 200,
                  max_text_tokens_per_segment: int = 120, gpt: UnifiedVoice | None = None,
-                 tokenizer: Path | None = None):
-        """``gpt`` / ``tokenizer``: speak with these instead of the folder's (the model being trained)."""
+                 tokenizer: Path | None = None, lang_code: str | None = None):
+        """``gpt`` / ``tokenizer``: speak with these instead of the folder's (the model being trained).
+
+        ``lang_code`` (2.5 only): the official ``lang`` code every line is spoken with (its
+        ``<|code|>`` prefix and language row), instead of each line's own language.
+        """
+        v25 = bundle.is_v25 or (gpt is not None and gpt.cfg.is_v25)
+        if lang_code is not None and not v25:
+            raise InputError(f"lang_code={lang_code!r}: language codes are IndexTTS-2.5's; "
+                             f"{bundle.checkpoint_dir} is an IndexTTS-2 folder")
         self.bundle, self.device = bundle, torch.device(device)
         self.models = SynthesisModels.load(bundle, self.device, gpt=gpt)
         if opts.max_mel_tokens > self.models.gpt.cfg.max_mel_tokens and "max_mel_tokens" not in opts.model_fields_set:
             opts = opts.model_copy(update={"max_mel_tokens": self.models.gpt.cfg.max_mel_tokens})
         self.opts = opts
         self.features = bundle.load_features(self.device)
-        self.sp = load_sentencepiece(tokenizer or bundle.tokenizer_path)
-        self.frontend = TextFrontend()
+        choice = language_choice(lang_code, lang_code) if lang_code is not None else None
+        self.text: SentencePieceText | TiktokenText = open_text_encoder(tokenizer or bundle.tokenizer_path, v25,
+                                                                       choice)
         self.diffusion_steps, self.cfg_rate = diffusion_steps, cfg_rate
         self.interval_silence_ms, self.max_text_tokens_per_segment = interval_silence_ms, max_text_tokens_per_segment
+
+    @property
+    def is_v25(self) -> bool:
+        return self.models.gpt.cfg.is_v25
+
+    @property
+    def lang_code(self) -> str | None:
+        """2.5: the code every line is spoken with (given, or recorded with the tokenizer); None: each line's own."""
+        return self.text.choice.code if isinstance(self.text, TiktokenText) and self.text.choice else None
 
     @torch.no_grad()
     def prompt(self, source: Path | str | bytes, name: str | None = None) -> PromptState:
@@ -97,25 +193,42 @@ class Synthesizer:
         feats, _ = self.features.extract_padded([_prompt(source, 16000, name or str(source))[0].numpy()])
         return feats
 
+    def segments(self, line: str, language: str, where: str = "line") -> tuple[list[list[int]], int | None]:
+        """The line's segments as text ids, and its language row (None for 2.0); an empty line is an InputError."""
+        if isinstance(self.text, TiktokenText):
+            try:
+                ids, lang, dropped = v25_segments(self.text, line, language, self.max_text_tokens_per_segment,
+                                                  self.models.gpt.cfg.text_positions)
+            except InputError as e:
+                raise InputError(f"{where}: {e}") from None
+            if dropped:
+                log.warning("%s: the GPT drops %s (text ids 0/1, as the official inference does)", where,
+                            " ".join(repr(p) for p in dropped))
+            return ids, lang
+        sp = self.text.sp
+        ids = self.text.frontend.encode(sp, line, language)
+        if not ids:
+            raise InputError(f"{where}: nothing to say after normalisation: {line!r}")
+        pieces = split_segments([sp.IdToPiece(i) for i in ids], self.max_text_tokens_per_segment)
+        return [[sp.PieceToId(p) for p in piece_list] for piece_list in pieces], None
+
     @torch.no_grad()
     def speak(self, line: str, language: str, state: PromptState, random: torch.Generator, *,
               emo_feats: torch.Tensor | None = None, max_mel_tokens: int | None = None, where: str = "line") -> Spoken:
-        """One line: front-end and tokenizer, infer_v2's segments, each spoken, joined with silence."""
-        ids = self.frontend.encode(self.sp, line, language)
-        if not ids:
-            raise InputError(f"{where}: nothing to say after normalisation: {line!r}")
+        """One line: front-end and tokenizer, the release's segments, each spoken, joined with silence."""
+        segments, lang = self.segments(line, language, where)
         opts = self.opts if max_mel_tokens is None else self.opts.model_copy(
             update={"max_mel_tokens": min(max_mel_tokens, self.opts.max_mel_tokens)})
-        pieces = split_segments([self.sp.IdToPiece(i) for i in ids], self.max_text_tokens_per_segment)
+        langs = torch.tensor([lang], device=self.device) if lang is not None else None
         pcms, codes, stopped = [], 0, True
-        for piece_list in pieces:
-            text = torch.tensor([[self.sp.PieceToId(p) for p in piece_list]], device=self.device)
+        for ids in segments:
+            text = torch.tensor([ids], device=self.device)
             seg = speak_segment(self.models, state, text, opts, emo_feats=emo_feats, random=random,
-                                diffusion_steps=self.diffusion_steps, cfg_rate=self.cfg_rate)
+                                diffusion_steps=self.diffusion_steps, cfg_rate=self.cfg_rate, langs=langs)
             pcms.append(seg.pcm)
             codes += int(seg.code_lens.sum())
             stopped &= seg.stopped
-        return Spoken(join_segments(pcms, self.interval_silence_ms), len(pieces), codes, stopped)
+        return Spoken(join_segments(pcms, self.interval_silence_ms), len(segments), codes, stopped, lang)
 
 
 def synthesize_lines(
@@ -133,13 +246,17 @@ def synthesize_lines(
     interval_silence_ms: int = 200,
     max_text_tokens_per_segment: int = 120,
     report: Path | None = None,
+    lang_code: str | None = None,
 ) -> SynthesisResult:
-    """Speak ``lines[i]`` into ``outputs[i]`` (wav) with the speaker prompt's voice."""
+    """Speak ``lines[i]`` into ``outputs[i]`` (wav) with the speaker prompt's voice.
+
+    ``lang_code``: 2.5 only, the official language code to speak every line with (see :class:`Synthesizer`).
+    """
     if len(lines) != len(outputs):
         raise ValueError("one output path per line")
     synth = Synthesizer(bundle, opts, device=device, diffusion_steps=diffusion_steps, cfg_rate=cfg_rate,
                         interval_silence_ms=interval_silence_ms,
-                        max_text_tokens_per_segment=max_text_tokens_per_segment)
+                        max_text_tokens_per_segment=max_text_tokens_per_segment, lang_code=lang_code)
     opts = synth.opts
     start = time.monotonic()
     stream = torch.Generator(device=synth.device).manual_seed(opts.seed)
@@ -151,17 +268,19 @@ def synthesize_lines(
         wavs.append(write_wav(spoken.pcm, out))
         audio_seconds += spoken.seconds
         rows.append({"line": n, "text": line, "wav": out.name, "segments": spoken.segments, "codes": spoken.codes,
-                     "stopped": spoken.stopped, "audio_s": round(spoken.seconds, 3)})
+                     "stopped": spoken.stopped, "audio_s": round(spoken.seconds, 3)}
+                    | ({"lang": spoken.lang} if spoken.lang is not None else {}))
         if not spoken.stopped:
             log.warning("line %d: a segment did not stop within max_mel_tokens=%d", n, opts.max_mel_tokens)
     elapsed = time.monotonic() - start
     if report is not None:
+        extra = {"lang_code": synth.lang_code} if synth.is_v25 else {}
         write_json(report, {
             "format": "indextts-synthesize/1", "model": {"folder": bundle.checkpoint_dir.name,
                                                          "gpt_sha256": sha256_file(bundle.gpt_path)},
             "speaker_prompt": speaker_prompt.name, "emotion_prompt": emotion_prompt.name if emotion_prompt else None,
             "options": opts.model_dump(mode="json") | {"diffusion_steps": diffusion_steps, "cfg_rate": cfg_rate,
-                                                       "interval_silence_ms": interval_silence_ms},
+                                                       "interval_silence_ms": interval_silence_ms} | extra,
             "device": str(synth.device), "lines": rows, "audio_s": round(audio_seconds, 3), "seconds": round(elapsed, 3),
             "real_time_factor": round(elapsed / audio_seconds, 3) if audio_seconds else None,
         })

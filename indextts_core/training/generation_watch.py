@@ -95,7 +95,10 @@ class GenerationWatch:
                 with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                     conds = model.conditioning(torch.stack([x.speaker_latents for x in items]).to(device),
                                                torch.stack([x.emotion_vector for x in items]).to(device))
-                    out = decode(model, build_prompt(model, conds, text.to(device)), self.opts, max_new_tokens=cap,
+                    langs = torch.tensor([x.lang for x in items], device=device) if items[0].lang is not None \
+                        else None  # 2.5: each item's language row, as inference adds it
+                    out = decode(model, build_prompt(model, conds, text.to(device), langs), self.opts,
+                                 max_new_tokens=cap,
                                  random=[item_generators(self.opts.seed + k, 1)[0] for k in chunk])
                 for j, x in enumerate(items):
                     codes = out.item(j).tolist()

@@ -1,0 +1,63 @@
+"""The finetune flow on a tiny IndexTTS-2.5 base (``tiny://0@2.5``): every stage, the 2.5 export reloaded.
+
+The base is chosen by the checkpoint's config (``version: 2.5``); nothing else in the run
+configuration says 2.5.  LoRA is on here, so the merged 2.5 export is what gets checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from flows.finetune import finetune
+from indextts_core.model.checkpoint import load_gpt, read_state_dict
+from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index
+from tests_support import make_cfg
+
+
+def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
+    cfg = make_cfg(tmp_path, {
+        "download.checkpoint": {"source": "tiny://0@2.5"},
+        "train.epochs": 1, "train.batch_tokens": 1024, "train.learning_rate": 3e-3, "train.warmup_steps": 2,
+        "train.val_interval": 10, "train.lora_rank": 4, "train.lora_alpha": 8.0,
+        "download.asr": {"source": "tiny://0"},
+        "evaluate.enabled": True, "evaluate.max_items": 1, "evaluate.diffusion_steps": 2, "evaluate.resamples": 20,
+    })
+    summary = finetune(cfg)
+    assert summary.status == "completed"
+    run = cfg.run.output_dir
+
+    # the tokenizer stage kept the vocabulary, measured it and chose the language row
+    tok = summary.results["extend-bpe"]
+    assert tok["data"]["release"] == "2.5" and tok["metrics"]["pieces_added"] == 0
+    choice = tok["data"]["language_choice"]
+    assert choice["code"] == "am" and choice["row"] == language_index("am") == 75
+    assert choice["row_init"] == "released_mean"
+    assert tok["metrics"]["am.tokens_per_char"] > 1  # Amharic is byte fallback in the tiny vocabulary
+    assert "byte fallback" in (run / "extend-bpe" / "report.md").read_text(encoding="utf-8")
+
+    # preprocessing framed the text as 2.5 inference does and recorded the language row per clip
+    rows = [json.loads(x) for x in (run / "preprocess" / "train_manifest.jsonl").read_text().splitlines()]
+    assert rows and {r["lang"] for r in rows} == {75}
+
+    # training learnt; the export is the 2.5 layout, loads strictly, LoRA merged
+    train = summary.results["train"]["metrics"]
+    assert train["final.loss"] < train["baseline.loss"]
+    export = run / "train"
+    names = {p.name for p in export.iterdir()}
+    assert {"gpt.pth", "config.yaml", TIKTOKEN_FILE, "codec.pth"} <= names and "bpe.model" not in names
+    model = load_gpt(export, strict=True)
+    assert model.cfg.is_v25
+    sd = read_state_dict(export / "gpt.pth")
+    assert not any("lora" in k for k in sd)
+    # only the chosen language row moved: the other rows (the released ones included) are the base's
+    base = read_state_dict(Path(summary.results["download"]["assets"]["checkpoint"]["uri"]) / "gpt.pth")
+    changed = (sd["lang_embedding.weight"] != base["lang_embedding.weight"]).any(dim=1)
+    assert changed.nonzero().flatten().tolist() == [75]
+    assert torch.equal(sd["spk_emb_proj.weight"], base["spk_emb_proj.weight"])  # precomputed: frozen
+    assert float(torch.linalg.vector_norm(sd["lang_embedding.weight"][75])) < 1.0  # not the N(0, 1) init
+
+    # the evaluation ran generation and synthesis on the 2.5 export
+    assert summary.results["evaluate"]["metrics"]
