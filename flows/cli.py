@@ -685,6 +685,9 @@ def train(
     fresh_prompts: Annotated[bool, typer.Option(help="New same-speaker prompts every epoch.")] = False,
     gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(
+        help="LoRA adapters of this rank on the GPT stack instead of full fine-tuning (0: off); merged into the "
+        "exported gpt.pth. Alpha, dropout and targets: --set train.lora_alpha=... etc.")] = None,
     features: Annotated[Path | None, typer.Option(
         help="Folder of the feature shards, when the pairs' features live in the artifact store (torchrun by hand: "
         "every node needs them locally).")] = None,
@@ -709,6 +712,7 @@ def train(
             "train.learning_rate": learning_rate, "train.amp": amp, "train.device": device,
             "train.fresh_prompts": fresh_prompts or None, "train.gradient_checkpointing": gradient_checkpointing or None,
             "train.max_steps": max_steps, "train.checkpoint_dir": str(output_dir) if output_dir else None,
+            "train.lora_rank": lora_rank,
         })
         if "LOCAL_RANK" in os.environ:  # one rank of a torchrun job: the core trainer, nothing else
             return _train_rank(cfg, train_manifest, val_manifest, tokenizer, checkpoint, features)
@@ -908,6 +912,11 @@ def _open_model(model: Path, hf_cache: Path | None, cfg: PipelineConfig, w2v_ber
     return open_bundle(model, w2v_bert, hf_cache=_hf_cache(model, hf_cache, cfg))
 
 
+LangCodeOpt = Annotated[str | None, typer.Option(
+    help="IndexTTS-2.5: the lang code (<|code|> prefix and language row) as passed to the official inference; "
+    "default: the one the fine-tune recorded next to the model's vocabulary, else --language.")]
+
+
 @app.command()
 def generate(
     model: ModelOpt,
@@ -917,6 +926,7 @@ def generate(
                                                dir_okay=False)] = None,
     language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
     = "am",
+    lang_code: LangCodeOpt = None,
     emotion_prompt: Annotated[Path | None, typer.Option(help="Audio whose emotion to use (default: the speaker "
                                                               "prompt's).", exists=True, dir_okay=False)] = None,
     emo_alpha: Annotated[float | None, typer.Option(help="Share of the emotion prompt's emotion, 0..1 (default: "
@@ -952,7 +962,7 @@ def generate(
         bundle = _open_model(model, hf_cache, cfg, w2v_bert)
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         result = generate_lines(bundle, said, language, speaker_prompt, output_dir, cfg.generation,
-                                emotion_prompt=emotion_prompt, device=dev, where=where)
+                                emotion_prompt=emotion_prompt, device=dev, where=where, lang_code=lang_code)
     except (InputError, ValueError) as e:
         raise _fail(e) from None
     print_outputs("Generated", {
@@ -971,6 +981,7 @@ def synthesize(
                                                exists=True, dir_okay=False)] = None,
     language: Annotated[str, typer.Option(help="Language of the text (selects the front-end's normaliser).")]
     = "am",
+    lang_code: LangCodeOpt = None,
     emotion_prompt: Annotated[Path | None, typer.Option(help="Audio whose emotion to use (default: the speaker "
                                                               "prompt's).", exists=True, dir_okay=False)] = None,
     emo_alpha: Annotated[float | None, typer.Option(help="Share of the emotion prompt's emotion, 0..1.")] = None,
@@ -1009,7 +1020,7 @@ def synthesize(
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         result = synthesize_lines(bundle, said, language, speaker_prompt, outputs, cfg.generation,
                                   emotion_prompt=emotion_prompt, device=dev, diffusion_steps=diffusion_steps,
-                                  cfg_rate=cfg_rate, interval_silence_ms=interval_silence,
+                                  cfg_rate=cfg_rate, interval_silence_ms=interval_silence, lang_code=lang_code,
                                   report=(out.parent if out is not None else output_dir) / "synthesize.json")
     except (InputError, ValueError) as e:
         raise _fail(e) from None

@@ -144,6 +144,14 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle_v25(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random IndexTTS-2.5 folder (tiktoken vocabulary, codec.pth, CAMPPlus speaker row)."""
+    from indextts_core.model.bundle import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle25") / "tiny", seed=0, version="2.5")
+
+
 @pytest.fixture
 def bundle_copy(tiny_bundle, tmp_path: Path):
     """A private copy of the tiny bundle's checkpoint folder (tests may edit it)."""

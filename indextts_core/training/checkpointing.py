@@ -411,6 +411,9 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
                      merge_diff)
         device = torch.device("cpu")
     result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
+    side = tokenizer.with_suffix(".json")
+    if setup.language and side.is_file():  # 2.5: the language choice travels with the vocabulary (the official
+        shutil.copyfile(side, out / side.name)  # code ignores it; our generate/synthesize read the lang code)
     reloaded = load_gpt(out, strict=True)
     ours = official_state_dict(model)
     theirs = reloaded.state_dict()

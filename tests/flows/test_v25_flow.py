@@ -59,5 +59,10 @@ def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
     assert torch.equal(sd["spk_emb_proj.weight"], base["spk_emb_proj.weight"])  # precomputed: frozen
     assert float(torch.linalg.vector_norm(sd["lang_embedding.weight"][75])) < 1.0  # not the N(0, 1) init
 
-    # the evaluation ran generation and synthesis on the 2.5 export
-    assert summary.results["evaluate"]["metrics"]
+    assert (export / f"{Path(TIKTOKEN_FILE).stem}.json").is_file()  # the language choice travels with it
+
+    # the evaluation spoke with the base and the fine-tuned 2.5 models and scored them
+    evaluation = summary.results["evaluate"]
+    assert evaluation["data"]["models"] == ["base", "fine-tuned"]
+    assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["fine-tuned"])
+    assert (run / "evaluate" / "report.html").read_text(encoding="utf-8").count("<audio") >= 4

@@ -20,7 +20,7 @@ from indextts_core.config import GenerationConfig
 from indextts_core.errors import InputError
 from indextts_core.generation.prompt import conditioning_from_features
 from indextts_core.generation.run import generate_lines, prompt_campplus
-from indextts_core.model.bundle import ModelBundle, write_tiny_bundle
+from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.checkpoint import load_gpt
 from indextts_core.synthesis.chain import PromptState, SynthesisModels, load_s2mel_v25, speak_segment
 from indextts_core.synthesis.run import Synthesizer, split_v25_text, synthesize_lines, v25_segments
@@ -32,9 +32,8 @@ AMHARIC = "ሰላም ለዓለም"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
-    torch.set_num_threads(2)
-    return write_tiny_bundle(tmp_path_factory.mktemp("b25") / "tiny", version="2.5")
+def bundle(tiny_bundle_v25) -> ModelBundle:
+    return tiny_bundle_v25
 
 
 @pytest.fixture(scope="module")
