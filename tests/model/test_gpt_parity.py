@@ -5,7 +5,6 @@ Tolerances are the fixtures': atol 1e-5, rtol 1e-4 for floats; integers exact.
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from indextts_core.model import UnifiedVoice, compute_losses

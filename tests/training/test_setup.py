@@ -48,7 +48,6 @@ def test_index_made_with_another_tokenizer_or_base_model_is_refused(processed, t
 
 def test_another_stats_file_than_preprocess_used_is_refused(processed, tmp_path: Path):
     """Every checkpoint file behind the features is fingerprinted, not only gpt.pth."""
-    import shutil
 
     import torch
 

@@ -306,7 +306,6 @@ def test_a_failed_run_flushes_its_metrics(processed, tmp_path: Path):
 
 def test_exporting_the_same_weights_again_gives_the_same_bytes(processed, tmp_path: Path):
     """A rerun that exports the same checkpoint again makes the same folder (one artifact, one digest)."""
-    from indextts_core.utils.fileio import sha256_file
 
     opts = OPTS.model_copy(update={"max_steps": 2})
     first = train(inputs(processed, tmp_path / "out"), opts)
