@@ -181,7 +181,7 @@ class Segment:
     codes: torch.Tensor  # (1, M) after stop trimming
     code_lens: torch.Tensor
     stopped: bool
-    latent: torch.Tensor | None  # (1, M, D) the teacher-forced GPT latent; None for 2.5, which does not use one
+    latent: torch.Tensor | None  # (1, M, D) the teacher-forced GPT latent; None for 2.5 (unused) or no codes
     vc_target: torch.Tensor  # (1, 80, frames)
     pcm: torch.Tensor  # (1, frames * 256) on the int16 scale
     noise: torch.Tensor
@@ -230,6 +230,9 @@ def speak_segment(
     out = decode(gpt, build_prompt(gpt, gpt.conditioning(spk, emo_vector), text_ids, langs=langs), opts,
                  random=random)
     codes, code_lens = out.codes, out.lengths
+    if codes.size(1) == 0:  # the GPT stopped at once: nothing to say (the official code fails here)
+        empty = torch.zeros(1, models.mel.n_mels, 0, device=codes.device)
+        return Segment(codes, code_lens, bool(out.stopped.all()), None, empty, torch.zeros(1, 0), empty)
     if v25:
         latent = None
         s_infer = models.codec.decode(codes)
