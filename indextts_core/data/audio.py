@@ -104,9 +104,9 @@ def _read_head(path: Path) -> bytes:
 
 
 def resample(samples: np.ndarray | torch.Tensor, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio defaults), peak-safe; returns float32 numpy."""
+    """Band-limited resampling (torchaudio defaults), peak-safe; returns float32 numpy (empty in, empty out)."""
     x = samples if isinstance(samples, torch.Tensor) else torch.from_numpy(np.asarray(samples, dtype=np.float32))
-    if orig_sr != target_sr:
+    if orig_sr != target_sr and x.numel():
         x = AF.resample(x, orig_sr, target_sr)
     return _peak_safe(x.numpy().astype(np.float32, copy=False))
 
