@@ -226,6 +226,7 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
     for name in frozen:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
+    set_dropout(model, dropout)  # before the adapters: their own dropout is lora.dropout
     adapters: list[str] = []
     if lora is not None:
         adapters = apply_lora(model.gpt, lora)
@@ -233,7 +234,6 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
             if not name.endswith(ADAPTER_SUFFIXES) and (name.startswith(LORA_FROZEN) or name in LORA_FROZEN_ROWS):
                 p.requires_grad_(False)
         log.info("LoRA rank %d on %d layers of the GPT stack (%s)", lora.rank, len(adapters), ", ".join(lora.targets))
-    set_dropout(model, dropout)
     model.gpt.gradient_checkpointing = gradient_checkpointing
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad) + \
