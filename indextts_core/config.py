@@ -57,10 +57,15 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset()
+    #: Fields added after runs were made, left out of the key while at their default (the value
+    #: here), so an existing run keeps its key (its cache and its resumable training folder).
+    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {}
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that determine the stage's output, as plain data."""
-        return {name: value for name, value in self.model_dump(mode="json").items() if name not in self.NOT_IN_KEY}
+        omitted = self.KEY_OMITTED_AT_DEFAULT
+        return {name: value for name, value in self.model_dump(mode="json").items()
+                if name not in self.NOT_IN_KEY and not (name in omitted and value == omitted[name])}
 
 
 class RunConfig(_Section):
@@ -238,6 +243,8 @@ class ExtendBpeConfig(_Section):
     ``indextts_core.text.tiktoken_stage``.
     """
 
+    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {"lang_code": None, "lang_row_init": None}
+
     base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")
     target_size: PositiveInt = Field(24000, description="Total vocabulary after extension (not the number added).")
     languages: list[str] | None = Field(None, description="Languages to mine; default: [language].")
@@ -304,6 +311,9 @@ class TrainConfig(_Section):
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
         "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
         "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps"})
+    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {
+        "lora_rank": 0, "lora_alpha": 32.0, "lora_dropout": 0.0,
+        "lora_targets": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]}
 
     epochs: PositiveInt = 2
     batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "

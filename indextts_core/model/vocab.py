@@ -194,21 +194,26 @@ def new_row_parameters(model: UnifiedVoice) -> list[nn.Parameter]:
     return [model.text_embedding.weight_new, model.text_head.weight_new, model.text_head.bias_new]
 
 
-def base_rows_digest(model: UnifiedVoice, n_base: int) -> str:
-    """sha256 of the bytes of text rows ``0..n_base-1`` (embedding, head weight, head bias)."""
+def base_rows_digest(model: UnifiedVoice, n_base: int, trained: Sequence[int] = ()) -> str:
+    """sha256 of the bytes of text rows ``0..n_base-1`` (embedding, head weight, head bias), leaving out
+    the embedding rows in ``trained`` (a 2.5 language's ``<|code|>`` row, trained on purpose)."""
     import hashlib
 
+    keep = torch.ones(n_base, dtype=torch.bool)
+    keep[list(trained)] = False
     h = hashlib.sha256()
-    for t in (model.text_embedding.weight, model.text_head.weight, model.text_head.bias):
-        h.update(t[:n_base].detach().to("cpu").contiguous().numpy().tobytes())
+    for k, t in enumerate((model.text_embedding.weight, model.text_head.weight, model.text_head.bias)):
+        rows = t[:n_base].detach().to("cpu")
+        h.update((rows[keep] if k == 0 else rows).contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
 class OneRowEmbedding(nn.Module):
     """``nn.Embedding`` of which only row ``row`` is a parameter; the rest a constant buffer.
 
-    IndexTTS-2.5's ``lang_embedding`` while a language is fine-tuned: the run's language row learns,
-    every other language's row stays byte-identical (no gradient, no weight decay).  The state dict
+    IndexTTS-2.5's ``lang_embedding`` (and ``text_embedding`` for the ``<|code|>`` row) while a
+    language is fine-tuned: the run's language row learns, every other row stays byte-identical (no
+    gradient, no weight decay).  The state dict
     holds the whole table as ``weight``, as the official layout does.
     """
 
@@ -259,3 +264,14 @@ def train_language_row(model: UnifiedVoice, row: int, init: str, released_rows: 
     model.lang_embedding = OneRowEmbedding(model.lang_embedding, row)
     return {"row": row, "init": init, "norm_before": round(before, 4),
             "norm_after": round(float(model.lang_embedding.trained.norm()), 4)}
+
+
+@torch.no_grad()
+def train_text_row(model: UnifiedVoice, token: int, source_tokens: Sequence[int]) -> dict[str, Any]:
+    """Make ``text_embedding`` row ``token`` the only trainable text row (in place), starting from the mean
+    of ``source_tokens``' rows (2.5: a new language's ``<|code|>`` prefix, from the released languages')."""
+    table = model.text_embedding.weight
+    before = float(table[token].norm())
+    table[token] = table[list(source_tokens)].mean(dim=0)
+    model.text_embedding = OneRowEmbedding(model.text_embedding, token)
+    return {"row": token, "norm_before": round(before, 4), "norm_after": round(float(model.text_embedding.trained.norm()), 4)}

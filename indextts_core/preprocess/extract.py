@@ -57,8 +57,9 @@ class FeatureExtractor:
 
             if not bundle.campplus_path.is_file():
                 raise InputError(f"{bundle.campplus_path}: CAMPPlus weights missing; an IndexTTS-2.5 base conditions "
-                                 "on the CAMPPlus speaker vector (set download.campplus or put campplus_cn_common.bin "
-                                 "in the checkpoint's hf_cache/)")
+                                 "on the CAMPPlus speaker vector: put campplus_cn_common.bin in the checkpoint's "
+                                 "hf_cache/ (as `indextts-train download --output-dir` lays it out); preprocessing "
+                                 "does not read a separate download.campplus asset yet")
             self.campplus = load_campplus(bundle.campplus_path, bundle.campplus_config).to(device)
 
     @torch.no_grad()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from indextts_core.errors import ConfigError
+from indextts_core.errors import ConfigError, InputError
 from indextts_core.text.frontend import TextFrontend, punctuation_map
 
 #: lang_row_init values: keep the checkpoint's row, or set it to the released languages' mean.
@@ -101,7 +101,8 @@ def language_choice(language: str, code: str | None = None, row_init: str | None
 
 @dataclass
 class TiktokenText:
-    """IndexTTS-2.5: normalised text framed as ``infer_v2_5`` frames it, with the chosen language code."""
+    """IndexTTS-2.5: normalised text framed as ``infer_v2_5`` frames it, with the chosen language code
+    for the run's language (:meth:`code_for`)."""
 
     path: Path
     choice: LanguageChoice | None = None  # None: every line's own language is its code
@@ -113,24 +114,33 @@ class TiktokenText:
 
         self.vocab = load_tiktoken_vocab(self.path)
 
-    def normalise(self, line: str, language: str) -> str:
-        """The language's normaliser, the punctuation map (zh/en: WeText too), infer_v2_5's case rule."""
+    def code_for(self, language: str) -> str:
+        """The ``lang`` code a line of ``language`` is spoken with: the run's choice for its own language,
+        the line's own code otherwise (e.g. English replay lines in an Amharic run)."""
         base = language.split("-")[0].lower()
-        norm = self.frontend.normalizers.get(base)
+        if self.choice is not None and base == self.choice.language.split("-")[0].lower():
+            return self.choice.code
+        return base
+
+    def normalise(self, line: str, language: str) -> str:
+        """The data language's normaliser, then what ``infer_v2_5`` does for the ``lang`` code: WeText
+        for zh/en (else the punctuation map), lower-case for zh/en/ja, upper-case for es.  Not done
+        (as with ``text_normalization`` off): NeMo for ja/es, Japanese G2P, pronunciation tags."""
+        norm = self.frontend.normalizers.get(language.split("-")[0].lower())
         text = norm(line) if norm is not None else line
-        text = self.frontend.official.normalize(text) if base in ("zh", "en") else punctuation_map(text)
-        if base in ("zh", "en", "ja"):
+        code = self.code_for(language)
+        text = self.frontend.official.normalize(text) if code in ("zh", "en") else punctuation_map(text)
+        if code in ("zh", "en", "ja"):
             return text.lower()
-        return text.upper() if base == "es" else text
+        return text.upper() if code == "es" else text
 
     def encode(self, line: str, language: str) -> EncodedLine:
         from indextts_core.text.tiktoken_vocab import frame_text
 
-        code = self.choice.code if self.choice is not None else language.split("-")[0].lower()
         text = self.normalise(line, language)
         if not text.strip():
             return EncodedLine([], text)
-        framed = frame_text(self.vocab, text, code)
+        framed = frame_text(self.vocab, text, self.code_for(language))
         return EncodedLine(list(framed.ids), text, framed.lang_index, dropped=framed.dropped_pieces)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -144,9 +154,13 @@ def recorded_choice(tokenizer: str | Path) -> LanguageChoice | None:
     import json
 
     side = Path(tokenizer).with_suffix(".json")
-    data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
-    recorded = data.get("language_choice")
-    return LanguageChoice(**recorded) if recorded else None
+    if not side.is_file():
+        return None
+    try:
+        recorded = json.loads(side.read_text(encoding="utf-8")).get("language_choice")
+        return LanguageChoice(**recorded) if recorded else None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(f"{side}: unreadable language_choice ({e}); re-run the tokenizer stage") from None
 
 
 def open_text_encoder(tokenizer: str | Path, v25: bool, choice: LanguageChoice | None = None,

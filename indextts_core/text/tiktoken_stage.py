@@ -77,7 +77,7 @@ def run_tiktoken_stage(base: Path, corpus: Mapping[str, Sequence[str]], choice: 
     coverage = {}
     for lang, lines in corpus.items():
         texts = [encoder.normalise(line, lang) for line in lines if line.strip()]
-        coverage[lang] = coverage_report(encoder.vocab, texts, choice.code)
+        coverage[lang] = coverage_report(encoder.vocab, texts, encoder.code_for(lang))
     sidecar = model_path.with_suffix(".json")
     result = TiktokenStageResult(model_path, sidecar, out_dir / "report.json", out_dir / "report.md",
                                  encoder.vocab.n_vocab, choice, coverage)

@@ -53,10 +53,11 @@ from indextts_core.model.checkpoint import (
     official_state_dict,
 )
 from indextts_core.model.vocab import base_rows_digest
+from indextts_core.utils.fileio import sha256_file
 from indextts_core.training import community
 from indextts_core.training import distributed as dd
 from indextts_core.training.data import Batch, TrainingSet
-from indextts_core.training.lora import check_merged_keys, has_lora, merge_lora
+from indextts_core.training.lora import ADAPTER_SUFFIXES, check_merged_keys, has_lora, lora_state_dict, merge_lora
 from indextts_core.training.objective import forward
 from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
@@ -78,6 +79,8 @@ FINGERPRINT_FIELDS = {
     "data_sha256": "the training data (index and pair files)",
     "sampling": "the sample order (seed, batch_tokens, fresh prompts)",
     "optimizer_layout": "the trainable parameters (freeze settings)",
+    "lora": "the LoRA adapters (rank, alpha, dropout, targets)",
+    "language": "the IndexTTS-2.5 language row (code, row, how it started)",
 }
 
 
@@ -91,6 +94,9 @@ def fingerprint(setup: ModelSetup, data: TrainingSet, inputs: TrainInputs, group
         "data_sha256": data.fingerprint([p for p in (inputs.train, inputs.val) if p is not None]),
         "sampling": dict(sampling),
         "optimizer_layout": hashlib.sha256(json.dumps(group_layout(groups)).encode()).hexdigest(),
+        # only where set, so the fingerprints of full fine-tunes of 2.0 are what they were
+        **({"lora": {**setup.lora.__dict__, "targets": list(setup.lora.targets)}} if setup.lora else {}),
+        **({"language": {k: setup.language[k] for k in ("code", "row", "row_init")}} if setup.language else {}),
     }
 
 
@@ -273,6 +279,8 @@ def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
 
 
 def _load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    if has_lora(model) and not any(k.endswith(ADAPTER_SUFFIXES) for k in weights):
+        weights = {**weights, **lora_state_dict(model)}  # LoRA from full weights: the adapters start fresh
     try:
         load_state_dict_into(model, weights, path)
     except CheckpointError as e:
@@ -412,8 +420,10 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
         device = torch.device("cpu")
     result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
     side = tokenizer.with_suffix(".json")
+    files = dict(result.files)
     if setup.language and side.is_file():  # 2.5: the language choice travels with the vocabulary (the official
         shutil.copyfile(side, out / side.name)  # code ignores it; our generate/synthesize read the lang code)
+        files[side.name] = sha256_file(out / side.name)
     reloaded = load_gpt(out, strict=True)
     ours = official_state_dict(model)
     theirs = reloaded.state_dict()
@@ -428,7 +438,7 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
             b = forward(reloaded, check, pad_at_end=pad_at_end)
         model.to(device).train(was)
         same = torch.equal(a.mel_logits, b.mel_logits) and torch.equal(a.text_logits, b.text_logits)
-    unchanged = base_rows_digest(reloaded, setup.base_vocab) == base_digest \
+    unchanged = base_rows_digest(reloaded, setup.base_vocab, setup.trained_base_rows) == base_digest \
         if base_digest is not None and export_dtype == "float32" else None
     write_json(out / "indextts-export.json", {
         "format": "indextts-export/1", "source": source.name, "step": ck["progress"]["step"],
@@ -437,7 +447,7 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
                       "vocab_size": setup.vocab_size, "base_vocab": setup.base_vocab},
         "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
         "dtype": export_dtype, "verified_reload": same, "base_rows_unchanged": unchanged,
-        "files": result.files, "missing_for_inference": list(result.missing_for_inference),
+        "files": files, "missing_for_inference": list(result.missing_for_inference),
         **({"lora_merged": {**setup.describe().get("lora", {}), "layers": len(merged),
                             "mel_logits_max_diff": merge_diff}} if merged else {}),
     })

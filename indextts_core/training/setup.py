@@ -41,7 +41,13 @@ from indextts_core.utils.fileio import sha256_file
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.config import GPTConfig, text_rows, vocab_size_from_rows
 from indextts_core.model.unified_voice import UnifiedVoice
-from indextts_core.model.vocab import ResizeReport, resize_text_vocab, split_text_rows, train_language_row
+from indextts_core.model.vocab import (
+    ResizeReport,
+    resize_text_vocab,
+    split_text_rows,
+    train_language_row,
+    train_text_row,
+)
 from indextts_core.text.tokenizer import load_sentencepiece, new_piece_decompositions
 from indextts_core.training.lora import ADAPTER_SUFFIXES, LoRASpec, apply_lora
 
@@ -144,6 +150,19 @@ def check_index(meta: Mapping[str, Any], index_dir: Path, tokenizer: TokenizerCh
                          f"{tokenizer.vocab_size} pieces")
 
 
+def check_language_rows(rows: list[dict[str, Any]], language: Mapping[str, Any] | None, index_dir: Path) -> None:
+    """2.5: every row of the run's language must have been framed for the language row training uses."""
+    if not language:
+        return
+    base = str(language["language"]).split("-")[0]
+    bad = [r for r in rows if str(r.get("language", "")).split("-")[0] == base and r.get("lang") != language["row"]]
+    if bad:
+        raise InputError(f"{index_dir}: {len(bad)} {base!r} rows (e.g. {bad[0].get('id')!r}, language row "
+                         f"{bad[0].get('lang')!r}) were preprocessed for another language choice than the tokenizer "
+                         f"records (lang {language['code']!r}, row {language['row']}); re-run preprocess with this "
+                         "tokenizer stage's output")
+
+
 def set_dropout(model: nn.Module, p: float) -> None:
     """Set every dropout probability of the GPT stack (embeddings, attention, residuals)."""
     for m in model.modules():
@@ -174,6 +193,13 @@ class ModelSetup:
     adapters: list[str] = field(default_factory=list)  # layers with LoRA adapters
 
     @property
+    def trained_base_rows(self) -> list[int]:
+        """Base text rows trained on purpose (2.5: the new language's ``<|code|>`` row), left out of the
+        base-rows check."""
+        token = (self.language or {}).get("token_id")
+        return [token] if token is not None else []
+
+    @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
@@ -197,8 +223,9 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
                   gradient_checkpointing: bool = False, lora: LoRASpec | None = None) -> ModelSetup:
     """Load the base GPT strictly, resize it to ``tokenizer`` and freeze what must not train.
 
-    2.5: the vocabulary is the checkpoint's (no resize); the language row the tokenizer stage chose
-    is the only trainable row of ``lang_embedding`` (re-initialised as it recorded).  ``lora``:
+    2.5: the vocabulary is the checkpoint's (no resize); the language the tokenizer stage chose trains
+    its ``lang_embedding`` row and, with ``freeze_base_rows``, its ``<|code|>`` text row, when it was
+    not released (:func:`_language_row`).  ``lora``:
     adapters on the GPT stack, which then trains only through them (new text rows and the language
     row still train; see :mod:`indextts_core.training.lora`).
     """
@@ -209,7 +236,6 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
     if model.cfg.is_v25:
         tok = check_tiktoken(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
         report = ResizeReport(tok.base_vocab, tok.vocab_size, rows, tok.base_vocab, 0, 0)
-        language = _language_row(model, tokenizer)
     else:
         tok = check_tokenizer(bundle.tokenizer_path, tokenizer, rows, bundle.checkpoint_dir)
         decompositions = new_piece_decompositions(load_sentencepiece(bundle.tokenizer_path),
@@ -217,8 +243,11 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
         report = resize_text_vocab(model, tok.vocab_size, decompositions)
     if tok.vocab_size > tok.base_vocab:
         split_text_rows(model, tok.base_vocab, freeze=freeze_base_rows)
-    elif freeze_base_rows:
+    elif freeze_base_rows and not model.cfg.is_v25:
         log.warning("no new pieces: with freeze_base_rows the text rows stay frozen entirely")
+        for p in (*model.text_embedding.parameters(), *model.text_head.parameters()):
+            p.requires_grad_(False)
+    elif freeze_base_rows:  # 2.5 keeps its vocabulary: its text rows are base rows
         for p in (*model.text_embedding.parameters(), *model.text_head.parameters()):
             p.requires_grad_(False)
     frozen = [m for m in PRECOMPUTED if hasattr(model, m)]
@@ -226,6 +255,8 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
     for name in frozen:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
+    if model.cfg.is_v25:
+        language = _language_row(model, tokenizer, freeze_base_rows)
     set_dropout(model, dropout)  # before the adapters: their own dropout is lora.dropout
     adapters: list[str] = []
     if lora is not None:
@@ -249,16 +280,36 @@ LORA_FROZEN_ROWS = {"text_embedding.weight", "text_head.weight", "text_head.bias
                     "text_head.weight_base", "text_head.bias_base"}
 
 
-def _language_row(model: UnifiedVoice, tokenizer: Path) -> dict[str, Any]:
-    from indextts_core.text.encoder import language_choice, recorded_choice
-    from indextts_core.text.tiktoken_vocab import RELEASED_LANGUAGES, language_index
+def _language_row(model: UnifiedVoice, tokenizer: Path, freeze_base_rows: bool) -> dict[str, Any]:
+    """2.5: the language the tokenizer stage chose.  ``released_mean``: its ``lang_embedding`` row starts
+    from the released languages' mean and is the only row of the table that trains; with
+    ``freeze_base_rows`` so is the text row of its ``<|code|>`` token (same start), the prefix
+    inference writes before every segment.  ``keep``: both stay as released (frozen)."""
+    from indextts_core.text.encoder import ROW_INITS, recorded_choice
+    from indextts_core.text.tiktoken_vocab import RELEASED_LANGUAGES, language_index, load_tiktoken_vocab
 
     choice = recorded_choice(tokenizer)
     if choice is None:
         raise InputError(f"{tokenizer}: no language choice recorded next to it ({Path(tokenizer).with_suffix('.json')}"
                          " is missing); run the tokenizer stage (extend-bpe) on this IndexTTS-2.5 checkpoint first")
-    choice = language_choice(choice.language, choice.code, choice.row_init)
+    if choice.row_init not in ROW_INITS:
+        raise InputError(f"{Path(tokenizer).with_suffix('.json')}: language_choice.row_init {choice.row_init!r} is not "
+                         f"one of {list(ROW_INITS)}")
+    if choice.row_init == "keep":
+        model.lang_embedding.weight.requires_grad_(False)
+        log.info("lang_embedding: row %d (%s) kept as released; the table is frozen", choice.row, choice.code)
+        return choice.to_dict() | {"trained_rows": []}
     done = train_language_row(model, choice.row, choice.row_init, [language_index(c) for c in RELEASED_LANGUAGES])
     log.info("lang_embedding: row %d (%s) trains, init %s (norm %.3f -> %.3f)", choice.row, choice.code,
              choice.row_init, done["norm_before"], done["norm_after"])
+    done["trained_rows"] = ["lang_embedding"]
+    vocab = load_tiktoken_vocab(tokenizer)
+    token = vocab.lang_token_id(choice.code)
+    if token is not None and freeze_base_rows:
+        released = [vocab.lang_token_id(c) for c in RELEASED_LANGUAGES]
+        text = train_text_row(model, token, [t for t in released if t is not None])
+        log.info("text_embedding: the <|%s|> row (id %d) trains, from the released languages' tokens' mean "
+                 "(norm %.3f -> %.3f)", choice.code, token, text["norm_before"], text["norm_after"])
+        done |= {"token_id": token, "token_norm_before": text["norm_before"], "token_norm_after": text["norm_after"]}
+        done["trained_rows"].append("text_embedding")
     return choice.to_dict() | done

@@ -61,7 +61,7 @@ from indextts_core.training.records import (
     summarize_throughput,
 )
 from indextts_core.training.samples import SampleSource, open_data, validation_samples
-from indextts_core.training.setup import ModelSetup, check_index, prepare_model
+from indextts_core.training.setup import ModelSetup, check_index, check_language_rows, prepare_model
 from indextts_core.synthesis.chain import SAMPLE_RATE
 from indextts_core.training.generation_watch import GenerationWatch
 from indextts_core.training.listening import AudioSamples
@@ -114,6 +114,7 @@ class Trainer:
                               D.conditioning_positions(self.setup.model.cfg))
         check_index(self.data.meta, self.data.manifests[0].parent, self.setup.tokenizer, self.setup.base_gpt_sha256,
                     self.data.max_text_id(), Path(i.checkpoint_dir))
+        check_language_rows(self.data.rows, self.setup.language, self.data.manifests[0].parent)
         self.policy = i.pairing or PairingPolicy(seed=self.seed)
         self.source = SampleSource(self.data, Path(i.train), c.fresh_prompts, self.policy)
         self.val = Validation(self.data, validation_samples(self.data, i.val, self.policy),
@@ -151,7 +152,7 @@ class Trainer:
         if self.source.fresh:
             sampling["pairing"] = asdict(self.policy)
         self.fingerprint = ck.fingerprint(self.setup, self.data, i, self.groups, sampling)
-        self.base_digest = base_rows_digest(self.model, self.setup.base_vocab)
+        self.base_digest = base_rows_digest(self.model, self.setup.base_vocab, self.setup.trained_base_rows)
 
     def _probe(self) -> int:
         rows = self.data.rows

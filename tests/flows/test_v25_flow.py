@@ -13,7 +13,7 @@ import torch
 
 from flows.finetune import finetune
 from indextts_core.model.checkpoint import load_gpt, read_state_dict
-from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index
+from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index, load_tiktoken_vocab
 from tests_support import make_cfg
 
 
@@ -40,7 +40,8 @@ def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
 
     # preprocessing framed the text as 2.5 inference does and recorded the language row per clip
     rows = [json.loads(x) for x in (run / "preprocess" / "train_manifest.jsonl").read_text().splitlines()]
-    assert rows and {r["lang"] for r in rows} == {75}
+    assert {r["lang"] for r in rows if r["language"] == "am"} == {75}
+    assert {r["lang"] for r in rows if r["language"] == "en"} == {0}  # the English lines keep their own code
 
     # training learnt; the export is the 2.5 layout, loads strictly, LoRA merged
     train = summary.results["train"]["metrics"]
@@ -56,6 +57,9 @@ def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
     base = read_state_dict(Path(summary.results["download"]["assets"]["checkpoint"]["uri"]) / "gpt.pth")
     changed = (sd["lang_embedding.weight"] != base["lang_embedding.weight"]).any(dim=1)
     assert changed.nonzero().flatten().tolist() == [75]
+    moved = (sd["text_embedding.weight"] != base["text_embedding.weight"]).any(dim=1).nonzero().flatten().tolist()
+    assert moved == [load_tiktoken_vocab(export / TIKTOKEN_FILE).lang_token_id("am")]  # the <|am|> prefix row
+    assert torch.equal(sd["text_head.weight"], base["text_head.weight"])
     assert torch.equal(sd["spk_emb_proj.weight"], base["spk_emb_proj.weight"])  # precomputed: frozen
     assert float(torch.linalg.vector_norm(sd["lang_embedding.weight"][75])) < 1.0  # not the N(0, 1) init
 

@@ -61,3 +61,39 @@ def test_a_2_5_config_keeps_its_keys_on_export(tiny_bundle_v25):
     data = yaml.safe_load(new)
     assert data["gpt"]["number_text_tokens"] == 4321 and "dataset" not in data and data["version"] == 2.5
     assert new.replace("4321", "X") == text.replace(str(yaml.safe_load(text)["gpt"]["number_text_tokens"]), "X")
+
+
+@pytest.mark.parametrize(("language", "code", "row", "trains"), [
+    ("am", None, 75, {"lang_embedding.trained", "text_embedding.trained"}),  # own row, re-initialised
+    ("am", "ar", 13, set()),  # a released language's rows, kept as released
+    ("ti", None, 105, {"lang_embedding.trained"}),  # outside the table: 'common', as inference does (no token)
+])
+def test_what_trains_for_the_language_choice(tiny_bundle_v25, tmp_path, language, code, row, trains):
+    from indextts_core.text.encoder import language_choice
+    from indextts_core.text.tiktoken_stage import run_tiktoken_stage
+    from indextts_core.training.setup import prepare_model
+
+    choice = language_choice(language, code)
+    stage = run_tiktoken_stage(tiny_bundle_v25.tokenizer_path, {language: ["ሰላም ለዓለም", "selam"]}, choice, tmp_path)
+    setup = prepare_model(tiny_bundle_v25, stage.model_path)
+    names = {n for n, p in setup.model.named_parameters() if p.requires_grad}
+    assert {n for n in names if n.startswith(("lang_embedding", "text_embedding", "text_head"))} == trains
+    assert setup.language["row"] == row and setup.describe()["language"]["code"] == (code or language)
+    if "text_embedding.trained" in trains:
+        assert setup.trained_base_rows == [setup.language["token_id"]]
+        assert setup.language["token_norm_after"] < 0.5  # from the released prefixes' rows
+    else:
+        assert setup.trained_base_rows == []
+
+
+def test_an_index_framed_for_another_language_row_is_refused(tmp_path):
+    from indextts_core.errors import InputError
+    from indextts_core.training.setup import check_language_rows
+
+    language = {"language": "am", "code": "am", "row": 75}
+    check_language_rows([{"id": "a", "language": "am", "lang": 75}, {"id": "b", "language": "en", "lang": 0}],
+                        language, tmp_path)
+    with pytest.raises(InputError, match="re-run preprocess") as e:
+        check_language_rows([{"id": "a", "language": "am", "lang": 13}], language, tmp_path)
+    assert "'a'" in str(e.value) and "row 75" in str(e.value)
+    check_language_rows([{"id": "a", "language": "am"}], None, tmp_path)  # 2.0: nothing to check

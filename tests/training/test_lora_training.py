@@ -78,3 +78,14 @@ def test_resume_without_the_adapters_is_refused(lora_run, processed, tmp_path: P
     shutil.copytree(ref_out, out)
     with pytest.raises(Exception, match="lora|fingerprint|settings|differ"):
         train(inputs(processed, out, resume="auto"), OPTS.model_copy(update={"lora_rank": 0}))
+
+
+def test_warm_start_from_full_weights_gives_fresh_adapters(lora_run, processed, tmp_path: Path):
+    """A LoRA run warm-started from a plain gpt.pth (here the merged export) starts from those weights."""
+    _, result = lora_run
+    out = tmp_path / "trained_ckpts"
+    again = train(inputs(processed, out, resume=str(result.export_dir / "gpt.pth"), warm_start=True),
+                  OPTS.model_copy(update={"max_steps": 2}))
+    assert again.steps == 2
+    # step 0's validation is the exported model's (fresh adapters add nothing)
+    assert again.baseline["val/loss"] == pytest.approx(result.final["val/loss"], abs=1e-4)
