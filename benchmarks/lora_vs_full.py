@@ -143,7 +143,7 @@ def full_size_counts(rank: int, new_pieces: int = 12000) -> None:
 
     The rules are the trainer's (``prepare_model``): precomputed conditioners frozen, base text rows
     frozen (2.0: ``new_pieces`` rows appended by the tokenizer stage; 2.5: none), of 2.5's
-    ``lang_embedding`` one row trains; with LoRA the stack, heads and mel embeddings train only
+    ``lang_embedding`` one row trains and of its text rows the new language's ``<|code|>``; with LoRA the stack, heads and mel embeddings train only
     through the adapters.
     """
     import torch
@@ -167,7 +167,8 @@ def full_size_counts(rank: int, new_pieces: int = 12000) -> None:
 
         total = count(*dict(model.named_children()))
         frozen = count(*PRECOMPUTED, "speed_emb", "text_embedding", "text_head", "lang_embedding")
-        extra = (new_pieces * (2 * d + 1) if not cfg.is_v25 else 0) + (d if cfg.is_v25 else 0)  # new rows, lang row
+        # 2.0: the new text rows; 2.5: the language row and its <|code|> text row
+        extra = 2 * d if cfg.is_v25 else new_pieces * (2 * d + 1)
         full = total - frozen + extra
         with torch.device("meta"):
             apply_lora(model.gpt, LoRASpec(rank=rank))
