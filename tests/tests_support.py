@@ -151,3 +151,65 @@ def close(actual: Any, expected: Any) -> None:
     import torch
 
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+def check_emotion_outputs(model: Any, cases: dict) -> None:
+    """The emotion path against a GPT fixture's ``b_emotion`` outputs (the same for 2.0 and 2.5)."""
+    import torch
+
+    i, o = cases["inputs"], cases["outputs"]["b_emotion"]
+    with torch.no_grad():
+        close(model.emotion_embedding(i["emo_feats"], i["emo_lengths"]), o["emo_perceiver_out"])
+        close(model.emotion_vector(i["emo_feats"], i["emo_lengths"]), o["emo_vec"])
+        close(model.emotion_vector(i["cond_feats"], i["cond_lengths"]), o["spk_feats_emo_vec"])
+        for alpha, key in ((1.0, "merge_emovec_alpha1"), (i["emo_alpha"], "merge_emovec_alpha")):
+            close(model.merge_emotion(i["cond_feats"], i["emo_feats"], i["cond_lengths"], i["emo_lengths"], alpha),
+                  o[key])
+        for k in (0, 1):
+            n = int(i["emo_lengths"][k])
+            close(model.emotion_vector(i["emo_feats"][k:k + 1, :n], i["emo_lengths"][k:k + 1]),
+                  o[f"emo_vec_item{k}_unpadded"])
+        infer = torch.tensor([1024])  # infer_v2 passes the feature width as the length
+        close(model.merge_emotion(i["cond_feats"][0:1], i["emo_feats"][0:1], infer, infer, i["emo_alpha"]),
+              o["merge_emovec_item0_infer_style"])
+
+
+def check_official_losses(out: Any, o: dict) -> None:
+    """The released losses and per-token losses of a teacher-forced output against ``c_forward``."""
+    from indextts_core.model import compute_losses
+    from indextts_core.model.losses import token_losses
+
+    losses = compute_losses(out, official=True)
+    close(losses.text_loss, o["loss_text"])
+    close(losses.mel_loss, o["loss_mel"])
+    close(token_losses(out.text_logits, out.text_targets), o["loss_text_per_token"])
+    close(token_losses(out.mel_logits, out.mel_targets), o["loss_mel_per_token"])
+
+
+def check_gradients(model: Any, out: Any, o: dict) -> None:
+    """Backward of the released loss sum: every parameter's gradient norm, and the recorded gradients."""
+    import torch
+
+    from indextts_core.model import compute_losses
+
+    losses = compute_losses(out, official=True)
+    (losses.text_loss + losses.mel_loss).backward()
+    params = dict(model.named_parameters())
+    assert set(o["grad_norms"]) == set(params)  # every official parameter name exists here
+    for name, norm in o["grad_norms"].items():
+        grad = params[name].grad
+        got = grad.norm() if grad is not None else torch.tensor(0.0)
+        torch.testing.assert_close(got, norm, atol=1e-5, rtol=1e-4, msg=name)
+    for name, grad in o["grads"].items():
+        close(params[name].grad, grad)
+
+
+def check_forward_outputs(out: Any, o: dict) -> None:
+    """A teacher-forced output against ``c_forward``: targets, logits (the fixture is (B, V, N)), latents."""
+    import torch
+
+    assert torch.equal(out.text_targets, o["text_targets"]) and torch.equal(out.mel_targets, o["mel_targets"])
+    close(out.text_logits.transpose(1, 2), o["text_logits"])
+    close(out.mel_logits.transpose(1, 2), o["mel_logits"])
+    close(out.mel_latent[:, :-2], o["latent"])
+    close(out.mel_latent[:, :-2], o["latent_precomputed_cond"])

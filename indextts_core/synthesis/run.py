@@ -74,20 +74,9 @@ class Spoken:
         return self.pcm.size(1) / SAMPLE_RATE
 
 
-def _cut_by_characters(count: Callable[[str], int], part: str, budget: int) -> list[str]:
-    """``part`` cut between characters, each piece as long as it can be within ``budget`` tokens."""
-    pieces, current = [], ""
-    for ch in part:
-        if current and count(current + ch) > budget:
-            pieces.append(current)
-            current = ch
-        else:
-            current += ch
-    return pieces + [current] if current else pieces
-
-
 def _join_within(count: Callable[[str], int], chunks: list[str], budget: int) -> list[str]:
-    """Neighbouring ``chunks`` joined, in order, while the joined text stays within ``budget`` tokens."""
+    """Neighbouring ``chunks`` joined, in order, while the joined text stays within ``budget`` tokens
+    (chunks of single characters: a part cut between characters)."""
     segments, current = [], ""
     for chunk in chunks:
         if current and count(current + chunk) > budget:
@@ -113,7 +102,7 @@ def split_v25_text(count: Callable[[str], int], text: str, budget: int) -> list[
     chunks: list[str] = []
     for part in V25_BREAK_AFTER.split(text):
         if part:
-            chunks += [part] if count(part) <= budget else _cut_by_characters(count, part, budget)
+            chunks += [part] if count(part) <= budget else _join_within(count, list(part), budget)
     return _join_within(count, chunks, budget) or [text]
 
 

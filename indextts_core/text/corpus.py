@@ -92,15 +92,19 @@ def build_corpus(manifests: Sequence[Path], out_dir: Path, frontend: Any | None 
     return CorpusResult(out_dir, files, fe_files, stats_path, stats, fingerprint)
 
 
-def read_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
-    """``<language>.txt`` (the raw transcripts) per language; a missing language is an error naming the folder."""
+def _per_language(corpus_dir: Path, languages: Sequence[str], suffix: str) -> dict[str, list[str]]:
     out = {}
     for lang in languages:
-        path = Path(corpus_dir) / f"{lang}.txt"
+        path = Path(corpus_dir) / f"{lang}{suffix}"
         if not path.is_file():
             raise InputError(f"{corpus_dir}: no corpus text for language {lang!r} (is it in the dataset?)")
         out[lang] = path.read_text(encoding="utf-8").splitlines()
     return out
+
+
+def read_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """``<language>.txt`` (the raw transcripts) per language; a missing language is an error naming the folder."""
+    return _per_language(corpus_dir, languages, ".txt")
 
 
 def read_frontend_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:
@@ -108,13 +112,7 @@ def read_frontend_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str
 
     A language the corpus has no text for is an error naming the folder.
     """
-    out = {}
-    for lang in languages:
-        path = Path(corpus_dir) / f"{lang}.frontend.txt"
-        if not path.is_file():
-            raise InputError(f"{corpus_dir}: no corpus text for language {lang!r} (is it in the dataset?)")
-        out[lang] = path.read_text(encoding="utf-8").splitlines()
-    return out
+    return _per_language(corpus_dir, languages, ".frontend.txt")
 
 
 def read_official_corpus(corpus_dir: Path, languages: Sequence[str]) -> dict[str, list[str]]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from indextts_core.model import UnifiedVoice, compute_losses
-from indextts_core.model.losses import target_mask, token_losses
-from tests_support import close
+from indextts_core.model.losses import target_mask
+from tests_support import check_emotion_outputs, check_forward_outputs, check_gradients, check_official_losses, close
 
 
 def test_speaker_conditioning(model: UnifiedVoice, cases: dict):
@@ -33,21 +33,7 @@ def test_padding_leaks_through_the_conformer_conv_bias_as_released(model: Unifie
 
 
 def test_emotion(model: UnifiedVoice, cases: dict):
-    i, o = cases["inputs"], cases["outputs"]["b_emotion"]
-    with torch.no_grad():
-        close(model.emotion_embedding(i["emo_feats"], i["emo_lengths"]), o["emo_perceiver_out"])
-        close(model.emotion_vector(i["emo_feats"], i["emo_lengths"]), o["emo_vec"])
-        close(model.emotion_vector(i["cond_feats"], i["cond_lengths"]), o["spk_feats_emo_vec"])
-        for alpha, key in ((1.0, "merge_emovec_alpha1"), (i["emo_alpha"], "merge_emovec_alpha")):
-            close(model.merge_emotion(i["cond_feats"], i["emo_feats"], i["cond_lengths"], i["emo_lengths"], alpha),
-                  o[key])
-        for k in (0, 1):
-            n = int(i["emo_lengths"][k])
-            close(model.emotion_vector(i["emo_feats"][k:k + 1, :n], i["emo_lengths"][k:k + 1]),
-                  o[f"emo_vec_item{k}_unpadded"])
-        infer = torch.tensor([1024])
-        close(model.merge_emotion(i["cond_feats"][0:1], i["emo_feats"][0:1], infer, infer, i["emo_alpha"]),
-              o["merge_emovec_item0_infer_style"])
+    check_emotion_outputs(model, cases)
 
 
 def _forward(model: UnifiedVoice, i: dict, grad: bool = False):
@@ -63,11 +49,7 @@ def test_teacher_forced_forward(model: UnifiedVoice, cases: dict):
     out, spk, emo = _forward(model, i)
     # the official forward overwrites the caller's tensors with stop tokens; ours leaves them alone
     assert torch.equal(i["text_ids"], text_before) and torch.equal(i["mel_codes"], codes_before)
-    assert torch.equal(out.text_targets, o["text_targets"]) and torch.equal(out.mel_targets, o["mel_targets"])
-    close(out.text_logits.transpose(1, 2), o["text_logits"])
-    close(out.mel_logits.transpose(1, 2), o["mel_logits"])
-    close(out.mel_latent[:, :-2], o["latent"])
-    close(out.mel_latent[:, :-2], o["latent_precomputed_cond"])
+    check_forward_outputs(out, o)
     with torch.no_grad():
         close(model.conditioning(spk, emo), o["conds"])
         assert torch.equal(out.text_targets[:, :-2], o["text_inputs_after_forward"])
@@ -98,13 +80,8 @@ def test_each_item_alone_and_no_attention_mask_as_released(model: UnifiedVoice, 
 
 
 def test_official_losses_and_per_token_losses(model: UnifiedVoice, cases: dict):
-    i, o = cases["inputs"], cases["outputs"]["c_forward"]
-    out, _, _ = _forward(model, i)
-    losses = compute_losses(out, official=True)
-    close(losses.text_loss, o["loss_text"])
-    close(losses.mel_loss, o["loss_mel"])
-    close(token_losses(out.text_logits, out.text_targets), o["loss_text_per_token"])
-    close(token_losses(out.mel_logits, out.mel_targets), o["loss_mel_per_token"])
+    out, _, _ = _forward(model, cases["inputs"])
+    check_official_losses(out, cases["outputs"]["c_forward"])
 
 
 def test_masked_losses_and_top1_follow_the_spec(model: UnifiedVoice, cases: dict):
@@ -130,19 +107,9 @@ def test_masked_losses_and_top1_follow_the_spec(model: UnifiedVoice, cases: dict
 
 
 def test_gradients_match(model: UnifiedVoice, cases: dict):
-    i, o = cases["inputs"], cases["outputs"]["c_forward"]
     model.zero_grad(set_to_none=True)
-    out, _, _ = _forward(model, i, grad=True)
-    losses = compute_losses(out, official=True)
-    (losses.text_loss + losses.mel_loss).backward()
-    params = dict(model.named_parameters())
-    assert set(o["grad_norms"]) == set(params)  # every official parameter name exists here
-    for name, norm in o["grad_norms"].items():
-        grad = params[name].grad
-        got = grad.norm() if grad is not None else torch.tensor(0.0)
-        torch.testing.assert_close(got, norm, atol=1e-5, rtol=1e-4, msg=name)
-    for name, grad in o["grads"].items():
-        close(params[name].grad, grad)
+    out, _, _ = _forward(model, cases["inputs"], grad=True)
+    check_gradients(model, out, cases["outputs"]["c_forward"])
     model.zero_grad(set_to_none=True)
 
 

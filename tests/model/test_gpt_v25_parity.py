@@ -15,9 +15,8 @@ from indextts_core.config import GenerationConfig
 from indextts_core.generation import build_prompt, decode
 from indextts_core.model import GPTConfig, UnifiedVoice, compute_losses
 from indextts_core.model.checkpoint import CheckpointError, load_gpt, official_state_dict
-from indextts_core.model.losses import token_losses
 from indextts_core.model.unified_voice import frame
-from tests_support import FIXTURES, close
+from tests_support import FIXTURES, check_emotion_outputs, check_forward_outputs, check_gradients, check_official_losses, close
 
 V25 = FIXTURES / "indextts25_gpt_tiny"
 GREEDY = GenerationConfig(do_sample=False, num_beams=1, repetition_penalty=1.0, max_mel_tokens=10)
@@ -77,21 +76,7 @@ def test_a_speaker_projection(model: UnifiedVoice, cases: dict):
 
 
 def test_b_emotion(model: UnifiedVoice, cases: dict):
-    i, o = cases["inputs"], cases["outputs"]["b_emotion"]
-    with torch.no_grad():
-        close(model.emotion_embedding(i["emo_feats"], i["emo_lengths"]), o["emo_perceiver_out"])
-        close(model.emotion_vector(i["emo_feats"], i["emo_lengths"]), o["emo_vec"])
-        close(model.emotion_vector(i["cond_feats"], i["cond_lengths"]), o["spk_feats_emo_vec"])
-        for alpha, key in ((1.0, "merge_emovec_alpha1"), (i["emo_alpha"], "merge_emovec_alpha")):
-            close(model.merge_emotion(i["cond_feats"], i["emo_feats"], i["cond_lengths"], i["emo_lengths"], alpha),
-                  o[key])
-        for k in (0, 1):
-            n = int(i["emo_lengths"][k])
-            close(model.emotion_vector(i["emo_feats"][k:k + 1, :n], i["emo_lengths"][k:k + 1]),
-                  o[f"emo_vec_item{k}_unpadded"])
-        infer = torch.tensor([1024])
-        close(model.merge_emotion(i["cond_feats"][0:1], i["emo_feats"][0:1], infer, infer, i["emo_alpha"]),
-              o["merge_emovec_item0_infer_style"])
+    check_emotion_outputs(model, cases)
 
 
 def _forward(model: UnifiedVoice, i: dict, grad: bool = False, langs: torch.Tensor | None = None):
@@ -106,11 +91,7 @@ def test_c_forward_as_released(model: UnifiedVoice, cases: dict):
     """The released forward (``do_spk_cond=True``) leaves the language embedding out: ``langs=None``."""
     i, o = cases["inputs"], cases["outputs"]["c_forward"]
     out, spk, emo = _forward(model, i)
-    assert torch.equal(out.text_targets, o["text_targets"]) and torch.equal(out.mel_targets, o["mel_targets"])
-    close(out.text_logits.transpose(1, 2), o["text_logits"])
-    close(out.mel_logits.transpose(1, 2), o["mel_logits"])
-    close(out.mel_latent[:, :-2], o["latent"])
-    close(out.mel_latent[:, :-2], o["latent_precomputed_cond"])
+    check_forward_outputs(out, o)
     with torch.no_grad():
         conds = model.conditioning(spk, emo)
         close(conds, o["conds"])
@@ -127,27 +108,14 @@ def test_c_forward_as_released(model: UnifiedVoice, cases: dict):
                                       i["text_lengths"][k:k + 1], i["mel_codes"][k:k + 1, :ml],
                                       i["mel_lengths"][k:k + 1])
             close(latent, o[f"latent_item{k}_unpadded"])
-    losses = compute_losses(out, official=True)
-    close(losses.text_loss, o["loss_text"])
-    close(losses.mel_loss, o["loss_mel"])
-    close(token_losses(out.text_logits, out.text_targets), o["loss_text_per_token"])
-    close(token_losses(out.mel_logits, out.mel_targets), o["loss_mel_per_token"])
+    check_official_losses(out, o)
 
 
 def test_c_gradients_match(model: UnifiedVoice, cases: dict):
-    i, o = cases["inputs"], cases["outputs"]["c_forward"]
+    o = cases["outputs"]["c_forward"]
     model.zero_grad(set_to_none=True)
-    out, _, _ = _forward(model, i, grad=True)
-    losses = compute_losses(out, official=True)
-    (losses.text_loss + losses.mel_loss).backward()
-    params = dict(model.named_parameters())
-    assert set(o["grad_norms"]) == set(params)
-    for name, norm in o["grad_norms"].items():
-        grad = params[name].grad
-        got = grad.norm() if grad is not None else torch.tensor(0.0)
-        torch.testing.assert_close(got, norm, atol=1e-5, rtol=1e-4, msg=name)
-    for name, grad in o["grads"].items():
-        close(params[name].grad, grad)
+    out, _, _ = _forward(model, cases["inputs"], grad=True)
+    check_gradients(model, out, o)
     assert float(o["grad_norms"]["lang_embedding.weight"]) == 0.0  # the released forward never trains it
     model.zero_grad(set_to_none=True)
 
