@@ -77,8 +77,23 @@ def test_every_config_field_is_keyed_unless_declared_not_to_be():
     for name, field in PipelineConfig.model_fields.items():
         section = getattr(cfg, name)
         if hasattr(section, "key_fields"):
-            assert set(section.key_fields()) | section.NOT_IN_KEY == set(type(section).model_fields), name
+            omitted = type(section).KEY_OMITTED_AT_DEFAULT
+            assert set(section.key_fields()) | section.NOT_IN_KEY | set(omitted) == set(type(section).model_fields), name
             assert not section.NOT_IN_KEY - set(type(section).model_fields), f"{name}: NOT_IN_KEY names no field"
+            # a field left out at its default is left out only there: the listed value is the default
+            for field_name, value in omitted.items():
+                assert section.model_dump(mode="json")[field_name] == value, f"{name}.{field_name}"
+
+
+def test_fields_added_later_change_the_key_only_when_set():
+    """lora_* and lang_* leave a 2.0 run's keys as they were, and are keyed once set."""
+    from indextts_core.config import ExtendBpeConfig, TrainConfig
+
+    assert not {"lora_rank", "lora_alpha", "lora_targets"} & set(TrainConfig().key_fields())
+    assert TrainConfig(lora_rank=8).key_fields()["lora_rank"] == 8
+    assert TrainConfig(lora_rank=8, lora_alpha=4.0).key_fields()["lora_alpha"] == 4.0
+    assert ExtendBpeConfig(lang_code="ar").key_fields()["lang_code"] == "ar"
+    assert "lang_code" not in ExtendBpeConfig().key_fields()
 
 
 def test_a_new_field_is_in_the_cache_key_by_default():
