@@ -43,7 +43,7 @@ from indextts_core.generation.decode import decode, item_generators
 from indextts_core.generation.prompt import build_prompt, conditioning_from_features, merge_emotion_vectors
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.unified_voice import UnifiedVoice
-from indextts_core.text.encoder import EncodedLine, TextEncoder, TiktokenText, language_choice, open_text_encoder
+from indextts_core.text.encoder import EncodedLine, TextEncoder, TiktokenText, open_text_encoder
 from indextts_core.utils.fileio import atomic_path, sha256_file, write_json, write_jsonl
 from indextts_core.utils.progress import track
 
@@ -141,10 +141,9 @@ def generate_lines(
     if lang_code is not None and not v25:
         raise InputError(f"lang_code={lang_code!r}: language codes are IndexTTS-2.5's; {bundle.checkpoint_dir} is "
                          "an IndexTTS-2 folder")
-    choice = language_choice(language, lang_code) if lang_code is not None else None
-    encoder = open_text_encoder(bundle.tokenizer_path, v25, choice)
+    encoder = open_text_encoder(bundle.tokenizer_path, v25, force_code=lang_code)
     encoded = encode_lines(encoder, lines, language, model.cfg.max_text_tokens, where)
-    code = encoder.choice.code if isinstance(encoder, TiktokenText) and encoder.choice else None
+    code = encoder.code_for(language) if isinstance(encoder, TiktokenText) else None
     ids = [item.ids for item in encoded]
     if opts.max_mel_tokens > model.cfg.max_mel_tokens and "max_mel_tokens" not in opts.model_fields_set:
         log.info("generation.max_mel_tokens: using the model's limit %d", model.cfg.max_mel_tokens)

@@ -36,7 +36,7 @@ from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, prompt_state, \
     speak_segment, write_wav
 from indextts_core.synthesis.segments import split_segments
-from indextts_core.text.encoder import SentencePieceText, TiktokenText, language_choice, open_text_encoder
+from indextts_core.text.encoder import SentencePieceText, TiktokenText, open_text_encoder
 from indextts_core.utils.fileio import sha256_file, write_json
 from indextts_core.utils.progress import track
 
@@ -118,7 +118,7 @@ def v25_segments(encoder: TiktokenText, line: str, language: str, max_tokens: in
     text = encoder.normalise(line, language)
     if not text.strip():
         raise InputError(f"nothing to say after normalisation: {line!r}")
-    code = encoder.choice.code if encoder.choice is not None else language.split("-")[0].lower()
+    code = encoder.code_for(language)
 
     def count(s: str) -> int:
         return len(encoder.vocab.encode(s))
@@ -151,9 +151,8 @@ class Synthesizer:
             opts = opts.model_copy(update={"max_mel_tokens": self.models.gpt.cfg.max_mel_tokens})
         self.opts = opts
         self.features = bundle.load_features(self.device)
-        choice = language_choice(lang_code, lang_code) if lang_code is not None else None
         self.text: SentencePieceText | TiktokenText = open_text_encoder(tokenizer or bundle.tokenizer_path, v25,
-                                                                       choice)
+                                                                       force_code=lang_code)
         self.diffusion_steps, self.cfg_rate = diffusion_steps, cfg_rate
         self.interval_silence_ms, self.max_text_tokens_per_segment = interval_silence_ms, max_text_tokens_per_segment
 
@@ -164,7 +163,9 @@ class Synthesizer:
     @property
     def lang_code(self) -> str | None:
         """2.5: the code every line is spoken with (given, or recorded with the tokenizer); None: each line's own."""
-        return self.text.choice.code if isinstance(self.text, TiktokenText) and self.text.choice else None
+        if not isinstance(self.text, TiktokenText):
+            return None
+        return self.text.force_code or (self.text.choice.code if self.text.choice else None)
 
     @torch.no_grad()
     def prompt(self, source: Path | str | bytes, name: str | None = None) -> PromptState:

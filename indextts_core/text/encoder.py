@@ -108,6 +108,7 @@ class TiktokenText:
     choice: LanguageChoice | None = None  # None: every line's own language is its code
     frontend: TextFrontend = field(default_factory=TextFrontend)
     release: str = "2.5"
+    force_code: str | None = None  # every line is spoken with this code (generate/synthesize --lang-code)
 
     def __post_init__(self) -> None:
         from indextts_core.text.tiktoken_vocab import load_tiktoken_vocab
@@ -116,8 +117,11 @@ class TiktokenText:
 
     def code_for(self, language: str) -> str:
         """The ``lang`` code a line of ``language`` is spoken with: the run's choice for its own language,
-        the line's own code otherwise (e.g. English replay lines in an Amharic run)."""
+        the line's own code otherwise (e.g. English replay lines in an Amharic run); ``force_code`` for
+        every line when set."""
         base = language.split("-")[0].lower()
+        if self.force_code is not None:
+            return self.force_code.lower()
         if self.choice is not None and base == self.choice.language.split("-")[0].lower():
             return self.choice.code
         return base
@@ -164,15 +168,19 @@ def recorded_choice(tokenizer: str | Path) -> LanguageChoice | None:
 
 
 def open_text_encoder(tokenizer: str | Path, v25: bool, choice: LanguageChoice | None = None,
-                      frontend: TextFrontend | None = None) -> SentencePieceText | TiktokenText:
+                      frontend: TextFrontend | None = None,
+                      force_code: str | None = None) -> SentencePieceText | TiktokenText:
     """The encoder for a checkpoint's tokenizer file (``bpe.model`` or the 2.5 ``.tiktoken``).
 
     2.5 without ``choice``: the one the tokenizer stage recorded next to the file, if any; otherwise
-    each line's own language is its ``lang`` code.
+    each line's own language is its ``lang`` code.  ``force_code`` (2.5): every line's code (checked
+    against the official table).
     """
     fe = frontend or TextFrontend()
     if v25:
-        return TiktokenText(Path(tokenizer), choice or recorded_choice(tokenizer), fe)
+        if force_code is not None:
+            force_code = language_choice(force_code, force_code).code  # refuses a code outside the table
+        return TiktokenText(Path(tokenizer), choice or recorded_choice(tokenizer), fe, force_code=force_code)
     return SentencePieceText(Path(tokenizer), fe)
 
 

@@ -132,3 +132,13 @@ def test_a_25_s2mel_file_without_gpt_layer_loads(bundle: ModelBundle, tmp_path: 
     torch.save(saved, tmp_path / "s2mel.pth")
     regulator, decoder = load_s2mel_v25(tmp_path / "s2mel.pth", bundle.config["s2mel"])
     assert not regulator.training and not decoder.training
+
+
+def test_lang_code_speaks_every_line_with_that_code(bundle: ModelBundle):
+    """``--lang-code ar`` on Amharic text: the <|ar|> prefix and the Arabic row, as the official lang=ar."""
+    synth = Synthesizer(bundle, OPTS, lang_code="ar")
+    (ids, *_), lang = synth.segments(AMHARIC, "am")
+    assert lang == language_index("ar") and ids[0] == synth.text.vocab.lang_token_id("ar")
+    assert synth.lang_code == "ar"
+    with pytest.raises(InputError, match="lang_code"):
+        Synthesizer(bundle, OPTS, lang_code="amh")
