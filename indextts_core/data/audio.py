@@ -46,10 +46,12 @@ class Waveform:
         return float(np.max(np.abs(self.samples))) if len(self.samples) else 0.0
 
 
-def decode_audio(source: str | os.PathLike[str] | bytes, name: str | None = None) -> Waveform:
+def decode_audio(source: str | os.PathLike[str] | bytes, name: str | None = None,
+                 peak_safe: bool = True) -> Waveform:
     """Decode a file (path or its bytes) to float32 mono at its native sample rate.
 
     ``name`` is used in error messages when ``source`` is bytes (for example an ``s3://`` URI).
+    ``peak_safe=False`` keeps a float file's samples beyond full scale as they are (as librosa does).
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     if isinstance(source, bytes):
@@ -76,8 +78,8 @@ def decode_audio(source: str | os.PathLike[str] | bytes, name: str | None = None
     if not np.isfinite(data).all():
         raise AudioDecodeError(f"{label}: audio contains NaN or infinite samples")
     channels = data.shape[1]
-    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
-    return Waveform(_peak_safe(np.ascontiguousarray(mono, dtype=np.float32)), int(sr), channels)
+    mono = np.ascontiguousarray(data.T.mean(axis=0) if channels > 1 else data[:, 0], dtype=np.float32)
+    return Waveform(_peak_safe(mono) if peak_safe else mono, int(sr), channels)
 
 
 def _wav_declared_frames(source: bytes | Path) -> int | None:

@@ -1,8 +1,9 @@
 """``generate``: lines of text -> semantic codes and the s2mel latent, from a checkpoint folder.
 
 The folder is an export of ours or the official release (``gpt.pth``, ``config.yaml``, the
-tokenizer, ``wav2vec2bert_stats.pt``); prompts are turned into conditioning as the official
-inference does (16 kHz, the first 15 s, Wav2Vec2-BERT layer-17 features normalised with the
+tokenizer, ``wav2vec2bert_stats.pt``); prompts are read and turned into conditioning as the official
+inference does (:mod:`indextts_core.data.prompt_audio`: the speaker prompt at 22.05 kHz, first 15 s,
+resampled to 16 kHz; the emotion prompt at 16 kHz; Wav2Vec2-BERT layer-17 features normalised with the
 folder's statistics).  Text goes through the same encoder as training
 (:func:`~indextts_core.text.encoder.open_text_encoder`).
 
@@ -14,7 +15,8 @@ folder's statistics).  Text goes through the same encoder as training
   positions (the line's own language, or ``lang_code``).
 
 The emotion vector is the same for both: the speaker prompt's, merged with the emotion prompt's
-by ``emo_alpha``.  Outputs in ``out_dir``:
+by ``emo_alpha``; without an emotion prompt, the speaker prompt read again on the emotion path with
+``emo_alpha`` 1.0, as infer_v2 does.  Outputs in ``out_dir``:
 
 * ``codes.jsonl``: one row per line: line number, text, language, text ids (2.5: the framed ids,
   ``<|code|> `` prefix included), codes (without the stop code), their count, whether the model
@@ -37,7 +39,7 @@ import torch
 from safetensors.torch import save_file
 
 from indextts_core.config import GenerationConfig
-from indextts_core.data.audio import load_audio
+from indextts_core.data.prompt_audio import read_emotion_prompt, read_speaker_prompt
 from indextts_core.errors import InputError
 from indextts_core.generation.decode import decode, item_generators
 from indextts_core.generation.prompt import build_prompt, conditioning_from_features, merge_emotion_vectors
@@ -49,8 +51,6 @@ from indextts_core.utils.progress import track
 
 log = logging.getLogger(__name__)
 
-#: infer_v2 resamples prompts to 16 kHz for Wav2Vec2-BERT and keeps their first 15 s.
-PROMPT_SR, PROMPT_MAX_S = 16000, 15.0
 #: Lines decoded together.
 BATCH = 8
 
@@ -65,11 +65,15 @@ class GenerateResult:
 
 
 def prompt_features(bundle: ModelBundle, features, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised Wav2Vec2-BERT features (1, T, 1024) and length of one prompt file."""
-    wave = load_audio(path, PROMPT_SR, name=str(path)).samples[: int(PROMPT_MAX_S * PROMPT_SR)]
-    if len(wave) < PROMPT_SR // 10:
-        raise InputError(f"{path}: prompt is {len(wave) / PROMPT_SR:.2f} s long (under 0.1 s); give a few seconds of speech")
-    return features.extract_padded([wave])
+    """Normalised Wav2Vec2-BERT features (1, T, 1024) and length of a speaker prompt file, read on the official
+    speaker path (22.05 kHz, then 16 kHz: :func:`~indextts_core.data.prompt_audio.read_speaker_prompt`)."""
+    return features.extract_padded([read_speaker_prompt(path, str(path)).wave_16k[0].numpy()])
+
+
+def emotion_features(features, path: Path, warn: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same for an emotion prompt, read on the official emotion path (16 kHz directly); ``warn=False`` when
+    it is the speaker prompt read again (its problems were said already)."""
+    return features.extract_padded([read_emotion_prompt(path, str(path), warn=warn)[0].numpy()])
 
 
 def encode_lines(encoder: TextEncoder, lines: Sequence[str], language: str, max_text_tokens: int,
@@ -92,17 +96,14 @@ def encode_lines(encoder: TextEncoder, lines: Sequence[str], language: str, max_
 def prompt_campplus(bundle: ModelBundle, path: Path, device: torch.device) -> torch.Tensor:
     """The (1, 192) CAMPPlus vector of a prompt file, as the synthesis chain computes its style."""
     from indextts_core.model.campplus import load_campplus
-    from indextts_core.synthesis.chain import SAMPLE_RATE, campplus_style
+    from indextts_core.synthesis.chain import campplus_style
 
     if not bundle.campplus_path.is_file():
         raise InputError(f"{bundle.campplus_path}: CAMPPlus weights missing (IndexTTS-2.5's speaker conditioning is "
                          "the prompt's CAMPPlus vector: the folder's hf_cache/campplus_cn_common.bin, or --hf-cache)")
     campplus = load_campplus(bundle.campplus_path, bundle.campplus_config).to(device)
-    wave = load_audio(path, SAMPLE_RATE, name=str(path)).samples[: int(PROMPT_MAX_S * SAMPLE_RATE)]
-    if len(wave) < SAMPLE_RATE // 10:
-        raise InputError(f"{path}: prompt is {len(wave) / SAMPLE_RATE:.2f} s long (under 0.1 s); give a few seconds "
-                         "of speech")
-    style, _ = campplus_style(campplus, torch.from_numpy(wave).float().unsqueeze(0).to(device))
+    wave_16k = read_speaker_prompt(path, str(path), warn=False).wave_16k
+    style, _ = campplus_style(campplus, wave_16k.to(device))
     return style
 
 
@@ -155,12 +156,14 @@ def generate_lines(
     start = time.monotonic()
     with torch.no_grad():
         spk_feats, spk_len = prompt_features(bundle, features, speaker_prompt)
-        emo_feats, emo_len = prompt_features(bundle, features, emotion_prompt) if emotion_prompt else (None, None)
+        # infer_v2: without an emotion prompt the speaker prompt is read again (16 kHz) and emo_alpha is 1.0
+        emo_feats, emo_len = emotion_features(features, emotion_prompt or speaker_prompt, warn=bool(emotion_prompt))
+        alpha = opts.emo_alpha if emotion_prompt else 1.0
         if v25:
             spk, emo = v25_conditioning(model, prompt_campplus(bundle, speaker_prompt, device), spk_feats, spk_len,
-                                        emo_feats, emo_len, opts.emo_alpha)
+                                        emo_feats, emo_len, alpha)
         else:
-            spk, emo = conditioning_from_features(model, spk_feats, spk_len, emo_feats, emo_len, opts.emo_alpha)
+            spk, emo = conditioning_from_features(model, spk_feats, spk_len, emo_feats, emo_len, alpha)
         rows, latents = [], {}
         for at in track(range(0, len(ids), BATCH), total=(len(ids) + BATCH - 1) // BATCH, description="generating"):
             chunk = ids[at:at + BATCH]

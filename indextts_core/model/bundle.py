@@ -385,6 +385,7 @@ def _write_tiny_qwen(dest: Path, seed: int) -> None:
     tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     tok.save_pretrained(str(dest))
+    _portable_tokenizer_config(dest / "tokenizer_config.json")
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=256,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
@@ -392,3 +393,22 @@ def _write_tiny_qwen(dest: Path, seed: int) -> None:
     Qwen3ForCausalLM(cfg).save_pretrained(str(dest))
     GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                      max_new_tokens=32).save_pretrained(str(dest))
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """Name the tokenizer in words every transformers release reads, the official pin (4.52) included.
+
+    transformers 5 writes ``tokenizer_class: TokenizersBackend`` and ``extra_special_tokens``, which 4.52
+    cannot resolve (the official ``IndexTTS2(...)`` would fail on our folder); ``PreTrainedTokenizerFast``
+    and ``additional_special_tokens`` load the same ``tokenizer.json`` in both.
+    """
+    import json
+
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.pop("backend", None)
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    extra = config.pop("extra_special_tokens", None)
+    if extra:
+        config["additional_special_tokens"] = list(extra)
+    with atomic_write(path) as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)

@@ -6,8 +6,10 @@ The official path: ``SeamlessM4TFeatureExtractor`` (80-bin fbank at 100 fps stac
 then ``(h - mean) / sqrt(var)`` with ``wav2vec2bert_stats.pt``.
 
 :meth:`SemanticFeatures.extract` batches clips of different lengths and trims every output to
-its own frame count (the attention-mask sum), so a clip's features never include padding frames
-and do not depend on its batch-mates.  Models load from local folders only.
+the frames the clip has alone (:func:`frame_count`: with an odd fbank count that includes the last,
+half-padded frame, which the official single-item call keeps although its mask is 0), so a clip's
+features never include batch padding and do not depend on its batch-mates.  Models load from local
+folders only.
 """
 
 from __future__ import annotations
@@ -67,10 +69,21 @@ class SemanticFeatures:
                 raise InputError(f"{d}: Wav2Vec2-BERT folder not found")
         try:
             extractor = SeamlessM4TFeatureExtractor.from_pretrained(str(fe_dir), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - OSError, JSONDecodeError, ...: a file there is missing or damaged
+            raise InputError(f"{fe_dir}: cannot load the Wav2Vec2-BERT feature extractor "
+                             f"({type(e).__name__}: {(str(e).strip().splitlines() or ['-'])[0]}); a file there "
+                             "is missing, damaged or incomplete: download/copy it again") from None
+        try:
             model = Wav2Vec2BertModel.from_pretrained(str(model_dir), local_files_only=True,
                                                       attn_implementation=attn_implementation)
         except OSError as e:
             raise InputError(f"{model_dir}: cannot load Wav2Vec2-BERT ({str(e).splitlines()[0]})") from None
+        except Exception as e:  # noqa: BLE001 - SafetensorError, RuntimeError, ValueError: damaged weights
+            named = [model_dir / n for n in ("model.safetensors", "pytorch_model.bin", "config.json")
+                     if (model_dir / n).is_file()]
+            raise InputError(f"{named[0] if named else model_dir}: cannot load Wav2Vec2-BERT "
+                             f"({type(e).__name__}: {(str(e).strip().splitlines() or ['-'])[0]}); it is damaged or "
+                             "incomplete: download/copy it again") from None
         mean, std = read_stats(stats)
         return cls(extractor, model.to(device), mean, std, layer)
 
@@ -94,15 +107,30 @@ class SemanticFeatures:
         return (h - self.mean.to(h.device)) / self.std.to(h.device)
 
     def extract(self, waves: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """One (T_i, hidden) tensor per 16 kHz wave, each trimmed to its own frames."""
-        feats, mask = self.inputs(waves)
-        hidden = self.hidden(feats, mask)
-        lengths = mask.sum(dim=1).tolist()
-        return [hidden[i, : int(n)] for i, n in enumerate(lengths)]
+        """One (T_i, hidden) tensor per 16 kHz wave, each cut to the frames it has alone (:func:`frame_count`)."""
+        hidden, lengths = self.extract_padded(waves)
+        return [hidden[i, : int(n)] for i, n in enumerate(lengths.tolist())]
 
     def extract_padded(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, hidden) features (padding frames zeroed) and (B,) lengths, ready for the codec and GPT."""
+        """(B, T, hidden) features and (B,) frame counts, ready for the codec and GPT; the frames after a
+        wave's own count (batch padding) are zero.
+
+        Each wave keeps every frame the official single-item call gives it, including the last, half-padded
+        frame of an odd fbank count (its attention mask is 0, yet infer_v2 feeds its hidden state to the
+        codec and the GPT), so a clip's features are the same alone, in any batch, and in the official code.
+        """
         feats, mask = self.inputs(waves)
         hidden = self.hidden(feats, mask)
-        m = mask.to(hidden.device).bool().unsqueeze(-1)
-        return hidden.masked_fill(~m, 0.0), mask.sum(dim=1).to(hidden.device)
+        lengths = torch.tensor([frame_count(len(w)) for w in waves], device=hidden.device)
+        if bool((lengths > hidden.size(1)).any()) or bool((lengths < mask.sum(dim=1).to(hidden.device)).any()):
+            raise ValueError("frame counts disagree with the feature extractor's mask (not a 16 kHz SeamlessM4T "
+                             "feature extractor with stride 2?)")
+        keep = torch.arange(hidden.size(1), device=hidden.device)[None, :] < lengths[:, None]
+        return hidden.masked_fill(~keep.unsqueeze(-1), 0.0), lengths
+
+
+def frame_count(samples: int, window: int = 400, hop: int = 160, stride: int = 2) -> int:
+    """50 Hz frames the feature extractor gives ``samples`` of 16 kHz audio alone: ``ceil(fbank / 2)`` with
+    ``fbank = 1 + (samples - 400) // 160`` (25 ms windows every 10 ms, no centring; 0 under one window)."""
+    fbank = 1 + (samples - window) // hop if samples >= window else 0
+    return -(-fbank // stride)

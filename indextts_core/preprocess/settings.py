@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from indextts_core.config import PreprocessConfig
 
 #: Bump when the index changes for the same inputs (invalidates cached results).
-STAGE_VERSION = "2"
+STAGE_VERSION = "3"
 #: Bump when the feature values change for the same audio and models (names a new feature set,
 #: so every clip is processed again); kept apart from the index's version on purpose.
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"  # 2: the speaker-path reading, the half-padded frame kept
 SAMPLE_RATE = 16000
 CODES_PER_SECOND = 50
 CPU_BATCH_SECONDS = 60.0  # padded audio seconds per batch without a GPU

@@ -36,7 +36,7 @@ from indextts_core.store.objects import ArtifactStore, ObjectInfo, ObjectNotFoun
 log = logging.getLogger(__name__)
 
 #: Version of the tiny bundle generator (part of a tiny:// asset's identity).
-TINY_VERSION = "3"
+TINY_VERSION = "4"  # 4: the Qwen tokenizer config transformers 4.52 reads
 
 #: What fine-tuning needs from a checkpoint folder (an error when the source lacks one).
 CHECKPOINT_REQUIRED = ["config.yaml", "gpt.pth", "bpe.model", "wav2vec2bert_stats.pt"]

@@ -5,15 +5,18 @@ IndexTTS-2.5 as ``infer_v2_5`` runs it.
 
 For one speaker prompt (:func:`prompt_state`, computed once):
 
-* the prompt at 22.05 kHz gives the reference mel; at 16 kHz its Kaldi fbank gives the CAMPPlus
-  style vector (:func:`campplus_style`); its Wav2Vec2-BERT features give the GPT's conditioning;
+* the prompt at 22.05 kHz gives the reference mel; resampled to 16 kHz its Kaldi fbank gives the
+  CAMPPlus style vector (:func:`campplus_style`) and its Wav2Vec2-BERT features the GPT's speaker
+  conditioning; the same file read again at 16 kHz (the official emotion path) gives the emotion
+  features used when there is no emotion prompt (:mod:`indextts_core.data.prompt_audio`);
 * 2.0: the features quantised by the semantic codec are the content whose length-regulated form is
   the decoder's prompt condition; 2.5: the features themselves are regulated (no quantisation).
 
 For each text segment (:func:`speak_segment`):
 
 * the emotion vector (``merge_emovec`` with ``emo_alpha``, lengths as the official code passes
-  them); the speaker conditioning: 2.0 the speaker latents of the features, 2.5 one row
+  them; without an emotion prompt the official code forces ``emo_alpha = 1.0``, and so do we); the
+  speaker conditioning: 2.0 the speaker latents of the features, 2.5 one row
   ``spk_emb_proj(style)`` (the same CAMPPlus vector the decoder is styled with); GPT decoding
   (the official options), stop trimming;
 * 2.0: the teacher-forced latent over the codes, ``S_infer = vq2emb(codes) + gpt_layer(latent)``,
@@ -26,8 +29,13 @@ For each text segment (:func:`speak_segment`):
   BigVGAN; ``clamp(32767 * wav, +-32767)``.
 
 Segments are joined with ``interval_silence_ms`` (200) of zeros.  One ``torch.Generator`` feeds the
-GPT's sampling and every segment's noise in turn, as the official single seeded stream does, so a
-seed reproduces a waveform.
+GPT's sampling and every segment's noise in turn, so a seed reproduces a waveform.  What differs from
+``torch.manual_seed(seed); tts.infer(...)`` with the official code: under its pinned transformers
+(4.52) every Wav2Vec2-BERT layer draws one ``torch.rand([])`` from the global CPU stream for layerdrop
+even in eval mode, and a first call encodes two prompts (speaker and emotion path), so the official
+sampling starts ``2 x num_hidden_layers`` draws later (CPU runs; on CUDA the sampling stream is the
+GPU's and is not touched).  :func:`official_stream` spends those draws so that a generator seeded
+here continues where the official one would; transformers 5 (ours) no longer draws in eval mode.
 """
 
 from __future__ import annotations
@@ -147,33 +155,63 @@ class PromptState:
     style: torch.Tensor  # (1, 192) CAMPPlus vector (the decoder's style; 2.5: also the GPT's speaker input)
     prompt_condition: torch.Tensor  # (1, Tp, C)
     campplus_feat: torch.Tensor  # (T', 80)
+    emo_feats: torch.Tensor  # (1, T', 1024) the same file on the emotion path (16 kHz directly)
 
 
-def campplus_style(campplus: CAMPPlus, wave_22k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def campplus_style(campplus: CAMPPlus, wave_16k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The CAMPPlus vector (1, 192) of a prompt and its input features (T', 80), as the official code makes them.
 
-    ``wave_22k`` (1, N) float in [-1, 1] at 22.05 kHz is resampled to 16 kHz (torchaudio), and its
-    mean-normalised Kaldi fbank goes through ``campplus``.
+    ``wave_16k`` (1, N): the speaker path's 16 kHz signal (:func:`~indextts_core.data.prompt_audio.to_16k`
+    of the 22.05 kHz reading); its mean-normalised Kaldi fbank goes through ``campplus``.
     """
-    import torchaudio
-
-    wave_16k = torchaudio.transforms.Resample(SAMPLE_RATE, 16000).to(wave_22k.device)(wave_22k)
     feat = style_features(wave_16k)
     return campplus(feat.unsqueeze(0)), feat
 
 
+def official_stream(generator: torch.Generator, w2v_layers: int, prompts_encoded: int = 2) -> torch.Generator:
+    """Spend the draws the official first ``infer`` call makes before it samples (see the module docstring):
+    ``prompts_encoded x w2v_layers`` single ``rand`` draws, on a CPU generator only. Returns ``generator``."""
+    if generator.device.type == "cpu":
+        for _ in range(prompts_encoded * w2v_layers):
+            torch.rand([], generator=generator)
+    return generator
+
+
 @torch.no_grad()
-def prompt_state(models: SynthesisModels, wave_22k: torch.Tensor, spk_feats: torch.Tensor) -> PromptState:
-    """``wave_22k`` (1, N) float in [-1, 1]; ``spk_feats`` its Wav2Vec2-BERT features (1, T, 1024).
+def prompt_state(models: SynthesisModels, wave_22k: torch.Tensor, spk_feats: torch.Tensor, *,
+                 wave_16k: torch.Tensor | None = None, emo_feats: torch.Tensor | None = None) -> PromptState:
+    """``wave_22k`` (1, N) float in [-1, 1]; ``spk_feats`` the Wav2Vec2-BERT features (1, T, 1024) of its
+    16 kHz resampling ``wave_16k`` (computed from ``wave_22k`` when not given).
 
     The prompt condition regulates ``codec.quantize(spk_feats)``'s embeddings (2.0) or ``spk_feats``
-    itself (2.5) to the reference mel's frame count.
+    itself (2.5) to the reference mel's frame count.  ``emo_feats``: the emotion path's features of the
+    same file (what speaks when no emotion prompt is given); default ``spk_feats``.
     """
+    from indextts_core.data.prompt_audio import to_16k
+
     content = spk_feats if models.gpt.cfg.is_v25 else models.codec.quantize(spk_feats)[1]
     ref_mel = mel_spectrogram(wave_22k.float(), models.mel)
-    style, feat = campplus_style(models.campplus, wave_22k)
+    style, feat = campplus_style(models.campplus, to_16k(wave_22k) if wave_16k is None else wave_16k)
     condition = models.regulator(content, torch.tensor([ref_mel.size(-1)], device=ref_mel.device))
-    return PromptState(spk_feats, ref_mel, style, condition, feat)
+    return PromptState(spk_feats, ref_mel, style, condition, feat, spk_feats if emo_feats is None else emo_feats)
+
+
+def prompt_conditioning(gpt: UnifiedVoice, state: PromptState, emo_alpha: float = 1.0,
+                        emo_feats: torch.Tensor | None = None,
+                        emo_vector: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(speaker conditioning, emotion vector) as infer_v2 computes them for one prompt.
+
+    Every length is the feature width (:data:`INFER_LENGTH`: nothing masked).  Speaker: 2.0 the latents of
+    ``state.spk_feats``, 2.5 ``spk_emb_proj(style)``.  Emotion: ``emo_vector`` when given, else
+    ``merge_emovec(spk, emo, alpha)`` with the emotion prompt's features ``emo_feats`` and ``emo_alpha``,
+    or, without one, the speaker prompt read on the emotion path (``state.emo_feats``) with alpha 1.0.
+    """
+    infer = torch.tensor([INFER_LENGTH])
+    spk = gpt.speaker_projection(state.style) if gpt.cfg.is_v25 else gpt.speaker_latents(state.spk_feats, infer)
+    if emo_vector is None:
+        emo, alpha = (emo_feats, emo_alpha) if emo_feats is not None else (state.emo_feats, 1.0)
+        emo_vector = gpt.merge_emotion(state.spk_feats, emo, infer, infer, alpha)
+    return spk, emo_vector
 
 
 @dataclass
@@ -222,11 +260,7 @@ def speak_segment(
         raise ValueError("IndexTTS-2.5 speaks with a language row: pass langs (the encoded line's lang)")
     if v25 and latent_adapter is not None:
         raise ValueError("latent_adapter maps IndexTTS-2's GPT latent; 2.5 feeds the decoder codec.decode(codes)")
-    infer = torch.tensor([INFER_LENGTH])
-    spk = gpt.speaker_projection(state.style) if v25 else gpt.speaker_latents(state.spk_feats, infer)
-    if emo_vector is None:
-        emo = emo_feats if emo_feats is not None else state.spk_feats
-        emo_vector = gpt.merge_emotion(state.spk_feats, emo, infer, infer, opts.emo_alpha)
+    spk, emo_vector = prompt_conditioning(gpt, state, opts.emo_alpha, emo_feats, emo_vector)
     out = decode(gpt, build_prompt(gpt, gpt.conditioning(spk, emo_vector), text_ids, langs=langs), opts,
                  random=random)
     codes, code_lens = out.codes, out.lengths

@@ -1,7 +1,8 @@
 """``synthesize``: lines of text -> 22.05 kHz wav files, from a checkpoint folder (an export or the release).
 
-Prompts are read as infer_v2 reads them: decoded at 22.05 kHz and cut to 15 s, then resampled to
-16 kHz for Wav2Vec2-BERT and CAMPPlus (an emotion prompt at 16 kHz, 15 s).  Each line is cut into
+Prompts are read as infer_v2 reads them (:mod:`indextts_core.data.prompt_audio`): the speaker prompt
+at 22.05 kHz (librosa's soxr), cut to 15 s, then resampled to 16 kHz (torchaudio) for Wav2Vec2-BERT and
+CAMPPlus; the emotion prompt (the speaker prompt read again when none is given) at 16 kHz, 15 s.  Each line is cut into
 segments and each segment is spoken (:mod:`indextts_core.synthesis.chain`):
 
 * IndexTTS-2: the training front-end and the folder's SentencePiece tokenizer, then infer_v2's
@@ -29,12 +30,12 @@ from pathlib import Path
 import torch
 
 from indextts_core.config import GenerationConfig
-from indextts_core.data.audio import load_audio
+from indextts_core.data.prompt_audio import read_emotion_prompt, read_speaker_prompt
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.unified_voice import UnifiedVoice
-from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, prompt_state, \
-    speak_segment, write_wav
+from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, \
+    official_stream, prompt_state, speak_segment, write_wav
 from indextts_core.synthesis.segments import split_segments
 from indextts_core.text.encoder import SentencePieceText, TiktokenText, open_text_encoder
 from indextts_core.utils.fileio import sha256_file, write_json
@@ -42,7 +43,6 @@ from indextts_core.utils.progress import track
 
 log = logging.getLogger(__name__)
 
-PROMPT_MAX_S = 15.0
 #: Where infer_v2_5 may cut a 2.5 line: after any of these marks (the mark stays with the text before it).
 V25_BREAK_AFTER = re.compile(r"(?<=[，。！？、；：,.!?;:\n])")
 
@@ -52,13 +52,6 @@ class SynthesisResult:
     wavs: list[Path]
     audio_seconds: float
     seconds: float
-
-
-def _prompt(source: Path | str | bytes, sample_rate: int, name: str) -> torch.Tensor:
-    wave = load_audio(source, sample_rate, name=name).samples[: int(PROMPT_MAX_S * sample_rate)]
-    if len(wave) < sample_rate // 10:
-        raise InputError(f"{name}: prompt is {len(wave) / sample_rate:.2f} s long (under 0.1 s); give a few seconds of speech")
-    return torch.from_numpy(wave).float().unsqueeze(0)
 
 
 @dataclass
@@ -169,18 +162,19 @@ class Synthesizer:
 
     @torch.no_grad()
     def prompt(self, source: Path | str | bytes, name: str | None = None) -> PromptState:
-        """The speaker prompt's state (audio file or its bytes), read as infer_v2 reads it."""
-        import torchaudio
-
-        wave_22k = _prompt(source, SAMPLE_RATE, name or str(source)).to(self.device)
-        wave_16k = torchaudio.transforms.Resample(SAMPLE_RATE, 16000).to(self.device)(wave_22k)
-        spk_feats, _ = self.features.extract_padded([wave_16k[0].cpu().numpy()])
-        return prompt_state(self.models, wave_22k, spk_feats)
+        """The speaker prompt's state (audio file or its bytes), read as infer_v2 reads it: the speaker path
+        and, for lines spoken without an emotion prompt, the same file read again on the emotion path."""
+        label = name or str(source)
+        spk = read_speaker_prompt(source, label)
+        spk_feats, _ = self.features.extract_padded([spk.wave_16k[0].numpy()])
+        return prompt_state(self.models, spk.wave_22k.to(self.device), spk_feats, wave_16k=spk.wave_16k.to(self.device),
+                            emo_feats=self.emotion(source, label, warn=False))
 
     @torch.no_grad()
-    def emotion(self, source: Path | str | bytes, name: str | None = None) -> torch.Tensor:
-        """Wav2Vec2-BERT features of an emotion prompt (16 kHz, 15 s)."""
-        feats, _ = self.features.extract_padded([_prompt(source, 16000, name or str(source))[0].numpy()])
+    def emotion(self, source: Path | str | bytes, name: str | None = None, warn: bool = True) -> torch.Tensor:
+        """Wav2Vec2-BERT features of an emotion prompt (read directly at 16 kHz, 15 s)."""
+        wave = read_emotion_prompt(source, name or str(source), warn=warn)
+        feats, _ = self.features.extract_padded([wave[0].numpy()])
         return feats
 
     def segments(self, line: str, language: str, where: str = "line") -> tuple[list[list[int]], int | None]:
@@ -249,7 +243,8 @@ def synthesize_lines(
                         max_text_tokens_per_segment=max_text_tokens_per_segment, lang_code=lang_code)
     opts = synth.opts
     start = time.monotonic()
-    stream = torch.Generator(device=synth.device).manual_seed(opts.seed)
+    stream = official_stream(torch.Generator(device=synth.device).manual_seed(opts.seed),
+                             synth.features.model.config.num_hidden_layers)
     rows, wavs, audio_seconds = [], [], 0.0
     state = synth.prompt(speaker_prompt)
     emo_feats = synth.emotion(emotion_prompt) if emotion_prompt is not None else None

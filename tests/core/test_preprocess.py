@@ -193,11 +193,11 @@ def test_featureset_id_is_stable():
     from indextts_core.preprocess import featureset_id
 
     models = {"gpt": "abc", "w2v_bert": "def", "codec": "123"}
-    assert featureset_id(models, PreprocessConfig(), 17) == "cd6df183ae30f61647fc9cd8"
-    assert featureset_id(models, PreprocessConfig(cond_max_seconds=10), 17) == "a9ea2588ed647b250a11304b"
+    assert featureset_id(models, PreprocessConfig(), 17) == "c1dc6258e0b67276bd59be4e"  # FEATURES_VERSION 2
+    assert featureset_id(models, PreprocessConfig(cond_max_seconds=10), 17) == "cace940349da1ef7f1999668"
     # settings that only change how the work runs do not change the features
     assert featureset_id(models, PreprocessConfig(batch_size=4, workers=2, device="cpu", unit_clips=3), 17) == \
-        "cd6df183ae30f61647fc9cd8"
+        "c1dc6258e0b67276bd59be4e"
 
 
 def test_auto_settings_resolve():

@@ -52,3 +52,20 @@ def test_fingerprint_is_stable_and_content_based(bundle_copy):
     assert first == bundle_copy.fingerprint()
     (bundle_copy.checkpoint_dir / "gpt.pth").write_bytes(b"changed")
     assert bundle_copy.fingerprint()["gpt"] != first["gpt"]
+
+
+def test_tiny_qwen_folder_names_a_tokenizer_the_official_pin_reads(tmp_path):
+    """transformers 4.52 (the official pin) cannot resolve transformers 5's ``TokenizersBackend``: the tiny
+    emotion folder names ``PreTrainedTokenizerFast`` and ``additional_special_tokens``, and still loads here."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from indextts_core.model.bundle import _write_tiny_qwen
+
+    _write_tiny_qwen(tmp_path / "qwen", seed=0)
+    config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in config
+    assert config["additional_special_tokens"] == ["<|im_start|>"] and "extra_special_tokens" not in config
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "qwen"))
+    assert tok.eos_token == "<|im_end|>" and tok.convert_tokens_to_ids("<|im_start|>") != tok.unk_token_id

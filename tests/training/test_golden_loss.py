@@ -52,7 +52,8 @@ def test_short_run_reproduces_the_golden_losses(processed, tmp_path: Path):
         GOLDEN.write_text(json.dumps({
             "note": "Per-step losses of tests/training/test_golden_loss.py (tiny bundle, demo pairs, seed 1234, "
                     f"{THREADS} CPU thread, 5 steps of 1024 tokens in 512-token micro-batches), recorded with "
-                    "GOLDEN_RECORD=1 on the training code before the TrainOptions -> TrainConfig refactor.",
+                    "GOLDEN_RECORD=1 after preprocessing began reading clips on the official speaker path "
+                        "(features version 2).",
             "torch": torch.__version__, **got}, indent=2) + "\n")
     want = json.loads(GOLDEN.read_text())
     assert sorted(got["train"], key=int) == sorted(want["train"], key=int) == ["1", "2", "3", "4", "5"]
