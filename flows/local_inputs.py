@@ -87,9 +87,15 @@ def use_manifests(cfg: PipelineConfig, manifests: Sequence[Path], store: Artifac
 def _dataset_files(manifest: Path, fields: dict[str, str]) -> list[Path]:
     """What a raw manifest's dataset is: a folder format's whole folder; for a JSONL manifest, the
     file and the audio files its rows name relative to it (rows that cannot be read, and audio that
-    is missing, are left for ingest to reject with the line and the reason)."""
+    is missing, are left for ingest to reject with the line and the reason).
+
+    Only files that resolve (symlinks followed) inside the manifest's own folder are published: a
+    row naming ``../../etc/passwd``, or a symlink pointing out of the folder, adds nothing to the
+    dataset asset (ingest rejects such a row as ``audio_outside_dataset``).
+    """
+    folder = manifest if manifest.is_dir() else manifest.parent
     if manifest.is_dir():
-        return [Path(os.path.abspath(p)) for p in sorted(manifest.rglob("*")) if p.is_file()]
+        return [Path(os.path.abspath(p)) for p in sorted(manifest.rglob("*")) if p.is_file() and _inside(p, folder)]
     out = [manifest]
     for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -101,10 +107,19 @@ def _dataset_files(manifest: Path, fields: dict[str, str]) -> list[Path]:
             names = ["audio", fields.get("audio", "audio"), *FIELD_ALIASES["audio"]]
             audio = next((row[n] for n in names if isinstance(row.get(n), str)), None)
         if isinstance(audio, str) and "://" not in audio and not Path(audio).is_absolute():
-            path = manifest.parent / audio
-            if path.is_file():
+            path = folder / audio
+            if path.is_file() and _inside(path, folder):
                 out.append(Path(os.path.abspath(path)))
     return out
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, with ``..`` collapsed as text, names a file under ``folder``.
+
+    A manifest's text decides nothing outside its folder (``../../etc/passwd`` is never published);
+    symlinks the dataset's owner put inside the folder (audio kept on another disk) are followed, as
+    ingest follows them."""
+    return Path(os.path.normpath(os.path.abspath(path))).is_relative_to(os.path.normpath(os.path.abspath(folder)))
 
 
 def use_checkpoint(cfg: PipelineConfig, checkpoint: str, w2v_bert: Path | None = None,

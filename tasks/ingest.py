@@ -1,10 +1,16 @@
-"""Ingest stage task: validate the dataset's manifests, split train/val per speaker, report."""
+"""Ingest stage task: validate the dataset's manifests, split train/val per speaker, report.
+
+Audio held in the artifact store is recorded as ``store:<key>`` (not the store's path or bucket),
+so the ingest output, and every digest and cache key downstream of it, stays the same when the
+store is moved, mounted elsewhere or copied to another bucket.
+"""
 
 from __future__ import annotations
 
 from indextts_core.config import PipelineConfig
 from indextts_core.data import ingest as core
 from indextts_core.data.ingest import manifest_inputs
+from indextts_core.store.objects import store_uri
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.stage import Stage, stage_task
@@ -18,7 +24,7 @@ def ingest_task(cfg: PipelineConfig, dataset: ArtifactRef, ctx: RunContext) -> S
         root = s.fetch(dataset)
         result = core.ingest(manifest_inputs(cfg.ingest.manifests, root, cfg.language), s.out, cfg.ingest,
                              seed=cfg.run.seed, storage=cfg.storage, dataset_root=root,
-                             audio_base=s.store.uri_for(dataset.prefix), extra_languages=cfg.extra_languages)
+                             audio_base=store_uri(dataset.prefix), extra_languages=cfg.extra_languages)
         metrics = {
             "rows_read": result.rows_read, "accepted": result.accepted, "rejected": result.rejected,
             "train_clips": result.train_clips, "val_clips": result.val_clips, "hours": result.hours,

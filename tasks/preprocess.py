@@ -3,8 +3,9 @@
 * ``preprocess-plan`` tokenizes and gates the text and lists the audio that still needs features
   (features live in the artifact store under ``features/<feature set>/``, one shard and one record
   per unit, so any worker, machine or later run sees what is done);
-* ``preprocess-unit`` processes one unit (skipped if its record is already in the store) and uploads
-  its shard, then its record;
+* ``preprocess-unit`` processes one unit (skipped if its record and its shard are already in the
+  store) and uploads its shard, checks that the store holds the bytes whose sha256 the record
+  carries, then uploads the record;
 * ``preprocess`` (the stage's cached task) writes the index from the records.
 
 The bundle is opened and the clips tokenized once per process for one stage run: the plan and the
@@ -31,11 +32,13 @@ from pydantic import BaseModel
 
 from indextts_core import preprocess as core
 from indextts_core.config import PipelineConfig
+from indextts_core.errors import StorageError
 from indextts_core.model.bundle import ModelBundle, open_bundle
-from indextts_core.store.objects import ArtifactStore, open_store
+from indextts_core.preprocess.planning import record_complete
+from indextts_core.store.objects import ArtifactStore, corrupt_message, open_store
 from indextts_core.text.frontend import TextFrontend
 from indextts_core.text.encoder import open_text_encoder, tokenizer_in
-from indextts_core.utils.fileio import sha256_file
+from indextts_core.utils.fileio import read_json, sha256_file
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, OomRecorder, attempt_batch_size
@@ -88,10 +91,15 @@ def featureset_for(cfg: PipelineConfig, checkpoint: ArtifactRef, w2v: ArtifactRe
 
 
 def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
+    """The complete units of the feature set in the store (a unit whose shard is gone is not complete)."""
     records = core.UnitRecords()
-    for key in store.list(feature_prefix(featureset)):
+    keys = store.list(feature_prefix(featureset))
+    present = {k.rsplit("/", 1)[-1] for k in keys}
+    for key in keys:
         if key.rsplit("/", 1)[-1].startswith("unit-") and key.endswith(".json"):
-            records.add(store.get_json(key))
+            record = store.get_json(key)
+            if record_complete(record, present=present):
+                records.add(record)
     return records
 
 
@@ -194,9 +202,9 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
     store = open_store(cfg.storage.uri, cfg.storage)
     name = core.unit_name([k for k, _ in unit])
     prefix = feature_prefix(featureset)
-    if store.exists(f"{prefix}/{name}.json"):
+    if _unit_done(store, prefix, name):
         return {"unit": name, "skipped": True}
-    bundle = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
+    bundle = _unit_bundle(cfg, store, checkpoint, w2v, codec)
     extractor, seconds = _extractor(bundle, cfg, unit)
     opts = cfg.preprocess
     if core.batch_clips(opts):  # a Prefect retry after an out-of-memory at the floor starts from a smaller batch
@@ -210,12 +218,47 @@ def preprocess_unit_task(cfg: PipelineConfig, unit: list[tuple[str, str]], featu
         result = core.process_unit(unit, extractor, work, opts, bundle.gpt_config.max_mel_tokens, seconds,
                                    cfg.storage, recorder, min_duration_s=cfg.ingest.min_duration_s,
                                    max_duration_s=cfg.ingest.max_duration_s)
-        for shard in work.glob("*.safetensors"):
-            store.put_file(shard, f"{prefix}/{shard.name}")
-        store.put_file(work / f"{name}.json", f"{prefix}/{name}.json")  # last: the unit is now complete
+        _upload_unit(store, prefix, work, name)
     return {"unit": name, "skipped": False, "processed": result.processed, "rejected": len(result.rejected),
             "audio_seconds": result.audio_seconds, "seconds": result.seconds, "backoffs": result.backoffs,
             "worker": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+_UNIT_BUNDLES: dict[tuple[Any, ...], ModelBundle] = {}
+
+
+def _unit_bundle(cfg: PipelineConfig, store: ArtifactStore, checkpoint: ArtifactRef, w2v: ArtifactRef | None,
+                 codec: ArtifactRef | None) -> ModelBundle:
+    """The bundle once per worker process: its files are verified by content when first fetched, and the
+    models loaded from them stay loaded (``_MODELS``), so later units do not hash gigabytes again."""
+    key = (store.uri, checkpoint.digest, w2v.digest if w2v else None, codec.digest if codec else None)
+    with _MODELS_LOCK:
+        if key not in _UNIT_BUNDLES:
+            _UNIT_BUNDLES.clear()
+            _UNIT_BUNDLES[key] = checkpoint_bundle(cfg, store, checkpoint, w2v, codec)
+        return _UNIT_BUNDLES[key]
+
+
+def _unit_done(store: ArtifactStore, prefix: str, name: str) -> bool:
+    """The unit's record is in the store, and so is its shard (one deleted as damaged is made again)."""
+    key = f"{prefix}/{name}.json"
+    if not store.exists(key):
+        return False
+    record = store.get_json(key)
+    return not record.get("shard") or store.exists(f"{prefix}/{record['shard']}")
+
+
+def _upload_unit(store: ArtifactStore, prefix: str, work: Path, name: str) -> None:
+    """Upload the unit's shard, check that the store got the bytes the record's sha256 describes, then the record."""
+    record = read_json(work / f"{name}.json")
+    if record.get("shard"):
+        key = f"{prefix}/{record['shard']}"
+        got = store.put_file(work / record["shard"], key).sha256
+        if record.get("shard_sha256") and got != record["shard_sha256"]:  # changed on this disk before upload
+            store.delete(key)
+            raise StorageError(corrupt_message(f"{work / record['shard']} (uploading to {store.uri_for(key)})", got,
+                                               record["shard_sha256"], "the unit is retried"), transient=True)
+    store.put_file(work / f"{name}.json", f"{prefix}/{name}.json")  # last: the unit is now complete
 
 
 @stage_task("preprocess", core.STAGE_VERSION, ignore=("cfg", "ctx", "plan", "units"))

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from indextts_core.store.objects import STORE_SCHEME
+
 if TYPE_CHECKING:
     from indextts_core.config import IngestConfig
 
@@ -32,7 +34,8 @@ def reject_row(clip: Clip, code: str, reason: str) -> dict[str, Any]:
 def clips_from_manifests(splits: dict[str, Path], language: str | None = None) -> list[Clip]:
     """Clips of ingested manifests, e.g. ``{"train": train.jsonl, "val": val.jsonl}``; a bad row names its line.
 
-    Relative audio paths are resolved against the manifest's folder.
+    Relative audio paths are resolved against the manifest's folder; ``s3://`` and ``store:`` URIs
+    (audio in the run's artifact store, as ingest records it) are kept as they are.
     """
     from indextts_core.data.manifest import parse_row, read_jsonl_manifest
     from indextts_core.errors import ManifestError
@@ -44,7 +47,7 @@ def clips_from_manifests(splits: dict[str, Path], language: str | None = None) -
                 row = parse_row(raw)
             except ValueError as e:
                 raise ManifestError(f"{raw.where}: {e} (run 'indextts-train ingest' on raw manifests first)") from None
-            audio = row.audio if row.audio.startswith("s3://") or Path(row.audio).is_absolute() \
+            audio = row.audio if row.audio.startswith(("s3://", STORE_SCHEME)) or Path(row.audio).is_absolute() \
                 else str(Path(raw.base_dir) / row.audio)
             extra = row.model_extra or {}
             clips.append(Clip(id=row.id, audio=audio, text=row.text, speaker=row.speaker, language=row.language,

@@ -47,7 +47,7 @@ from indextts_core.errors import InputError
 from indextts_core.preprocess.extract import Extract
 from indextts_core.preprocess.planning import read_units, unit_name
 from indextts_core.preprocess.settings import CODES_PER_SECOND
-from indextts_core.preprocess.shards import ClipFeatures, write_shard
+from indextts_core.preprocess.shards import ClipFeatures, write_shard_hashed
 from indextts_core.utils.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,8 @@ Entry = tuple[str, np.ndarray, np.ndarray, np.ndarray, float]  # (audio sha256, 
 def write_imported(feature_dir: str | os.PathLike[str], entries: Sequence[Entry], unit_clips: int, *,
                    max_mel_tokens: int) -> list[str]:
     """Write ``entries`` as the preprocess writes features: units of ``unit_clips`` keys (sorted), each one
-    shard (:func:`write_shard`) and, last and atomically, its unit record in ``process_unit``'s format.
+    shard (:func:`write_shard_hashed`; its sha256 goes in the record) and, last and atomically, its unit
+    record in ``process_unit``'s format.
 
     Codes longer than ``max_mel_tokens`` are recorded as the unit's rejects (``codes_too_long: ...``),
     as ``process_unit`` records them.  A unit whose record exists already is left as it is; a key given
@@ -523,8 +524,9 @@ def write_imported(feature_dir: str | os.PathLike[str], entries: Sequence[Entry]
                 rejected[key] = f"codes_too_long: {len(codes)} codes > max_mel_tokens={max_mel_tokens}"
                 continue
             stored.append(ClipFeatures(key, np.asarray(codes), np.asarray(latents), np.asarray(emo), float(duration)))
-        shard = write_shard(feature_dir, stored).name if stored else None
-        record = {"unit": name, "shard": shard, "keys": [c.key for c in stored], "rejects": rejected,
+        shard, digest = write_shard_hashed(feature_dir, stored) if stored else (None, None)
+        record = {"unit": name, "shard": shard.name if shard else None, "shard_sha256": digest,
+                  "keys": [c.key for c in stored], "rejects": rejected,
                   "lengths": {c.key: [len(c.codes), round(c.duration, 4)] for c in stored},
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         feature_dir.mkdir(parents=True, exist_ok=True)

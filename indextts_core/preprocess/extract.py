@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from indextts_core.data.audio import load_audio
+from indextts_core.data.prompt_audio import speaker_path_16k
 from indextts_core.errors import AudioDecodeError, InputError
-from indextts_core.preprocess.planning import unit_name
+from indextts_core.preprocess.planning import record_complete, unit_name
 from indextts_core.preprocess.settings import (
     CPU_BATCH_SECONDS,
     SAMPLE_RATE,
@@ -23,7 +23,7 @@ from indextts_core.preprocess.settings import (
     decode_workers,
     resolved_device,
 )
-from indextts_core.preprocess.shards import ClipFeatures, write_shard
+from indextts_core.preprocess.shards import ClipFeatures, write_shard_hashed
 from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
 from indextts_core.utils.fileio import read_json, write_json
 from indextts_core.utils.oom import BackoffEvent, GpuOOM, is_oom, run_with_oom_backoff
@@ -43,6 +43,12 @@ class FeatureExtractor:
     of the 16 kHz prompt, mean-normalised, as ``infer_v2_5`` computes it) through the base GPT's
     ``spk_emb_proj``, (1, D); codes at 25 Hz from the stride-2 codec.  Prompts are cut to
     ``cond_max_seconds`` as inference cuts them.
+
+    The waves are the clips' speaker-path readings (:func:`decode_clip_audio`); every clip keeps the frames
+    it has alone (the half-padded last one included), so its codes and speaker conditioning are what
+    infer_v2 computes for it as a prompt.  Two differences from infer_v2 remain, both small: the emotion
+    vector comes from the same speaker-path features (infer_v2 reads the file again at 16 kHz for it),
+    and a clip over ``cond_max_seconds`` is cut at 16 kHz (infer_v2 cuts at 22.05 kHz, then resamples).
     """
 
     def __init__(self, bundle: ModelBundle, device: torch.device, cond_max_seconds: float = 15.0):
@@ -107,16 +113,17 @@ def decode_clip_audio(uri: str, cfg: PreprocessConfig, storage: Any, *, min_dura
                       data: bytes | None = None) -> tuple[np.ndarray | None, str | None, str | None]:
     """Decode to 16 kHz and apply the audio gates: (wave, None, None) or (None, reason code, reason).
 
+    The clip is read as the official inference reads a speaker prompt
+    (:func:`~indextts_core.data.prompt_audio.speaker_path_16k`: 22.05 kHz by soxr, then 16 kHz).
     ``data``: the file's bytes when the caller already read them (else they are read from ``uri``)."""
     try:
         if data is None:
             data = read_uri_bytes(uri, storage)
-        wav = load_audio(data, SAMPLE_RATE, name=uri)
+        x = speaker_path_16k(data, name=uri)
     except (ObjectNotFoundError, FileNotFoundError):
         return None, "audio_missing", f"audio not found: {uri}"
     except AudioDecodeError as e:
         return None, "audio_decode", str(e)
-    x = wav.samples
     dur = len(x) / SAMPLE_RATE
     if dur < min_duration_s:
         return None, "too_short", f"{dur:.2f} s < min_duration_s={min_duration_s}"
@@ -188,14 +195,18 @@ def process_unit(
     min_duration_s: float,
     max_duration_s: float,
 ) -> UnitResult:
-    """Process one unit of (audio key, uri) pairs; writes its shard and, last, its record."""
+    """Process one unit of (audio key, uri) pairs; writes its shard and, last, its record (with the shard's sha256).
+
+    A unit whose record exists is done, unless its shard is gone (deleted as damaged): then it runs again.
+    """
     start = time.monotonic()
     keys = [k for k, _ in unit]
     name = unit_name(keys)
     record_path = feature_dir / f"{name}.json"
     if record_path.is_file():  # finished by an earlier (interrupted) run
         record = read_json(record_path)
-        return UnitResult(name, len(record["keys"]), record["rejects"], 0.0, 0.0, 0, 0, 0)
+        if record_complete(record, feature_dir):
+            return UnitResult(name, len(record["keys"]), record["rejects"], 0.0, 0.0, 0, 0, 0)
     rejected: dict[str, str] = {}
     waves: dict[str, np.ndarray] = {}
 
@@ -256,8 +267,9 @@ def process_unit(
                 continue
             features[k] = ClipFeatures(k, codes, spk, emo, len(waves[k]) / SAMPLE_RATE)
     stored = [features[k] for k in keys if k in features]
-    shard = write_shard(feature_dir, stored).name if stored else None
-    record = {"unit": name, "shard": shard, "keys": [c.key for c in stored], "rejects": rejected,
+    shard, digest = write_shard_hashed(feature_dir, stored) if stored else (None, None)
+    record = {"unit": name, "shard": shard.name if shard else None, "shard_sha256": digest,
+              "keys": [c.key for c in stored], "rejects": rejected,
               "lengths": {c.key: [len(c.codes), round(c.duration, 4)] for c in stored},
               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(record_path, record)  # last: the unit is now complete

@@ -51,6 +51,8 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     ``base_gpt_sha256`` (the GPT whose conditioning computed the speaker latents and emotion
     vectors) and ``base_files`` (the other checkpoint files behind the features, by name) go into
     ``preprocess.json``, so training can refuse a different base checkpoint, naming the file.
+    ``preprocess.json`` also lists the sha256 each shard had when it was written (``shard_sha256``,
+    from the unit records), so whoever reads the shards verifies them by content.
     """
     from safetensors.torch import save_file
 
@@ -79,6 +81,7 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
         })
         text_ids.append(item.ids)
     out_dir.mkdir(parents=True, exist_ok=True)
+    shards = sorted({r["shard"] for rs in rows.values() for r in rs})
     flat = np.concatenate([np.asarray(t, dtype=np.int64) for t in text_ids]) if text_ids else np.zeros(0, np.int64)
     dtype = torch.int16 if flat.size == 0 or flat.max() < 2**15 else torch.int32
     offsets = np.concatenate([[0], np.cumsum([len(t) for t in text_ids])]).astype(np.int64)
@@ -93,7 +96,8 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     write_json(out_dir / "preprocess.json", {
         "format": "indextts-preprocess/1", "feature_dir": feature_dir_ref, "featureset": p.featureset,
         "tokenizer": {"file": tokenizer_path.name, "sha256": sha256_file(tokenizer_path)}, "frontend": frontend_fp,
-        "shards": sorted({r["shard"] for rs in rows.values() for r in rs}), "limits": p.limits,
+        "shards": shards, "shard_sha256": {n: records.shard_sha256[n] for n in shards if n in records.shard_sha256},
+        "limits": p.limits,
         "base_gpt_sha256": base_gpt_sha256,
         "base_files_sha256": dict(base_files or {}),
     })

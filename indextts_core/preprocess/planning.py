@@ -29,12 +29,16 @@ class TextItem:
 
 @dataclass
 class UnitRecords:
-    """What completed units recorded: features (shard, row, code length, duration) and rejections."""
+    """What completed units recorded: features (shard, row, code length, duration), rejections, and the
+    sha256 of each shard as it was written (units recorded before shards were hashed have none)."""
 
     done: dict[str, tuple[str, int, int, float]] = field(default_factory=dict)
     rejects: dict[str, str] = field(default_factory=dict)
+    shard_sha256: dict[str, str] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> None:
+        if record.get("shard") and record.get("shard_sha256"):
+            self.shard_sha256.setdefault(record["shard"], record["shard_sha256"])
         for row, key in enumerate(record["keys"]):
             code_len, duration = record["lengths"][key]
             self.done.setdefault(key, (record["shard"], row, code_len, duration))
@@ -73,12 +77,27 @@ def bundle_models(bundle: ModelBundle) -> dict[str, str]:
     return {k: v for k, v in bundle.fingerprint().items() if k != "tokenizer"}
 
 
+def record_complete(record: dict[str, Any], feature_dir: Path | None = None, present: set[str] | None = None) -> bool:
+    """Whether a unit record's shard is still there (in ``feature_dir``, or among the names ``present``).
+
+    A shard deleted as damaged makes its unit count as not done, so the next run recomputes it.
+    """
+    shard = record.get("shard")
+    if not shard:
+        return True
+    if present is not None:
+        return shard in present
+    return feature_dir is None or (Path(feature_dir) / shard).is_file()
+
+
 def read_units(feature_dir: Path) -> UnitRecords:
-    """The records of every completed unit in ``feature_dir``."""
+    """The records of every completed unit in ``feature_dir`` (a unit whose shard is missing is not complete)."""
     records = UnitRecords()
     if feature_dir.is_dir():
         for record_path in sorted(feature_dir.glob("unit-*.json")):
-            records.add(read_json(record_path))
+            record = read_json(record_path)
+            if record_complete(record, feature_dir):
+                records.add(record)
     return records
 
 

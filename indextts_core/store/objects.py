@@ -2,7 +2,9 @@
 
 ``open_store(uri)`` picks the backend from the URI: ``s3://bucket/prefix`` is S3 (through
 boto3; any S3-compatible endpoint), anything else is a local folder.  Keys are relative POSIX
-paths (``datasets/demo/manifest.jsonl``).
+paths (``datasets/demo/manifest.jsonl``).  ``store:<key>`` names a key of the run's own store
+(``storage.uri``) wherever a URI is expected, so what is recorded does not depend on where the
+store is mounted (:func:`read_uri_bytes` resolves it).
 
 Guarantees, for both backends:
 
@@ -10,43 +12,64 @@ Guarantees, for both backends:
   file that is renamed into place; S3 objects (single PUT or multipart) only appear when
   complete.
 * **Atomic directories.**  :meth:`ArtifactStore.put_dir` uploads every file and then a
-  directory manifest (``.indextts-dir.json``) listing each file's size and sha256.  A directory
-  counts as present only once its manifest exists, and :meth:`ArtifactStore.get_dir` verifies
-  every file against it.
-* **Content hashes.**  :meth:`ArtifactStore.sha256` gives a file's sha256; S3 objects written by
-  us carry it in their metadata, so asking costs one HEAD request.
+  directory manifest (``.indextts-dir.json``) listing each file's size and sha256 (computed
+  while the file is written).  A directory counts as present only once its manifest exists.
+* **Content hashes.**  :meth:`ArtifactStore.sha256` gives a file's sha256: a local file is
+  hashed on every call (no cache keyed by size or mtime); S3 objects written by us carry the
+  sha256 computed at upload in their metadata, so asking costs one HEAD request (that is the
+  *recorded* hash, not a re-read: :meth:`ArtifactStore.content_sha256` reads the bytes).
 
-Credentials come from :class:`~indextts_core.config.StorageConfig` or the standard AWS
-environment/profile chain and are never logged.
+What is checked, and when:
+
+* **Consumption is verified by content, every time.**  :func:`materialize_dir` (what a stage's
+  inputs go through) hashes every file of the directory against its manifest on every call, for
+  the local folder and for the local copy of an S3 directory alike: there is no size/mtime/inode
+  shortcut, so bit rot whose mtime was restored is still caught.  A mismatch is a
+  :class:`CorruptArtifactError` naming the file.
+* **Downloads are verified** (:meth:`ArtifactStore.get_dir`, :meth:`ArtifactStore.get_file_verified`):
+  a copy that does not match the recorded sha256 is deleted and refused.
+* **Not checked:** single objects read with :meth:`get_file` / :meth:`get_bytes` (callers that
+  have a recorded hash use :meth:`get_file_verified`), and the directory manifests themselves
+  (a manifest rewritten together with its files is indistinguishable from a new directory).
+  Files that are in a directory but not listed in its manifest are ignored.
+* :func:`verify_store` is the full pass (every directory manifest, every recorded checkpoint
+  and feature-shard hash, each file read in full), for an explicit ``verify`` command.
+
+A local store folder that cannot be created or written is a :class:`StoreNotWritableError`
+naming the folder.  Credentials come from :class:`~indextts_core.config.StorageConfig` or the
+standard AWS environment/profile chain and are never logged.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from indextts_core.errors import InputError, StorageError
+from indextts_core.errors import InputError, OutputError, StorageError
 from indextts_core.utils.fileio import (
     STALE_TEMP_AGE_S,
-    atomic_copy,
+    atomic_path,
     atomic_write,
     remove_stale_temp_files,
     sha256_bytes,
-    sha256_file,
 )
 
 log = logging.getLogger(__name__)
 
 DIR_MANIFEST = ".indextts-dir.json"
 _MB = 1024 * 1024
+#: Read size for hashing and copying: large reads keep sha256, not the system calls, the bottleneck.
+HASH_BUFFER = 8 * _MB
 
 
 class ObjectNotFoundError(InputError, FileNotFoundError):
@@ -58,6 +81,10 @@ class CorruptArtifactError(StorageError):
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message, transient=False)
+
+
+class StoreNotWritableError(OutputError):
+    """The local artifact store folder cannot be created or written (read-only, no permission)."""
 
 
 class BucketNotFoundError(InputError):
@@ -108,6 +135,43 @@ def _check_key(key: str) -> str:
 
 def _join(prefix: str, rel: str) -> str:
     return _check_key(f"{prefix.rstrip('/')}/{rel}" if prefix else rel)
+
+
+def _read_chunks(f: Any, buf: bytearray) -> Iterable[memoryview]:
+    """The content of the binary file ``f`` in chunks read into ``buf`` (no allocation per chunk)."""
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        yield view[:n]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's content, read in large chunks (the store's one hashing routine)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        for chunk in _read_chunks(f, bytearray(HASH_BUFFER)):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_hashing(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` atomically, hashing the bytes on the way: (size, sha256) of what was written.
+
+    One read of ``src``: the hash describes exactly the bytes written, not a second read of them.
+    """
+    h, size = hashlib.sha256(), 0
+    with open(src, "rb", buffering=0) as fin, atomic_path(dst) as tmp, open(tmp, "wb", buffering=0) as fout:
+        for chunk in _read_chunks(fin, bytearray(HASH_BUFFER)):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def corrupt_message(where: str, got: str, want: str, what_to_do: str = "") -> str:
+    """The one wording of a content mismatch: which file, both hashes, and what to do."""
+    text = f"{where}: content does not match its recorded sha256 {want[:12]} (got {got[:12]}; changed or damaged " \
+           "after it was stored)"
+    return f"{text}; {what_to_do}" if what_to_do else text
 
 
 class ArtifactStore(ABC):
@@ -164,6 +228,25 @@ class ArtifactStore(ABC):
     def sha256(self, key: str) -> str:
         return self.info(key).sha256
 
+    def content_sha256(self, key: str) -> str:
+        """sha256 of the bytes stored under ``key``, read in full now (never a recorded value)."""
+        return sha256_bytes(self.get_bytes(key))
+
+    def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
+                          what_to_do: str = "") -> Path:
+        """Copy ``key`` to ``dest`` and check the copy against ``sha256``, the hash recorded when it was written.
+
+        On a mismatch the copy is deleted and :class:`CorruptArtifactError` names the store key
+        (``what_to_do`` is appended to the message).
+        """
+        dest = Path(dest)
+        self.get_file(key, dest)
+        got = file_sha256(dest)
+        if got != sha256:
+            dest.unlink(missing_ok=True)
+            raise CorruptArtifactError(corrupt_message(self.uri_for(key), got, sha256, what_to_do))
+        return dest
+
     def put_json(self, obj: Any, key: str) -> ObjectInfo:
         return self.put_bytes(json.dumps(obj, ensure_ascii=False, indent=2).encode("utf-8"), key)
 
@@ -214,14 +297,9 @@ class ArtifactStore(ABC):
         dest = Path(dest)
         for f in info.files:
             target = dest / f.key
-            if target.is_file() and target.stat().st_size == f.size and sha256_file(target) == f.sha256:
+            if target.is_file() and target.stat().st_size == f.size and file_sha256(target) == f.sha256:
                 continue
-            self.get_file(_join(prefix, f.key), target)
-            got = sha256_file(target)
-            if got != f.sha256:
-                target.unlink()
-                raise CorruptArtifactError(f"{self.uri_for(_join(prefix, f.key))}: sha256 {got[:12]} != manifest "
-                                           f"{f.sha256[:12]}")
+            self.get_file_verified(_join(prefix, f.key), target, f.sha256)
         return dest
 
 
@@ -230,9 +308,11 @@ class LocalStore(ArtifactStore):
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.uri = str(self.root)
-        self._hash_cache: dict[tuple[str, int, int], str] = {}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._not_writable(e) or e from None
 
     def __repr__(self) -> str:
         return f"LocalStore({self.uri!r})"
@@ -246,11 +326,36 @@ class LocalStore(ArtifactStore):
     def uri_for(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
 
+    def _not_writable(self, e: BaseException) -> StoreNotWritableError | None:
+        """A clear error when ``e`` (or what caused it) is the folder refusing writes, else None."""
+        cause: BaseException | None = e
+        while cause is not None:
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
+                    and (cause.filename is None or str(cause.filename).startswith(str(self.root))):
+                reason = cause.strerror or str(cause)
+                where = f" ({cause.filename})" if cause.filename else ""
+                return StoreNotWritableError(
+                    f"the artifact store folder {self.root} is not writable: {reason}{where}. Make it writable, or "
+                    "point storage.uri (or $INDEXTTS_STORAGE_URI) at a folder this user can write")
+            cause = cause.__cause__ or cause.__context__
+        return None
+
+    def _writing(self, write: Any) -> Any:
+        """Run ``write()``; a refused write becomes :class:`StoreNotWritableError` naming the store folder."""
+        try:
+            return write()
+        except (OSError, OutputError) as e:
+            failure = self._not_writable(e)
+            if failure is None:
+                raise
+            raise failure from None
+
     def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
         dest = self._path(key)
-        if Path(local).resolve() != dest:
-            atomic_copy(local, dest)
-        return self.info(key)
+        if Path(local).resolve() == dest:
+            return self.info(key)
+        size, digest = self._writing(lambda: copy_hashing(local, dest))
+        return ObjectInfo(_check_key(key), size, digest)
 
     def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
         src = self._path(key)
@@ -258,12 +363,31 @@ class LocalStore(ArtifactStore):
             raise ObjectNotFoundError(f"{src}: no such object in the store")
         dest = Path(dest)
         if src.resolve() != dest.resolve():
-            atomic_copy(src, dest)
+            copy_hashing(src, dest)
+        return dest
+
+    def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
+                          what_to_do: str = "") -> Path:
+        """As :meth:`ArtifactStore.get_file_verified`, hashing while copying (one read of the file)."""
+        src, dest = self._path(key), Path(dest)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"{src}: no such object in the store")
+        if src.resolve() == dest.resolve():
+            got = file_sha256(src)
+        else:
+            _, got = copy_hashing(src, dest)
+        if got != sha256:
+            if src.resolve() != dest.resolve():
+                dest.unlink(missing_ok=True)
+            raise CorruptArtifactError(corrupt_message(self.uri_for(key), got, sha256, what_to_do))
         return dest
 
     def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
-        with atomic_write(self._path(key), "wb") as f:
-            f.write(data)
+        def write() -> None:
+            with atomic_write(self._path(key), "wb") as f:
+                f.write(data)
+
+        self._writing(write)
         return ObjectInfo(_check_key(key), len(data), sha256_bytes(data))
 
     def get_bytes(self, key: str) -> bytes:
@@ -288,23 +412,28 @@ class LocalStore(ArtifactStore):
         return sorted(keys)
 
     def info(self, key: str) -> ObjectInfo:
+        """Size and sha256 of the file as it is now (hashed on every call: no cache to go stale)."""
         path = self._path(key)
         try:
-            st = path.stat()
-        except FileNotFoundError:
+            size = path.stat().st_size
+            digest = file_sha256(path)
+        except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFoundError(f"{path}: no such object in the store") from None
-        cache_key = (str(path), st.st_size, st.st_mtime_ns)
-        digest = self._hash_cache.get(cache_key)
-        if digest is None:
-            digest = self._hash_cache[cache_key] = sha256_file(path)
-        return ObjectInfo(_check_key(key), st.st_size, digest)
+        return ObjectInfo(_check_key(key), size, digest)
+
+    def content_sha256(self, key: str) -> str:
+        return self.info(key).sha256
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+
+        def remove() -> None:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+        self._writing(remove)
 
     def is_empty(self) -> bool:
         return not any(p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
@@ -352,8 +481,37 @@ def open_store(uri: str | os.PathLike[str], storage: Any | None = None) -> Artif
     return LocalStore(uri.removeprefix("file://"))
 
 
+#: A URI naming a key of the run's own artifact store, wherever that store is (``store:<key>``).
+STORE_SCHEME = "store:"
+
+
+def store_uri(key: str) -> str:
+    """The location-free URI of ``key`` in the run's store (stays valid when the store moves)."""
+    return STORE_SCHEME + _check_key(key)
+
+
+_RUN_STORES: dict[tuple[Any, ...], ArtifactStore] = {}
+
+
+def _run_store(storage: Any) -> ArtifactStore:
+    """The store ``storage`` names, opened once per process (an S3 client per clip would be slow)."""
+    secret = getattr(storage, "access_key_id", None)
+    ident = (storage.uri, getattr(storage, "endpoint_url", None), getattr(storage, "region", None),
+             secret.get_secret_value() if secret is not None else None)
+    if ident not in _RUN_STORES:
+        _RUN_STORES[ident] = open_store(storage.uri, storage)
+    return _RUN_STORES[ident]
+
+
 def read_uri_bytes(uri: str, storage: Any | None = None) -> bytes:
-    """Read one object named by a full URI (``s3://bucket/key`` or a local path)."""
+    """Read one object named by a full URI (``s3://bucket/key``, ``store:<key>`` or a local path).
+
+    ``store:<key>`` is read from ``storage.uri`` (the run's artifact store).
+    """
+    if uri.startswith(STORE_SCHEME):
+        if storage is None or not getattr(storage, "uri", None):
+            raise InputError(f"{uri}: names a key of the artifact store, but no storage.uri was given to read it from")
+        return _run_store(storage).get_bytes(uri.removeprefix(STORE_SCHEME))
     if uri.startswith("s3://"):
         bucket, key = split_s3_uri(uri)
         return open_store(f"s3://{bucket}", storage).get_bytes(key)
@@ -367,59 +525,43 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("INDEXTTS_CACHE", Path.home() / ".cache" / "indextts-train"))
 
 
-def verify_dir(folder: Path, info: DirInfo, label: str, record_dir: Path | None = None) -> None:
-    """Check every file of ``folder`` against the directory manifest (size and sha256).
+def verify_dir(folder: Path, info: DirInfo, label: str) -> None:
+    """Check every file of ``folder`` against the directory manifest: size, then sha256 of the content.
 
-    A file is hashed on first use; ``record_dir`` keeps what was verified (size, mtime, inode per
-    file), so a later read on this machine re-hashes only files that changed since.  Raises
-    :class:`CorruptArtifactError` naming the first file that does not match.
+    Every file is read in full on every call: no record of earlier checks (size, mtime, inode) is
+    trusted, so a file damaged in place is caught even when its timestamps were restored.  Raises
+    :class:`CorruptArtifactError` naming the first file that is missing or does not match.
     """
-    record_path = None
-    record: dict[str, list[int]] = {}
-    if record_dir is not None:
-        record_path = Path(record_dir) / (hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32] + ".json")
-        if record_path.is_file():
-            try:
-                record = json.loads(record_path.read_text(encoding="utf-8"))
-            except ValueError:
-                record = {}
-    verified: dict[str, list[int]] = {}
     for f in info.files:
         path = folder / f.key
         try:
-            st = path.stat()
+            size = path.stat().st_size
         except FileNotFoundError:
             raise CorruptArtifactError(f"{label}/{f.key}: missing (listed in the directory manifest)") from None
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        if record.get(f.key) == stamp + [int(f.sha256[:12], 16)]:
-            verified[f.key] = record[f.key]
-            continue
-        if st.st_size != f.size or sha256_file(path) != f.sha256:
-            raise CorruptArtifactError(f"{label}/{f.key}: content does not match its recorded sha256 {f.sha256[:12]} "
-                                       "(changed or damaged after it was stored)")
-        verified[f.key] = stamp + [int(f.sha256[:12], 16)]
-    if record_path is not None and verified != record:
-        with atomic_write(record_path) as out:
-            json.dump(verified, out)
+        got = file_sha256(path) if size == f.size else f"size {size} != {f.size}"
+        if got != f.sha256:
+            raise CorruptArtifactError(corrupt_message(f"{label}/{f.key}", got, f.sha256))
 
 
 def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A local folder holding the complete directory ``prefix``, every file verified against its manifest.
+    """A local folder holding the complete directory ``prefix``, every file verified by content against its manifest.
 
     For a local store that is the folder itself; for S3 the directory is downloaded (and verified)
-    into a cache folder keyed by its URI, reused while its manifest is unchanged and its files
-    still match.  Files are hashed on first use on a machine and again only when they change
-    (see :func:`verify_dir`).  Raises :class:`CorruptArtifactError` when the store's own copy is
+    into a cache folder keyed by its URI and reused while its manifest is unchanged.  Either way
+    every file is hashed on every call (see :func:`verify_dir`); a damaged local copy of an S3
+    directory is fetched again.  Raises :class:`CorruptArtifactError` when the store's own copy is
     damaged.
     """
     cache = Path(cache_dir or default_cache_dir())
-    records = cache / "verified"
     info = store.dir_info(prefix)
     if info is None:
         raise ObjectNotFoundError(_missing_dir(store, prefix))
     local = store.local_path(prefix)
     if local is not None:
-        verify_dir(local, info, str(local), records)
+        started = time.monotonic()
+        verify_dir(local, info, str(local))
+        log.debug("verified %s (%d files, %d bytes) in %.2f s", local, len(info.files), info.total_bytes,
+                  time.monotonic() - started)
         return local
     uri = store.uri_for(prefix)
     dest = cache / "s3" / uri.removeprefix("s3://")
@@ -427,7 +569,7 @@ def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathL
     wanted = json.dumps([asdict(f) for f in info.files], sort_keys=True)
     if marker.is_file() and marker.read_text(encoding="utf-8") == wanted:
         try:
-            verify_dir(dest, info, str(dest), records)
+            verify_dir(dest, info, str(dest))
             return dest
         except CorruptArtifactError as e:
             log.warning("local copy damaged, fetching again: %s", e)
@@ -436,6 +578,54 @@ def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathL
         f.write(wanted)
     log.debug("fetched %s (%d files) into %s", uri, len(info.files), dest)
     return dest
+
+
+#: Where training mirrors its checkpoints, with their recorded hashes (``tasks/train.py``).
+CHECKPOINT_RECORD = "checkpoints.json"
+
+
+def verify_store(store: ArtifactStore) -> list[str]:
+    """Read every recorded file of the store in full and check it: one line per problem (empty: all good).
+
+    Checked: every file of every directory manifest (``.indextts-dir.json``), the checkpoints a
+    training run mirrored (``train/<key>/checkpoints.json``) and the feature shards of every unit
+    record that carries a ``shard_sha256``.  Not checked: objects nothing records a hash for
+    (unit records themselves, shards of units recorded before shard hashes existed, stray files).
+    """
+    problems: list[str] = []
+    for key in store.list():
+        name = key.rsplit("/", 1)[-1]
+        folder = key[: -len(name)].rstrip("/")
+        try:
+            if name == DIR_MANIFEST:
+                expected = {f.key: f.sha256 for f in store.dir_info(folder).files}  # type: ignore[union-attr]
+            elif name == CHECKPOINT_RECORD and key.startswith("train/"):
+                expected = {n: e["sha256"] for n, e in store.get_json(key).items()}
+            elif name.startswith("unit-") and name.endswith(".json") and key.startswith("features/"):
+                record = store.get_json(key)
+                expected = {record["shard"]: record["shard_sha256"]} if record.get("shard_sha256") else {}
+            else:
+                continue
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            problems.append(f"{store.uri_for(key)}: unreadable record ({e})")
+            continue
+        problems += _check_files(store, folder, expected)
+    return problems
+
+
+def _check_files(store: ArtifactStore, folder: str, expected: dict[str, str]) -> list[str]:
+    """One line per file of ``expected`` ({name under folder: sha256}) that is missing or differs."""
+    problems = []
+    for rel, want in sorted(expected.items()):
+        key = _join(folder, rel) if folder else _check_key(rel)
+        try:
+            got = store.content_sha256(key)
+        except ObjectNotFoundError:
+            problems.append(f"{store.uri_for(key)}: missing (recorded with sha256 {want[:12]})")
+            continue
+        if got != want:
+            problems.append(corrupt_message(store.uri_for(key), got, want))
+    return problems
 
 
 def _missing_dir(store: ArtifactStore, prefix: str) -> str:

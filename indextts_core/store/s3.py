@@ -3,6 +3,12 @@
 Same guarantees as the local folder (see :mod:`indextts_core.store.objects`): objects appear only
 when complete (single PUT or multipart), directories once their manifest is written, and every
 object we write carries its sha256 in its metadata.
+
+What is checked: :meth:`S3Store.info` / ``sha256`` return that *recorded* hash (one HEAD, no read of
+the bytes); consumers check the bytes they download against the hash recorded when the object was
+written (directory manifests, checkpoint and shard records): see ``materialize_dir`` and
+``get_file_verified``.  :meth:`S3Store.content_sha256` streams the object and hashes what is stored
+now (what ``verify_store`` uses).
 """
 
 from __future__ import annotations
@@ -188,6 +194,20 @@ class S3Store(ArtifactStore):
         if digest is None:  # written by someone else: hash the content once
             digest = sha256_bytes(self.get_bytes(key))
         return ObjectInfo(_check_key(key), int(head["ContentLength"]), digest)
+
+    def content_sha256(self, key: str) -> str:
+        """sha256 of the object's bytes, streamed (the object is read in full, never held in memory)."""
+        import hashlib
+
+        full = self._key(key)
+        h = hashlib.sha256()
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            for chunk in body.iter_chunks(chunk_size=8 * _MB):
+                h.update(chunk)
+        except Exception as e:
+            raise self._error(e, key, "read") from e
+        return h.hexdigest()
 
     def is_empty(self) -> bool:
         prefix = f"{self.prefix}/" if self.prefix else ""

@@ -22,6 +22,11 @@ sample (``n x`` its longest text plus its longest codes in the released per-segm
 
 Which files make up the data (pair file or index manifest, and the manifests behind it) is decided
 here too (:func:`is_index`, :func:`manifests_of`).
+
+Every feature shard the rows use is checked by content when the :class:`TrainingSet` opens,
+against the sha256 preprocessing recorded in ``preprocess.json`` (``shard_sha256``), before any
+step runs: a damaged shard is a :class:`~indextts_core.store.objects.CorruptArtifactError` naming
+it.  An index written before shard hashes existed loads with a warning that its shards are unverified.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from indextts_core.errors import InputError
 from indextts_core.model.config import GPTConfig
 from indextts_core.utils.fileio import read_jsonl, sha256_file
 from indextts_core.preprocess.pairs import PairingPolicy
-from indextts_core.preprocess.shards import ShardReader
+from indextts_core.preprocess.shards import ShardReader, verify_shards
 from indextts_core.utils.safe_load import safetensors_load
 
 T = TypeVar("T")
@@ -107,6 +112,16 @@ class TrainingSet:
             raise InputError(f"duplicate clip ids across {', '.join(map(str, self.manifests))}")
         self._shards: dict[str, ShardReader] = {}
         self._lock = threading.Lock()  # loader threads open shards concurrently
+        self.shards_verified = self._verify_shards(meta_path)
+
+    def _verify_shards(self, meta_path: Path) -> bool:
+        """Check every shard the rows use against ``preprocess.json``'s hashes (False: some had none)."""
+        names = sorted({r["shard"] for r in self.rows if r.get("shard")})
+        for name in names:
+            if not (self.feature_dir / name).is_file():
+                raise InputError(f"feature shard {name} not found in {self.feature_dir} (needed by the index "
+                                 f"{self.manifests[0].parent}; are the features where preprocess.json says?)")
+        return verify_shards(self.feature_dir, names, self.meta, str(meta_path))
 
     def max_text_id(self) -> int:
         return int(self._ids.max()) if self._ids.numel() else 0

@@ -126,7 +126,7 @@ def test_honest_files_are_imported_and_the_plan_sees_them_done(extractor, audio,
     keys = sorted(a["key"] for a in audio.values())
     assert report.units == [unit_name(keys[:4]), unit_name(keys[4:])]  # process_unit's naming, sorted keys
     record = read_json(feature_dir / f"{report.units[0]}.json")
-    assert set(record) == {"unit", "shard", "keys", "rejects", "lengths", "created"}
+    assert set(record) == {"unit", "shard", "shard_sha256", "keys", "rejects", "lengths", "created"}
 
     records = read_units(feature_dir)
     too_long = f"codes_too_long: {len(ours['f'][0])} codes > max_mel_tokens={MAX_MEL}"
