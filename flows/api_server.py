@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,40 @@ def start_temporary_api(timeout_s: float = 90.0) -> subprocess.Popen[bytes] | No
     """
     if os.environ.get("PREFECT_API_URL"):
         return None
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    with first_start_lock():  # two commands at once on a new prefect.db: one creates it, the other waits
+        return _start(env, timeout_s)
+
+
+def prefect_database() -> Path | None:
+    """Prefect's sqlite database as the environment sets it (default ``$PREFECT_HOME/prefect.db``); None: not sqlite."""
+    url = os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get(
+        "PREFECT_API_DATABASE_CONNECTION_URL")
+    if url:
+        if not url.startswith("sqlite") or ":///" not in url or ":memory:" in url:
+            return None
+        return Path(url.split(":///", 1)[1])
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / "prefect.db"
+
+
+@contextlib.contextmanager
+def first_start_lock() -> Iterator[None]:
+    """Held while a temporary server starts: its start creates and migrates the database, and two servers
+    migrating one new ``prefect.db`` at once fail (each then recovers only by retrying).  A lock file next to the
+    database (``prefect.db.lock``) serialises the starts of every command of this machine that uses it."""
+    db = prefect_database()
+    if db is None:
+        yield
+        return
+    from tasks.tracking import file_lock
+
+    with file_lock(db.with_name(db.name + ".lock"), "Prefect's database lock"):
+        yield
+
+
+def _start(env: dict[str, str], timeout_s: float) -> subprocess.Popen[bytes]:
     import httpx
 
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     for attempt in range(3):  # another process may take the port between choosing and binding it
         port = _free_port()
         proc = subprocess.Popen([sys.executable, "-m", "flows.api_server", str(os.getpid()), str(port)], env=env)

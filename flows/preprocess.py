@@ -22,7 +22,7 @@ from indextts_core.text.frontend import TextFrontend
 from tasks.artifacts import StageResult
 from tasks.preprocess import PreprocessPlan, preprocess_plan_task, preprocess_task, preprocess_unit_task
 from tasks.progress import UnitProgress
-from tasks.tracking import end_run
+from tasks.tracking import end_run_if_running
 
 #: The fingerprint of the text front-end every stage shares (part of the text stages' cache keys).
 FRONTEND = TextFrontend().fingerprint()["sha256"]
@@ -69,10 +69,15 @@ def preprocess_stage(run: PipelineRun, dataset: ArtifactRef, tokenizer: Artifact
     models = (checkpoint, w2v, codec)
     started = time.monotonic()
     plan = run.call(preprocess_plan_task, dataset, tokenizer, *models)
+    status = "FAILED"
     try:
         units = run_units(run.cfg, plan, *models, run.ctx)  # the expensive part
-    except BaseException:
-        if plan.stage_run_id and run.tracking is not None:  # the plan's MLflow run ends FAILED, not RUNNING
-            end_run(run.tracking, plan.stage_run_id, status="FAILED")
-        raise
-    return run.stage(preprocess_task, dataset, tokenizer, *models, FRONTEND, plan, units, since=started)
+        result = run.stage(preprocess_task, dataset, tokenizer, *models, FRONTEND, plan, units, since=started)
+        status = "FINISHED"
+        return result
+    finally:
+        # the plan's MLflow run is ended by the index task when that runs; when the index comes from the cache
+        # (or a step fails first) nothing else ends it: never left RUNNING
+        if plan.stage_run_id and run.tracking is not None:
+            end_run_if_running(run.tracking, plan.stage_run_id, status, tags={
+                "preprocess.index": "from the cache" if status == "FINISHED" else "not built (a step failed)"})

@@ -9,6 +9,7 @@ and ``summary.json`` in the run folder, and the same on the MLflow parent run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
-from indextts_core.errors import StorageError
+from indextts_core.errors import OutputError, StorageError
 from indextts_core.utils.fileio import atomic_write, remove_stale_temp_files, write_json
 from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, default_cache_dir, open_store
 from tasks.artifacts import StageResult, checkout, fetch_dir, is_present
@@ -36,6 +37,7 @@ from tasks.tracking import (
     parent_run_name,
     run_link,
     start_parent_run,
+    storage_environment,
     tag_run,
 )
 
@@ -101,7 +103,7 @@ def _numbers(result: Any) -> str:
 
 #: Stage metrics worth a column in the MLflow run list, on the parent run as ``<stage>.<metric>``.
 HEADLINE = {"ingest": ("accepted", "hours"), "extend-bpe": ("vocab_size",),
-            "train": ("steps", "baseline.loss", "final.loss", "final.mel_top1", "best_value")}
+            "train": ("steps", "baseline.loss", "final.loss", "exported.loss", "final.mel_top1", "best_value")}
 
 
 def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
@@ -143,18 +145,32 @@ class PipelineRun:
         library_logs_at_info()
         self.cfg = cfg
         self.flow_name = flow_name
-        self.store: ArtifactStore = open_store(cfg.storage.uri, cfg.storage)
         self.logger = get_run_logger()
-        self.rows: list[StageRow] = []
-        self.results: dict[str, Any] = {}
-        self.flow_run_id = str(flow_run.id) if flow_run.id else None
-        self._storage_block = result_storage(cfg.storage)
-        tags = {"prefect.flow_run_id": self.flow_run_id or "", "prefect.flow_run_name": flow_run.name or "",
-                "prefect.deployment": deployment.name or ""}
-        self.tracking = start_parent_run(cfg, parent_run_name(cfg, flow_name), tags)
-        self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
-        cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
-        self._sweep()
+        # the storage.* credentials reach MLflow's and Prefect's S3 clients too (they read only the environment)
+        self._env = contextlib.ExitStack()
+        exported = self._env.enter_context(storage_environment(cfg.storage))
+        try:
+            if exported:
+                self.logger.info("S3 settings from storage.* for MLflow and Prefect results: %s", ", ".join(exported))
+            self.store: ArtifactStore = open_store(cfg.storage.uri, cfg.storage)
+            self.rows: list[StageRow] = []
+            self.results: dict[str, Any] = {}
+            self.flow_run_id = str(flow_run.id) if flow_run.id else None
+            self._storage_block = result_storage(cfg.storage)
+            tags = {"prefect.flow_run_id": self.flow_run_id or "", "prefect.flow_run_name": flow_run.name or "",
+                    "prefect.deployment": deployment.name or ""}
+            self.tracking = start_parent_run(cfg, parent_run_name(cfg, flow_name), tags)
+            self.ctx = RunContext(flow_run_id=self.flow_run_id, tracking=self.tracking)
+            try:
+                cfg.run.output_dir.mkdir(parents=True, exist_ok=True)
+            except PermissionError as e:
+                end_run(self.tracking, status="FAILED")
+                raise OutputError(f"run.output_dir {cfg.run.output_dir}: not writable ({e.strerror}); make it "
+                                  "writable or choose another run.output_dir") from None
+            self._sweep()
+        except BaseException:
+            self._env.close()
+            raise
 
     def _sweep(self) -> None:
         """Remove what killed runs left half-written: temporary files in the store, the local cache and
@@ -175,9 +191,12 @@ class PipelineRun:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is not None:
-            self._summarise("failed")
-            end_run(self.tracking, status="FAILED")
+        try:
+            if exc is not None:
+                self._summarise("failed")
+                end_run(self.tracking, status="FAILED")
+        finally:
+            self._env.close()
 
     def call(self, task: Any, *inputs: Any) -> Any:
         """Run a helper task of a stage (retries as configured, no cache, no summary row)."""

@@ -18,6 +18,7 @@ Errors name the field and where the bad value came from::
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,8 @@ from pydantic import (
 )
 
 from indextts_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: The demo dataset bundled with the repository (``examples/demo``).
 DEMO_DATASET_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
@@ -83,7 +86,12 @@ class StorageConfig(_Section):
 
     S3 credentials may be given here or, better, through the usual AWS environment variables
     (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``)
-    or an AWS profile.  Secrets are never printed or logged.
+    or an AWS profile.  Given here, they reach every S3 client of a run (the store, MLflow's
+    artifacts, Prefect's result records).  A secret never needs to be written in a file or on a
+    command line: ``storage.secret_access_key_file`` / ``storage.access_key_id_file`` name a file
+    holding it (a mounted Kubernetes or Docker secret), read when the configuration loads, and
+    ``storage.secret_access_key: env:VARNAME`` reads it from a variable.  Secrets are never printed
+    or logged.
     """
 
     uri: str = Field(
@@ -92,13 +100,50 @@ class StorageConfig(_Section):
     )
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, R2, ...).")
     region: str | None = None
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
+    access_key_id: SecretStr | None = Field(None, description="S3 access key id (or env:VARNAME).")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret key (or env:VARNAME; better: "
+                                                "secret_access_key_file or $AWS_SECRET_ACCESS_KEY).")
+    access_key_id_file: Path | None = Field(None, description="A file holding the access key id (read at load).")
+    secret_access_key_file: Path | None = Field(None, description="A file holding the secret key (read at load); "
+                                                "keeps the secret off command lines and config files.")
     multipart_threshold_mb: PositiveInt = Field(64, description="Files larger than this upload in parts.")
     multipart_chunk_mb: PositiveInt = Field(16, description="Part size for multipart uploads (S3 minimum: 5).")
     cache_dir: Path | None = Field(
         None, description="Local cache for objects read from S3 (default: ~/.cache/indextts-train)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files_and_env(cls, data: Any) -> Any:
+        """``env:VARNAME`` values and ``*_file`` settings become the secret they point at (errors name both).
+
+        A file is read once, when the configuration loads; the field is then cleared, so validating the loaded
+        configuration again (an assignment, a copy) never needs the file."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("access_key_id", "secret_access_key"):
+            value = data.get(name)
+            if isinstance(value, str) and value.startswith("env:"):
+                var = value.removeprefix("env:")
+                if not os.environ.get(var):
+                    raise ValueError(f"{name}: {value!r} names the environment variable {var}, which is not set")
+                data[name] = os.environ[var]
+            path = data.get(f"{name}_file")
+            if path in (None, ""):
+                continue
+            try:
+                secret = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"{name}_file: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+            if not secret:
+                raise ValueError(f"{name}_file: {path} is empty")
+            given = data.get(name)
+            given = given.get_secret_value() if isinstance(given, SecretStr) else given
+            if given not in (None, "", secret):
+                raise ValueError(f"{name} and {name}_file ({path}) are both set, to different values: give one")
+            data[name], data[f"{name}_file"] = secret, None  # read once: the config now holds the (masked) secret
+        return data
 
     @field_validator("multipart_chunk_mb")
     @classmethod
@@ -503,6 +548,9 @@ class TrackingConfig(_Section):
     system_metrics_s: float | None = Field(10.0, gt=0, description="Log MLflow system metrics (CPU, memory, disk, "
                                            "network; GPU on a GPU machine) on the train and "
                                            "evaluate runs every this many seconds; null: off.")
+    close_stale_runs_after_h: float | None = Field(
+        None, gt=0, description="Runs of this experiment another host left RUNNING are closed (KILLED) by the next "
+        "run after this many hours; null: never (a run of this host is closed as soon as its process is gone).")
 
 
 class PipelineConfig(_Section):
@@ -560,6 +608,10 @@ class PipelineConfig(_Section):
 # --------------------------------------------------------------------------- loading
 
 
+#: Settings that hold a secret -> the environment variable that can give it instead.
+SECRET_KEYS = {"storage.secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     """Turn ``["train.epochs=3", "language=ja"]`` into ``{"train.epochs": 3, "language": "ja"}``.
 
@@ -572,6 +624,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example train.epochs=3")
+        if key in SECRET_KEYS and raw.strip() and not raw.strip().startswith("env:"):
+            log.warning("--set %s=...: the secret is visible to every user of this machine (ps, /proc/<pid>/cmdline) "
+                        "and in the shell history; pass %s_file=PATH (a file holding it), %s=env:VARNAME, or set "
+                        "%s instead", key, key, key, SECRET_KEYS[key])
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -7,11 +7,17 @@
   when there is none), ``challenger`` otherwise; the decision and its numbers become tags of the
   version (``promotion.*``, ``eval.*``), of the ``promote`` MLflow run, and a Prefect artifact.
 
+On validation loss the candidate's number is the loss of the checkpoint that was exported (the best
+one, ``exported.loss``), never the last validation; it is recorded as ``eval.val_loss``.  A missing
+or NaN incumbent number (no baseline, a champion without the metric) never promotes: the version
+gets ``challenger`` and the reason says why.
+
 Not cached: the registry changes between runs (another run may have promoted a model meanwhile).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -63,6 +69,39 @@ def champion_task(cfg: PipelineConfig, ctx: RunContext) -> Champion | None:
     return Champion(version=found["version"], source=found["source"], artifact=artifact, tags=found["tags"])
 
 
+def _number(value: Any) -> float | None:
+    """A recorded number as a float; None when missing or not a finite number ('', 'nan', NaN)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def exported_loss(trained: StageResult) -> float | None:
+    """The validation loss of the checkpoint the training exported (its best one, ``exported.loss``).
+
+    A result recorded before ``exported.*`` existed: its last validation when that was also its best
+    step (the exported checkpoint), else None (unknown)."""
+    m = trained.metrics
+    if "exported.loss" in m:
+        return _number(m["exported.loss"])
+    if m.get("best_step") and m.get("best_step") == m.get("steps"):
+        return _number(m.get("final.loss"))
+    return None
+
+
+def _decide(metric: str, candidate: Any, incumbent: Any, incumbent_name: str, **rule: Any) -> Decision:
+    """:func:`decide`, except that a missing or NaN incumbent number never promotes (nothing shows the candidate
+    is better: "the first measured model is champion" made a model champion after a resume lost its baseline)."""
+    candidate, incumbent = _number(candidate), _number(incumbent)
+    if candidate is not None and incumbent is None:
+        return Decision(False, metric, candidate, None, incumbent_name, reason=(
+            f"no {incumbent_name} {metric} to compare with (not recorded, or not a number), so nothing shows the "
+            f"candidate ({metric} {candidate:.4f}) is better: not promoted; set the alias by hand if it should serve"))
+    return decide(metric, candidate, incumbent, incumbent_name, **rule)
+
+
 def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
               champion: Champion | None) -> Decision:
     p = cfg.promotion
@@ -70,12 +109,11 @@ def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult
     metric = choose_metric(p.metric, has_asr)
     rule = {"min_improvement": p.min_improvement, "require_significant": p.require_significant}
     if metric == "val_loss":
-        candidate = trained.metrics.get("final.loss")
+        candidate = exported_loss(trained)
         if champion is not None:
-            recorded = champion.tags.get("eval.val_loss")
-            return decide(metric, candidate, float(recorded) if recorded else None,
-                          f"champion v{champion.version} (recorded)", **rule)
-        return decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
+            return _decide(metric, candidate, champion.tags.get("eval.val_loss"),
+                           f"champion v{champion.version} (recorded)", **rule)
+        return _decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
     if evaluation is None:
         return decide(metric, None, None, "incumbent", **rule)
     headline = evaluation.data["headline"]
@@ -83,14 +121,13 @@ def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult
     if champion is not None and "champion" in headline:
         incumbent, name, key = headline["champion"].get(metric), f"champion v{champion.version}", "champion"
     elif champion is not None:
-        recorded = champion.tags.get(f"eval.{metric}")
-        return decide(metric, candidate, float(recorded) if recorded else None,
-                      f"champion v{champion.version} (recorded)", **rule)
+        return _decide(metric, candidate, champion.tags.get(f"eval.{metric}"),
+                       f"champion v{champion.version} (recorded)", **rule)
     else:
         incumbent, name, key = headline.get("base", {}).get(metric), "base model", "base"
     interval = next((d for d in evaluation.data.get("differences", [])
                      if d["model"] == "fine-tuned" and d["versus"] == key and d["metric"] == metric), None)
-    return decide(metric, candidate, incumbent, name, interval=interval, **rule)
+    return _decide(metric, candidate, incumbent, name, interval=interval, **rule)
 
 
 @task(name="promote", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)
@@ -105,7 +142,7 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
                                decision=decision.as_dict())
     decision = _decision(cfg, trained, evaluation, champion)
     alias = cfg.promotion.champion_alias if decision.promote else cfg.promotion.challenger_alias
-    measured: dict[str, Any] = {"eval.val_loss": trained.metrics.get("final.loss")}
+    measured: dict[str, Any] = {"eval.val_loss": exported_loss(trained)}  # the exported checkpoint's, as compared
     if evaluation is not None and not evaluation.data.get("skipped"):
         measured |= {f"eval.{k}": v for k, v in evaluation.data["headline"].get("fine-tuned", {}).items()}
         measured["eval.report"] = evaluation.artifact.uri + "/report.html"

@@ -11,6 +11,12 @@ MLflow's thread-local "active run" (Prefect runs tasks in worker threads).  Layo
 
 Default store: a sqlite database next to the run folders (``<run.output_dir>/../mlflow.db``), with
 artifacts under ``mlartifacts/`` there or, when the artifact store is S3, under ``<store>/mlflow``.
+
+Every run records the process that opened it (``indextts.host``, ``indextts.pid``,
+``indextts.pid_started``).  A process killed outright cannot end its runs, so each new parent run
+closes (status KILLED, tag ``indextts.closed_by`` = the new run) the runs of its experiment still
+RUNNING whose process on this host is gone; runs of other hosts only after
+``tracking.close_stale_runs_after_h`` hours.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import contextlib
 import fcntl
 import json
 import logging
+import errno
 import os
+import socket
 import subprocess
 import time
 import warnings
@@ -30,7 +38,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from indextts_core.config import PipelineConfig, config_to_dict, dump_config
+from indextts_core.config import PipelineConfig, StorageConfig, config_to_dict, dump_config
+from indextts_core.errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +153,33 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"http://127.0.0.1:5000/{path} (start the UI: mlflow ui --backend-store-uri {tracking_uri})"
 
 
+#: Errors that mean "this machine refuses writes there" (not a transient fault).
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str = "the lock") -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created, with its folder, if needed) while the block runs.
+
+    A folder this machine may not write to is an :class:`OutputError` naming it (``what`` says what was to go
+    there); the lock goes with the process, so a killed holder never blocks the next one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as e:
+        if e.errno not in _REFUSED:
+            raise
+        raise OutputError(f"{path.parent}: not writable ({e.strerror or e}), and {what} goes there; make the folder "
+                          "writable, or choose another one (for the MLflow store next to the run folders: another "
+                          "run.output_dir, or tracking.tracking_uri / MLFLOW_TRACKING_URI)") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def _first_use_lock(uri: str) -> Iterator[None]:
     """An exclusive lock next to a sqlite store while its schema and experiment are created."""
@@ -151,13 +187,130 @@ def _first_use_lock(uri: str) -> Iterator[None]:
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(db.with_name(db.name + ".lock"), f"the MLflow store {db.name}"):
+        yield
+
+
+# ------------------------------------------------------------------------ runs a killed process left RUNNING
+
+HOST_TAG, PID_TAG, PID_STARTED_TAG = "indextts.host", "indextts.pid", "indextts.pid_started"
+CLOSED_BY_TAG, CLOSED_WHY_TAG = "indextts.closed_by", "indextts.closed_reason"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process opens a run: host name, pid and the pid's start time (so a reused pid is not taken for it)."""
+    import psutil
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+            PID_STARTED_TAG: f"{psutil.Process().create_time():.3f}"}
+
+
+def _process_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the process named by a run's :func:`process_tags` (on this host) no longer runs."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(tags[PID_TAG]))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = tags.get(PID_STARTED_TAG)
+        return started is not None and abs(proc.create_time() - float(started)) > 1.0  # the pid was reused
+    except psutil.NoSuchProcess:
+        return True
+    except (ValueError, KeyError, psutil.Error):
+        return False  # unreadable: leave the run alone
+
+
+def close_stale_runs(client: Any, experiment_id: str, closed_by: str, max_age_h: float | None = None) -> list[str]:
+    """Close (KILLED) the runs of an experiment left RUNNING by a process that is gone; returns their ids.
+
+    A run of this host is closed when its process no longer runs; a run of another host (or one without
+    process tags) only when it started more than ``max_age_h`` hours ago (None: never).  Each closed run is
+    tagged with ``closed_by`` (the run that closed it) and the reason.  Never raises: it is housekeeping."""
+    host, now_ms, closed = socket.gethostname(), time.time() * 1000, []
+    try:
+        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                     max_results=1000)
+        for r in running:
+            tags, run_id = r.data.tags, r.info.run_id
+            if run_id == closed_by:
+                continue
+            if tags.get(HOST_TAG) == host and PID_TAG in tags:
+                if not _process_gone(tags):
+                    continue
+                why = f"left RUNNING by process {tags[PID_TAG]} on {host}, which is gone (killed?)"
+            elif max_age_h is not None and now_ms - (r.info.start_time or now_ms) > max_age_h * 3600e3:
+                why = (f"RUNNING for more than {max_age_h:g} h (host {tags.get(HOST_TAG, 'unknown')}, "
+                       "tracking.close_stale_runs_after_h)")
+            else:
+                continue
+            client.set_tag(run_id, CLOSED_BY_TAG, closed_by)
+            client.set_tag(run_id, CLOSED_WHY_TAG, why)
+            client.set_terminated(run_id, status="KILLED")
+            closed.append(run_id)
+            log.info("closed MLflow run %s (%s)", run_id, why)
+    except Exception as e:  # noqa: BLE001 - a view on old runs: never a reason to fail this one
+        log.warning("could not close the MLflow runs earlier processes left RUNNING: %s", e)
+    return closed
+
+
+def end_run_if_running(ref: TrackingRef, run_id: str, status: str = "FINISHED",
+                       tags: Mapping[str, str] | None = None) -> bool:
+    """End run ``run_id`` with ``status`` unless something already ended it; True when this call ended it."""
+    try:
+        client = _client(ref.tracking_uri, ref.s3_endpoint_url)
+        if client.get_run(run_id).info.status != "RUNNING":
+            return False
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v)
+        client.set_terminated(run_id, status=status)
+        return True
+    except Exception:  # noqa: BLE001 - never mask the stage's own outcome
+        log.exception("could not close MLflow run %s", run_id)
+        return False
+
+
+# ------------------------------------------------------------------------ S3 credentials for MLflow and Prefect
+
+#: The configuration's S3 settings -> the environment variables boto3 (MLflow's artifact upload, Prefect's
+#: result records) reads.  The key pair moves together: never one half from the config and one from the env.
+_KEY_PAIR = (("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"))
+
+
+def storage_env(storage: StorageConfig) -> dict[str, str]:
+    """The AWS variables the configuration's ``storage.*`` settings give (key pair, region, endpoint).
+
+    What the configuration says wins over the ambient environment for the run: a key pair given in
+    ``storage.*`` is the one this run's S3 clients use, whatever ``$AWS_ACCESS_KEY_ID`` holds."""
+    env: dict[str, str] = {}
+    if storage.access_key_id and storage.secret_access_key:
+        env |= {var: getattr(storage, name).get_secret_value() for name, var in _KEY_PAIR}
+    if storage.region:
+        env["AWS_DEFAULT_REGION"] = storage.region
+    if storage.endpoint_url:
+        env |= {"AWS_ENDPOINT_URL_S3": storage.endpoint_url, "MLFLOW_S3_ENDPOINT_URL": storage.endpoint_url}
+    return env
+
+
+@contextlib.contextmanager
+def storage_environment(storage: StorageConfig) -> Iterator[dict[str, str]]:
+    """While the block runs, every S3 client this process builds without explicit credentials (MLflow's artifact
+    repository, the Prefect result block, boto3 in Dask workers started meanwhile) sees the configuration's
+    ``storage.*`` credentials, region and endpoint (:func:`storage_env`); afterwards the environment is as it
+    was.  Yields the names it set (never their values in a log)."""
+    added = storage_env(storage)
+    before = {var: os.environ.get(var) for var in added}
+    os.environ.update(added)
+    try:
+        yield added
+    finally:
+        for var, value in before.items():
+            if os.environ.get(var) != added[var]:
+                continue  # changed by someone else meanwhile: theirs
+            if value is None:
+                del os.environ[var]
+            else:
+                os.environ[var] = value
 
 
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]) -> TrackingRef:
@@ -176,11 +329,13 @@ def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]
                                               artifact_location=default_artifact_location(cfg) if local else None)
             # a "Machine learning" experiment: the UI opens it on the runs table (MLflow 3 guesses otherwise)
             client.set_experiment_tag(exp_id, "mlflow.experimentKind", "custom_model_development")
-    all_tags = {"git.commit": git_commit(), "language": cfg.language, "run.name": cfg.run.name, **tags}
+    all_tags = {"git.commit": git_commit(), "language": cfg.language, "run.name": cfg.run.name, **process_tags(),
+                **tags}
     run = client.create_run(exp_id, run_name=run_name, tags={
         **all_tags, MLFLOW_RUN_NAME: run_name, MLFLOW_GIT_COMMIT: all_tags["git.commit"],
         MLFLOW_SOURCE_NAME: "flows/finetune.py:finetune"})
     run_id = run.info.run_id
+    close_stale_runs(client, exp_id, run_id, cfg.tracking.close_stale_runs_after_h)
     params = flatten(config_to_dict(cfg))
     _log_params(client, run_id, params)
     client.log_text(run_id, dump_config(cfg), "config.yaml")

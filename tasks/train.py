@@ -4,8 +4,10 @@ The training folder is ``<run.output_dir>/<train.output_name>/<key>/`` where ``k
 inputs and settings: a Prefect retry, or the same flow run again after a crash, resumes that run
 on exactly its next batch (``resume auto``), while new data or new settings start a new folder.
 Each checkpoint's ``latest.pth`` (and ``best.pth`` when it changes) is mirrored to the artifact
-store (``train/<key>/``), so a worker on a fresh machine (a Kubernetes pod, a spot instance)
-resumes from there and exports the same best checkpoint the original machine would have.
+store (``train/<key>/``, with their sha256 in ``checkpoints.json``), so a worker on a fresh machine
+(a Kubernetes pod, a spot instance) resumes from there, after checking both files by content, and
+exports the same best checkpoint the original machine would have.  The feature shards are checked
+by content against the hashes preprocessing recorded before training reads them.
 
 On a machine with several GPUs (``train.nproc_per_node``, default one process per GPU) the stage
 runs the same ``indextts-train train`` command under torchrun and reads its results back; the
@@ -33,7 +35,8 @@ from prefect import get_run_logger
 from indextts_core.config import PipelineConfig, dump_config
 from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
-from indextts_core.store.objects import ArtifactStore, read_uri_bytes
+from indextts_core.preprocess.shards import SHARD_REMEDY, recorded_shard_hashes
+from indextts_core.store.objects import CHECKPOINT_RECORD, ArtifactStore, ObjectInfo, file_sha256, read_uri_bytes
 from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
 from indextts_core.text.encoder import tokenizer_in
 from indextts_core.training.metrics import read_metrics
@@ -45,6 +48,7 @@ from tasks.progress import TrainingReport
 from tasks.stage import Stage, run_params, stage_task
 from tasks.tracking import MlflowMetricSink, register_model
 
+log = logging.getLogger(__name__)
 
 
 def run_key(cfg: PipelineConfig, *refs: ArtifactRef) -> str:
@@ -54,7 +58,13 @@ def run_key(cfg: PipelineConfig, *refs: ArtifactRef) -> str:
 
 
 def feature_folder(store: ArtifactStore, index_dir: Path, cache_dir: Path | None) -> Path | None:
-    """A local folder with the shards the index uses (the store folder itself when the store is local)."""
+    """A local folder with the shards the index uses (the store folder itself when the store is local).
+
+    From S3, every shard is fetched into the cache and checked by content against the sha256 the
+    index recorded (a cached copy that no longer matches is fetched again, a download that does
+    not match is refused).  The shards of a local store are checked when training opens them
+    (:class:`~indextts_core.training.data.TrainingSet`): each is read once, by the one that uses it.
+    """
     meta = read_json(index_dir / "preprocess.json")
     ref = meta["feature_dir"]
     if not ref.startswith("store:"):
@@ -66,12 +76,90 @@ def feature_folder(store: ArtifactStore, index_dir: Path, cache_dir: Path | None
     from indextts_core.store.objects import default_cache_dir
 
     dest = Path(cache_dir or default_cache_dir()) / "features" / prefix.rsplit("/", 1)[-1]
+    hashes = recorded_shard_hashes(meta)
+    if hashes is None:
+        log.warning("%s: written before feature shards were hashed; its shards are checked against the sha256 the "
+                    "store recorded at upload only", index_dir / "preprocess.json")
     for name in meta.get("shards", []):
-        key = f"{prefix}/{name}"
-        path = dest / name
-        if not path.is_file() or path.stat().st_size != store.info(key).size:
-            store.get_file(key, path)
+        _fetch_shard(store, f"{prefix}/{name}", dest / name, (hashes or {}).get(name))
     return dest
+
+
+def _fetch_shard(store: ArtifactStore, key: str, path: Path, sha256: str | None) -> None:
+    """``path`` holds the shard ``key`` with the content ``sha256`` names (default: the store's recorded hash)."""
+    want = sha256 or store.info(key).sha256
+    if path.is_file() and file_sha256(path) == want:
+        return
+    store.get_file_verified(key, path, want, SHARD_REMEDY)
+
+
+class CheckpointMirror:
+    """The store's copy of a training run's ``latest.pth`` and ``best.pth`` (``train/<key>/``), with their hashes.
+
+    After each file is uploaded, ``checkpoints.json`` records ``{name: {size, sha256, step}}``, the
+    sha256 computed while the file was written to the store (no second read).  A worker on a fresh
+    machine fetches both files and checks each against that record before resuming or exporting
+    from it.  Not covered: the instant between a file's upload and its record's (a run killed
+    exactly then leaves a record that names the previous file: the fetch refuses it as damaged).
+    """
+
+    NAMES = ("latest.pth", "best.pth")
+
+    def __init__(self, store: ArtifactStore, key: str):
+        self.store, self.prefix = store, f"train/{key}"
+        self.record_key = f"{self.prefix}/{CHECKPOINT_RECORD}"
+        self._record: dict[str, dict[str, Any]] | None = None
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        """The recorded hashes (read from the store once)."""
+        if self._record is None:
+            self._record = self.store.get_json(self.record_key) if self.store.exists(self.record_key) else {}
+        return self._record
+
+    def has_latest(self) -> bool:
+        return self.store.exists(self.key("latest.pth"))
+
+    def push(self, out: Path, is_best: bool, step: int | None) -> None:
+        """Mirror ``best.pth`` (when it changed: first, so the store never holds a latest newer than the best it
+        names) and ``latest.pth``, recording each one's hash right after its upload."""
+        for name in (("best.pth",) if is_best else ()) + ("latest.pth",):
+            info: ObjectInfo = self.store.put_file(out / name, self.key(name))
+            self.record()[name] = {"size": info.size, "sha256": info.sha256, "step": step}
+            self.store.put_json(self.record(), self.record_key)
+
+    def pull(self, out: Path) -> None:
+        """Fetch the mirrored checkpoints into ``out``, each checked by content against its recorded sha256.
+
+        Raises :class:`~indextts_core.store.objects.CorruptArtifactError` naming the store key on a
+        mismatch (the damaged copy is not left in ``out``).  A mirror written before hashes were
+        recorded is fetched with a warning that it is unverified.
+        """
+        self._record = None  # what the store says now
+        remedy = (f"refusing to resume from it. If the machine that trained this run still has its training folder, "
+                  f"run there; otherwise delete {self.store.uri_for(self.prefix)} from the store (or run with "
+                  "--refresh-cache) to train this run anew")
+        fetched: dict[str, Path] = {}
+        try:
+            for name in self.NAMES:
+                key, part = self.key(name), out / f".{name}.fetching"
+                if not self.store.exists(key):
+                    continue
+                entry = self.record().get(name)
+                if entry is None:
+                    log.warning("%s: mirrored before checkpoint hashes were recorded; used unverified",
+                                self.store.uri_for(key))
+                    self.store.get_file(key, part)
+                else:
+                    self.store.get_file_verified(key, part, entry["sha256"], remedy)
+                fetched[name] = part
+            for name, part in fetched.items():  # both verified: only now do they become the run's checkpoints
+                part.replace(out / name)
+        finally:
+            for part in fetched.values():
+                part.unlink(missing_ok=True)
 
 
 def processes(cfg: PipelineConfig) -> int:
@@ -129,18 +217,16 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
                tags={"train.key": key}) as s:
         data_dir = s.fetch(pairs)
         tok_path = tokenizer_in(s.fetch(tokenizer), cfg.extend_bpe.output_name)
-        mirror, best_mirror = f"train/{key}/latest.pth", f"train/{key}/best.pth"
+        mirror = CheckpointMirror(s.store, key)
         fresh = refreshing(cfg)
         if fresh and (out / "latest.pth").is_file():  # --refresh-cache trains anew; the old run is kept aside
             aside = out.with_name(f"{out.name}.before-refresh-{time.strftime('%Y%m%d-%H%M%S')}")
             out.rename(aside)
             out.mkdir(parents=True)
             logger.info("refresh: training anew; the previous checkpoints are in %s", aside)
-        if not fresh and not (out / "latest.pth").is_file() and s.store.exists(mirror):
-            logger.info("resuming from the store's copy of the last checkpoint (%s)", s.store.uri_for(mirror))
-            s.store.get_file(mirror, out / "latest.pth")
-            if s.store.exists(best_mirror):  # the export takes the best checkpoint: it must travel too
-                s.store.get_file(best_mirror, out / "best.pth")
+        if not fresh and not (out / "latest.pth").is_file() and mirror.has_latest():
+            logger.info("resuming from the store's copy of the last checkpoint (%s)", s.store.uri_for(mirror.prefix))
+            mirror.pull(out)  # the export takes the best checkpoint: it travels too, both verified
         val = data_dir / "GPT_pairs_val.jsonl"
         run_inputs = TrainInputs(
             checkpoint_dir=s.fetch(checkpoint), tokenizer=tok_path, train=data_dir / "GPT_pairs_train.jsonl",
@@ -155,9 +241,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             run_inputs.campplus_path, run_inputs.bigvgan_dir = aux.campplus_path, aux.bigvgan_dir
 
         def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
-            if is_best:  # first, so the store never holds a latest.pth newer than the best it names
-                s.store.put_file(out / "best.pth", best_mirror)
-            s.store.put_file(out / "latest.pth", mirror)
+            mirror.push(out, is_best, getattr(progress, "step", None))
 
         report = TrainingReport("train")  # the Prefect UI: a progress artifact and a validation table
         report.start(f"training {cfg.language}: {key}")
@@ -180,6 +264,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             **{f"throughput.{k}": v for k, v in result.throughput.items()},
             **{f"baseline.{k.removeprefix('val/')}": v for k, v in result.baseline.items()},
             **{f"final.{k.removeprefix('val/')}": v for k, v in result.final.items()},
+            # the exported (best) checkpoint's validation: what promotion compares, not the last validation
+            **{f"exported.{k.removeprefix('val/')}": v for k, v in result.exported.items()},
         }
         if result.base_rows_unchanged is not None:
             metrics["base_rows_unchanged"] = int(result.base_rows_unchanged)

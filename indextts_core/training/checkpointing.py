@@ -4,8 +4,10 @@ A checkpoint (``model_step{N}.pth``) holds everything the next step depends on: 
 official state dict), the optimizer, the scheduler, the gradient scaler, the progress counters
 (optimizer step, epoch, step within the epoch: checkpoints are only written between optimizer
 steps, so there is never a partial accumulation window), the micro-batch budget in use, every
-random generator of every rank, the best validation result so far, and a fingerprint of what the
-run was built from (:func:`fingerprint`).  Everything is plain data and tensors, so it loads with
+random generator of every rank, the best validation result so far (with the numbers of the best
+checkpoint) and the step-0 baseline validation (so a run resumed from ``latest.pth`` on a fresh
+machine still reports forgetting and can be compared with the base model), and a fingerprint of what
+the run was built from (:func:`fingerprint`).  Everything is plain data and tensors, so it loads with
 ``weights_only=True``.
 
 In the output folder:

@@ -43,6 +43,10 @@ class Progress:
     oom_backoffs: int = 0
     best_value: float | None = None
     best_step: int | None = None
+    # travel with every checkpoint (plain floats), so a run resumed from latest.pth on a fresh machine still knows
+    # them: the validation before any update (the baseline) and the validation of the best checkpoint
+    baseline: dict[str, float] = field(default_factory=dict)
+    best_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class TrainResult:
     base_rows_unchanged: bool | None
     summary_path: Path
     throughput: dict[str, float] = field(default_factory=dict)
+    exported: dict[str, float] = field(default_factory=dict)  # the validation of the exported checkpoint
 
     @classmethod
     def from_summary(cls, path: Path) -> TrainResult:
@@ -80,7 +85,7 @@ class TrainResult:
         s = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(Path(path).parent, s["steps"], s["epochs_done"], s["best_step"], s["best_value"], s["baseline"],
                    s["final"], Path(s["export"]) if s["export"] else None, s["export_verified"],
-                   s["base_rows_unchanged"], Path(path), s["throughput"])
+                   s["base_rows_unchanged"], Path(path), s["throughput"], s.get("exported", {}))
 
 
 def summarize_throughput(rates: list[Rate]) -> dict[str, float]:

@@ -195,6 +195,7 @@ class Trainer:
         if (progress.step == 0 or self.inputs.warm_start) and self.val:  # a warm start may begin at their step
             baseline = self._validate(progress.micro_tokens)
             check_best_metric(c.best_metric, baseline)
+            progress.baseline = _recorded(baseline)  # saved in every checkpoint from now on
             self._log(baseline, progress.step)
             log.info("baseline (step %d, before any update of this run): %s", progress.step, brief(baseline))
             if self.listen:
@@ -202,7 +203,12 @@ class Trainer:
                 log.info("baseline generation: %s", listen_brief(baseline, self.listen.seconds))
             self._speak(progress.step)
         elif d.is_main and self.val:
-            baseline = read_baseline(self.out / "metrics.jsonl")  # kept there from the first run
+            # from the checkpoint (a resume on a fresh machine has no metrics file), else the first run's metrics file
+            baseline = dict(progress.baseline) or read_baseline(self.out / "metrics.jsonl")
+            if not baseline:
+                log.warning("resuming at step %d without the step-0 baseline validation (the checkpoint predates it "
+                            "and %s is missing): no forgetting numbers, and promotion against the base model is "
+                            "not possible for this run", progress.step, self.out / "metrics.jsonl")
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
         rates: list[Rate] = []
         last_line = time.monotonic()
@@ -372,6 +378,7 @@ class Trainer:
             value = metrics[f"val/{self.cfg.best_metric}"]
             if progress.best_value is None or value < progress.best_value:
                 progress.best_value, progress.best_step, is_best = value, progress.step, True
+                progress.best_metrics = _recorded(metrics)
             log.info("step %d validation: %s%s", progress.step, brief(metrics), " (best)" if is_best else "")
             if self.listen:
                 self._log({"time/generate_s": self.listen.seconds}, progress.step)
@@ -432,8 +439,11 @@ class Trainer:
         d, c = self.dist, self.cfg
         throughput = summarize_throughput(rates)
         export_dir, verified, unchanged = None, False, None
+        exported: dict[str, float] = {}
         if d.is_main and c.export and (self.ckdir.best.is_file() or self.ckdir.latest.is_file()):
             source = self.ckdir.best if self.ckdir.best.is_file() else self.ckdir.latest
+            # the numbers of the checkpoint exported (the best one), not of the last validation
+            exported = dict(progress.best_metrics) if source == self.ckdir.best else dict(last_val)
             check = self.val.batch(self.val.last_micro(progress.micro_tokens)) if self.val else None
             export_dir, verified, unchanged = ck.export(
                 self.model, source, self.out / "export", self.setup, self.bundle.checkpoint_dir,
@@ -442,7 +452,7 @@ class Trainer:
         summary = {
             "steps": progress.step, "epochs_done": progress.epoch, "samples": progress.samples,
             "tokens": progress.tokens, "best_step": progress.best_step, "best_value": progress.best_value,
-            "best_metric": c.best_metric, "baseline": baseline, "final": last_val,
+            "best_metric": c.best_metric, "baseline": baseline, "final": last_val, "exported": exported,
             "forgetting": {k: round(last_val[k] - v, 6) for k, v in baseline.items()
                            if k in last_val and k.endswith("/loss")},
             "throughput": throughput, "oom_backoffs": progress.oom_backoffs,
@@ -454,7 +464,12 @@ class Trainer:
         if d.is_main:
             write_json(path, summary)
         return TrainResult(self.out, progress.step, progress.epoch, progress.best_step, progress.best_value, baseline,
-                           last_val, export_dir, verified, unchanged, path, throughput)
+                           last_val, export_dir, verified, unchanged, path, throughput, exported)
+
+
+def _recorded(metrics: dict[str, float]) -> dict[str, float]:
+    """The validation (and generation) numbers of a step as plain floats (what a checkpoint keeps of them)."""
+    return {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "gen/"))}
 
 
 def train(inputs: TrainInputs, cfg: TrainConfig = TrainConfig(), *, seed: int = 1234, sinks: Sequence[MetricSink] = (),
