@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from indextts_core.config import PipelineConfig, dump_config, load_config
@@ -35,10 +36,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: flag names never truncated, readable at 80 columns
 )
-console = Console()
+#: Markup is off: messages carry user text (paths, ``tokens[k]``) that rich would read as tags.  The few
+#: styled lines pass ``markup=True`` and escape what they interpolate (:func:`rich.markup.escape`).
+console = Console(markup=False)
 #: The configuration `run` uses without --config: the bundled demo, training sized for 60 clips.
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -85,7 +88,7 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> P
 
 
 def _fail(e: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)
     return typer.Exit(code=2)
 
 
@@ -157,6 +160,41 @@ def run(
     print_summary(summary)
 
 
+#: Prefect's loggers that log a failed task or flow run with its traceback.
+RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+class _InputErrorTracebacks(logging.Filter):
+    """Drops the traceback of a run that failed on the user's input (an :class:`InputError`), keeping its line.
+
+    Prefect logs a failed task, then its failed flow, each with a traceback of some 200 lines, before
+    the command's own ``error:`` line says the same in one.  A bad input is not a bug: its ERROR line
+    (which carries the message) is enough.  Any other exception keeps its full traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, InputError):
+                record.exc_info, record.exc_text = None, None
+                break
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+_INPUT_ERROR_TRACEBACKS = _InputErrorTracebacks()
+
+
+def quiet_input_error_tracebacks() -> None:
+    """Install :class:`_InputErrorTracebacks` on Prefect's run loggers (once)."""
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if _INPUT_ERROR_TRACEBACKS not in logger.filters:
+            logger.addFilter(_INPUT_ERROR_TRACEBACKS)
+
+
 def prefect_defaults() -> None:
     """Environment defaults for Prefect when run from this CLI (the user's own settings win).
 
@@ -167,6 +205,7 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "indextts_core,tasks")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # core logs after a stage flow
+    quiet_input_error_tracebacks()
     from flows.api_server import start_temporary_api
 
     try:
@@ -468,7 +507,7 @@ def extend_bpe(
         console.print(result["data"]["note"])
         return
     console.print(f"[bold]{m['base_size']} -> {m['vocab_size']} pieces[/] (+{m['chars_added']} characters, "
-                  f"+{m['pieces_added']} pieces); base ids 0..{m['base_size'] - 1} unchanged")
+                  f"+{m['pieces_added']} pieces); base ids 0..{m['base_size'] - 1} unchanged", markup=True)
     console.print(f"model rows: number_text_tokens={m['vocab_size']} -> {m['model_rows']} rows in "
                   "text_embedding/text_head")
     console.print(f"base-language drift: {m['base_drift']:.2%}; added pieces used on held-out text: "
@@ -478,7 +517,7 @@ def extend_bpe(
                       f"{m[lang + '.unk_char_rate_after']:.1%}, tokens/char {m[lang + '.tokens_per_char_before']:.3f}"
                       f" -> {m[lang + '.tokens_per_char_after']:.3f}")
     if result["data"].get("note"):
-        console.print(f"[yellow]note:[/] {result['data']['note']}")
+        console.print(f"[yellow]note:[/] {escape(str(result['data']['note']))}", markup=True)
     print_outputs("Outputs", {"tokenizer": output_model, "sidecar": output_model.with_suffix(".json"),
                               "report": f"{reports / 'report.md'}  {reports / 'report.png'}"})
 
@@ -590,7 +629,7 @@ def import_(
                   f"audio; imported: {r.imported}; left to preprocess: {r.recompute}; rejected rows: {r.rejected}",
                   highlight=False)
     if r.reason:
-        console.print(f"[bold]{r.reason}[/]")
+        console.print(f"[bold]{escape(str(r.reason))}[/]", markup=True)
     if out.without_text:
         err_console.print(f"{len(out.without_text)} clip(s) have no text (give --manifest with the raw rows): "
                           f"{', '.join(out.without_text[:5])}", highlight=False)
@@ -647,7 +686,7 @@ def pairs(
                   f"{m['val_pairs']}; speakers: {m['train_speakers']}; skipped single-clip speakers: "
                   f"{m['skipped_speakers']}")
     for warning in result["data"].get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", markup=True)
     print_outputs("Outputs", {"pairs": written, "train pairs": dest / "GPT_pairs_train.jsonl",
                               "val pairs": dest / "GPT_pairs_val.jsonl"})
 
@@ -735,6 +774,7 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
                 tokenizer: Path | None, checkpoint: str | None, features: Path | None) -> None:
     """Under torchrun every rank runs the core trainer on local files (the train stage starts this)."""
     from indextts_core.preprocess.pairs import PairingPolicy
+    from indextts_core.store.objects import read_uri_bytes
     from indextts_core.training import TrainInputs
     from indextts_core.training import train as run_training
 
@@ -745,7 +785,7 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
     inputs = TrainInputs(checkpoint_dir=Path(checkpoint), tokenizer=tokenizer, train=train_manifest,
                          val=val_manifest, output_dir=cfg.train.checkpoint_dir, resume=cfg.train.resume,
                          warm_start=cfg.train.warm_start, pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
-                         feature_dir=features)
+                         feature_dir=features, read_audio=lambda uri: read_uri_bytes(uri, cfg.storage))
     result = run_training(inputs, cfg.train, seed=cfg.run.seed)
     if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 reports
         metrics: dict[str, Any] = {"steps": result.steps, "best_step": result.best_step or 0,
@@ -917,6 +957,18 @@ LangCodeOpt = Annotated[str | None, typer.Option(
     "default: the one the fine-tune recorded next to the model's vocabulary, else --language.")]
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The non-blank lines of a --lines file; an empty one (or one that is not UTF-8) is an error naming it."""
+    try:
+        said = [x for x in path.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); --lines takes a UTF-8 file with "
+                         "one line to say per line") from None
+    if not said:
+        raise InputError(f"no lines to say in {path}: the file is empty or holds only blank lines")
+    return said
+
+
 @app.command()
 def generate(
     model: ModelOpt,
@@ -956,7 +1008,7 @@ def generate(
         said = list(text or [])
         where = "--text"
         if lines is not None:
-            said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+            said += _read_lines(lines)
             where = str(lines) if not text else "--text/--lines"
         language = checked_language(language, cfg)
         bundle = _open_model(model, hf_cache, cfg, w2v_bert)
@@ -1009,7 +1061,7 @@ def synthesize(
         cfg = _config(config, overrides, **{"generation.emo_alpha": emo_alpha})
         said = list(text or [])
         if lines is not None:
-            said += [x for x in lines.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+            said += _read_lines(lines)
         if not said:
             raise InputError("nothing to say: give --text or --lines")
         if out is not None and len(said) != 1:
@@ -1088,6 +1140,30 @@ def ui(
         stop_services(services)
         raise _fail(e) from None
     stop_services(services)
+
+
+@app.command()
+def verify(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Read every file the artifact store records a sha256 for, in full, and check it (exit 1 on any problem).
+
+    Stages already check by content what they consume; this full pass also finds damage in what no
+    run has read lately (directory manifests, the mirrored training checkpoints, feature shards).
+    """
+    from indextts_core.store.objects import open_store, verify_store
+
+    try:
+        cfg = _config(config, overrides)
+        store = open_store(cfg.storage.uri, cfg.storage)
+        start = time.monotonic()
+        problems = verify_store(store)
+    except InputError as e:
+        raise _fail(e) from None
+    seconds = time.monotonic() - start
+    for line in problems:
+        err_console.print(f"damaged: {line}", highlight=False)
+    console.print(f"{store.uri}: {len(problems)} problem(s); checked in {seconds:.1f} s", highlight=False)
+    if problems:
+        raise typer.Exit(code=1)
 
 
 @app.command("config")

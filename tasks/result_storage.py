@@ -26,7 +26,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.utilities.asyncutils import run_sync_in_worker_thread
 
 from prefect.serializers import Serializer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from indextts_core.config import StorageConfig
 from indextts_core.errors import StorageError
@@ -101,6 +101,22 @@ def check_record(path: str, content: bytes) -> bytes:
         raise _refuse(f"{path}: result record written with the {serializer!r} serializer; only {SERIALIZER} "
                       "records are read (a pickled record can run code on whoever reads it); refused unread, the "
                       "stage is recomputed. Whoever can write to this store wrote it: check its access.")
+    # Prefect reads the result while checking that a cached record exists, and takes any error there
+    # as "no record" without a word: the result is checked here, so that a refusal is logged.
+    result = record.get("result")
+    try:
+        if not isinstance(result, str):
+            raise ResultRefused(f"a stage result that is {type(result).__name__}, not {SERIALIZER} text")
+        ResultJSON().loads(result.encode())
+    except ValidationError as e:  # ours, from a version of the platform whose result model differed
+        message = (f"{path}: result record of another version of this platform ({e.title} does not validate: "
+                   f"{e.error_count()} error(s)); the stage is recomputed")
+        log.warning("%s", message)
+        raise ResultRefused(message) from None
+    except Exception as e:  # noqa: BLE001 - ResultRefused, anything else that is not our data
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _refuse(f"{path}: result record refused unread: {reason}; the stage is recomputed. Whoever can "
+                      "write to this store wrote it: check its access.") from None
     return content
 
 
@@ -122,12 +138,16 @@ class StoreResults(WritableFileSystem):
     def _store(self) -> ArtifactStore:
         return open_store(self.uri, StorageConfig(uri=self.uri, endpoint_url=self.endpoint_url, region=self.region))
 
+    def _where(self, path: str) -> str:
+        """The record's full location (store URI and key), for messages."""
+        return f"{self.uri.rstrip('/')}/{path.lstrip('/')}"
+
     async def aread_path(self, path: str) -> bytes:
-        return check_record(path, await run_sync_in_worker_thread(self._store().get_bytes, path))
+        return check_record(self._where(path), await run_sync_in_worker_thread(self._store().get_bytes, path))
 
     @async_dispatch(aread_path)
     def read_path(self, path: str) -> bytes:
-        return check_record(path, self._store().get_bytes(path))
+        return check_record(self._where(path), self._store().get_bytes(path))
 
     async def awrite_path(self, path: str, content: bytes) -> str:
         await run_sync_in_worker_thread(self._store().put_bytes, content, path)

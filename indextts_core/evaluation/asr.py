@@ -67,8 +67,16 @@ class WhisperTranscriber:
             raise InputError(f"{folder / 'config.json'}: model_type is {kind!r}; the ASR backend reads Whisper models")
         hf_logging.disable_progress_bar()
         self.folder, self.device = folder, torch.device(device)
-        self.processor = WhisperProcessor.from_pretrained(str(folder))
-        self.model = WhisperForConditionalGeneration.from_pretrained(str(folder)).to(self.device).eval()
+        try:
+            self.processor = WhisperProcessor.from_pretrained(str(folder), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - OSError, JSONDecodeError, ...: tokenizer files missing or damaged
+            raise InputError(f"{folder}: cannot load the Whisper tokenizer and feature extractor ({_first_line(e)}); "
+                             "a file there is missing, damaged or incomplete: download/copy the folder again") from None
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(str(folder), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - a refused pickle, a damaged file, a missing one
+            raise _weights_error(folder, e) from None
+        self.model = model.to(self.device).eval()
         self.languages = {t.strip("<|>") for t in (getattr(self.model.generation_config, "lang_to_id", None) or {})}
         if not self.languages:
             raise InputError(f"{folder / 'generation_config.json'}: no lang_to_id (an English-only or outdated "
@@ -96,6 +104,28 @@ class WhisperTranscriber:
                                       max_new_tokens=self.max_new_tokens)
             texts += [t.strip() for t in self.processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
         return texts
+
+
+def _first_line(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [""])[0].strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _weights_error(folder: Path, e: Exception) -> InputError:
+    """What went wrong loading Whisper's weights, naming the file; a pickled ``.bin`` is refused, never run."""
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()]
+    if "WeightsUnpickler error" in str(e) or "Weights only load failed" in str(e):
+        where = folder / "pytorch_model.bin" if (folder / "pytorch_model.bin").is_file() else folder
+        return InputError(f"{where}: Whisper weights refused: they can only be read by unpickling Python objects, "
+                          "which could run code, and this platform reads weights with weights_only=True. Convert "
+                          "the folder to safetensors (on a machine you trust: WhisperForConditionalGeneration."
+                          "from_pretrained(folder).save_pretrained(folder, safe_serialization=True)) or use the "
+                          "official model.safetensors")
+    if isinstance(e, OSError) and not weights:
+        return InputError(f"{folder}: no Whisper weights (model.safetensors) there ({_first_line(e)}): "
+                          "download the ASR model again (download.asr)")
+    return InputError(f"{weights[0] if weights else folder}: cannot load the Whisper weights ({_first_line(e)}); "
+                      "the file is damaged or incomplete: download/copy it again")
 
 
 def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am", "zh", "ja"), seed: int = 0) -> Path:

@@ -24,19 +24,54 @@ def _torch_reason(e: Exception) -> str:
     return (sentence.group(1) if sentence else reason).strip()
 
 
+#: Words in torch's messages for a file that ends early or whose zip archive is broken.
+_DAMAGE_MARKERS = ("pytorchstreamreader", "central directory", "not a zip archive", "eof", "truncated",
+                   "corrupted", "ran out of input", "invalid argument", "unexpected end")
+
+
 def torch_load(path: str | Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)``; a file that needs pickle is refused, clearly."""
+    """``torch.load(path, weights_only=True)``; a file that needs pickle is refused, clearly.
+
+    A file that cannot be read because it is cut short or damaged (a download or copy that did not
+    finish) is told apart from one that holds pickled objects: the two need different fixes.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
     try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(f"{path}: {what} cannot be read ({e.strerror or e})") from None
+    if size == 0:
+        raise InputError(f"{path}: {what} is damaged or incomplete (the file is empty): download/copy it again")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling fails in many ways
-        raise InputError(
-            f"{path}: {what} refused: it can only be read by unpickling Python objects, which could run code, and "
-            f"this platform reads tensor files with weights_only=True (tensors and plain containers only). Save it "
-            f"again with torch.save of plain tensors, or use the official file. Reason: {_torch_reason(e)}"
-        ) from None
+    except MemoryError:
+        raise
+    except PermissionError as e:
+        raise InputError(f"{path}: {what} cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file and a refused pickle fail in many ways
+        text = str(e)
+        damaged = isinstance(e, EOFError | OSError) or any(m in _torch_reason(e).lower() for m in _DAMAGE_MARKERS)
+        if "WeightsUnpickler error" in text and not damaged:
+            raise InputError(
+                f"{path}: {what} refused: it can only be read by unpickling Python objects, which could run code, "
+                f"and this platform reads tensor files with weights_only=True (tensors and plain containers only). "
+                f"Save it again with torch.save of plain tensors, or use the official file. "
+                f"Reason: {_torch_reason(e)}"
+            ) from None
+        raise InputError(f"{path}: {what} is damaged or incomplete ({size} bytes; {_damage_reason(e)}): "
+                         "download/copy it again") from None
+
+
+def _damage_reason(e: Exception) -> str:
+    """torch's first sentence (its zip reader adds a paragraph of advice), with the exception's type."""
+    text = _first_line(e) if str(e).strip() else ""
+    if not text:
+        return "it ends early" if isinstance(e, EOFError) else type(e).__name__
+    sentence = re.match(r"(.+?)\.(\s|$)", text)
+    text = (sentence.group(1) if sentence else text).strip()
+    return text if isinstance(e, RuntimeError) else f"{type(e).__name__}: {text}"
 
 
 def safetensors_load(path: str | Path, what: str) -> dict[str, torch.Tensor]:
