@@ -1160,8 +1160,9 @@ def verify(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
         raise _fail(e) from None
     seconds = time.monotonic() - start
     for line in problems:
-        err_console.print(f"damaged: {line}", highlight=False)
-    console.print(f"{store.uri}: {len(problems)} problem(s); checked in {seconds:.1f} s", highlight=False)
+        err_console.print(f"damaged: {line}", highlight=False, soft_wrap=True)
+    console.print(f"{store.uri}: {len(problems)} problem(s); checked in {seconds:.1f} s", highlight=False,
+                  soft_wrap=True)
     if problems:
         raise typer.Exit(code=1)
 

@@ -262,3 +262,28 @@ def test_a_moved_store_reuses_the_ingest_output(tmp_path: Path):
     assert again.artifact.digest == first.artifact.digest  # same output: every downstream cache key is the same
     assert config_subset(cfg_b, STAGE_KEYS["preprocess"]) == config_subset(cfg, STAGE_KEYS["preprocess"])
     assert read_uri_bytes(row["audio"], cfg_b.storage)[:4] in (b"RIFF", b"fLaC", b"OggS")  # readable where it is now
+
+
+def test_verify_command_names_a_damaged_file_and_exits_1(tmp_path: Path):
+    """``indextts-train verify``: the periodic full pass finds bit rot no run has read yet."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    store = open_store(tmp_path / "store")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gpt.pth").write_bytes(b"weights" * 1000)
+    store.put_dir(src, "assets/checkpoint/x")
+    args = ["verify", "--set", f"storage.uri={tmp_path / 'store'}"]
+    ok = CliRunner().invoke(app, args)
+    assert ok.exit_code == 0 and "0 problem(s)" in ok.output
+    target = tmp_path / "store" / "assets" / "checkpoint" / "x" / "gpt.pth"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[10] ^= 1
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot keeps its modification time
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code == 1 and "1 problem(s)" in bad.output
+    assert "assets/checkpoint/x/gpt.pth" in bad.output and "damaged" in bad.output
