@@ -8,7 +8,8 @@ per store URI (idempotent) at the start of every run.  Credentials are not store
 workers read them from their environment (AWS variables or profile), like every other S3 access.
 
 Results are never unpickled.  Every stage task persists its result with :class:`ResultJSON`: the
-JSON of one of a fixed set of pydantic result models (or plain JSON values), validated on read.
+JSON of one of a fixed set of pydantic result models (or plain JSON values), validated on read; a
+failed task's exception is kept as its type's name and message (read back as :class:`StageFailed`).
 :meth:`StoreResults.read_path` refuses any record written with another serializer (a pickled
 record in a shared bucket would run code on every worker that reads it), naming the record.
 """
@@ -53,6 +54,10 @@ class ResultRefused(StorageError):
         super().__init__(message, transient=False)
 
 
+class StageFailed(Exception):
+    """A failed task's exception as a record keeps it: its type's name and its message, as text (never pickled)."""
+
+
 def _result_class(kind: str) -> type[BaseModel]:
     module, _, name = RESULT_TYPES[kind].partition(":")
     return getattr(importlib.import_module(module), name)
@@ -64,6 +69,9 @@ class ResultJSON(Serializer):
     type: Literal["indextts-json"] = SERIALIZER
 
     def dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, BaseException):  # a failed task's exception: its type and message, as text
+            data = {"type": type(obj).__name__, "message": str(obj)}
+            return json.dumps({"kind": "exception", "data": data}, sort_keys=True).encode()
         if isinstance(obj, BaseModel):
             kind = type(obj).__name__
             if kind not in RESULT_TYPES or _result_class(kind) is not type(obj):
@@ -80,6 +88,8 @@ class ResultJSON(Serializer):
             raise ResultRefused(f"a stage result that is not {SERIALIZER} data ({type(e).__name__}: {e})") from None
         if kind == "json":
             return data
+        if kind == "exception" and isinstance(data, dict):
+            return StageFailed(f"{data.get('type', 'Exception')}: {data.get('message', '')}")
         if kind not in RESULT_TYPES:
             raise ResultRefused(f"a stage result of unknown type {kind!r} (known: {', '.join(RESULT_TYPES)})")
         return _result_class(kind).model_validate(data)

@@ -76,8 +76,11 @@ class ObjectNotFoundError(InputError, FileNotFoundError):
     """The key does not exist in the store."""
 
 
-class CorruptArtifactError(StorageError):
-    """A stored file does not match its directory manifest (changed or damaged since it was written)."""
+class CorruptArtifactError(StorageError, InputError):
+    """A stored file does not match its recorded sha256 (changed or damaged since it was written).
+
+    Deterministic (an :class:`InputError`: never retried, one line on the console); the message names
+    the file and what to do."""
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message, transient=False)

@@ -70,3 +70,16 @@ def test_only_known_result_types_round_trip():
         ser.loads(b"\x80\x04garbage")
     with pytest.raises(ResultRefused, match="r.json: not a result record of this platform"):  # noqa: PT012
         check_record("r.json", b"\x80\x04garbage")
+
+
+def test_a_failed_tasks_exception_is_kept_as_text_not_pickled():
+    """Prefect persists a failed task's exception: as JSON text (no "Failed to serialize" warning), read back
+    as :class:`StageFailed`, never as the original (pickled) object."""
+    from indextts_core.errors import ManifestError
+    from tasks.result_storage import ResultJSON, StageFailed
+
+    blob = ResultJSON().dumps(ManifestError("no usable rows: all 4 rows were rejected"))
+    assert json.loads(blob) == {"kind": "exception", "data": {"type": "ManifestError",
+                                                            "message": "no usable rows: all 4 rows were rejected"}}
+    back = ResultJSON().loads(blob)
+    assert isinstance(back, StageFailed) and str(back) == "ManifestError: no usable rows: all 4 rows were rejected"
