@@ -9,7 +9,7 @@ folder's statistics).  Text goes through the same encoder as training
 
 * IndexTTS-2: speaker latents from the speaker prompt's features;
 * IndexTTS-2.5: the speaker row is ``speaker_projection`` of the prompt's CAMPPlus vector, computed
-  as the synthesis chain computes its style (:func:`~indextts_core.synthesis.chain.campplus_style`:
+  as the synthesis chain computes its style (:func:`~indextts_core.model.campplus.campplus_style`:
   22.05 kHz, first 15 s, resampled to 16 kHz, mean-normalised Kaldi fbank; the folder's
   ``campplus_cn_common.bin``), and each line's ``lang_embedding`` row is added to its text
   positions (the line's own language, or ``lang_code``).
@@ -95,8 +95,7 @@ def encode_lines(encoder: TextEncoder, lines: Sequence[str], language: str, max_
 
 def prompt_campplus(bundle: ModelBundle, path: Path, device: torch.device) -> torch.Tensor:
     """The (1, 192) CAMPPlus vector of a prompt file, as the synthesis chain computes its style."""
-    from indextts_core.model.campplus import load_campplus
-    from indextts_core.synthesis.chain import campplus_style
+    from indextts_core.model.campplus import campplus_style, load_campplus
 
     if not bundle.campplus_path.is_file():
         raise InputError(f"{bundle.campplus_path}: CAMPPlus weights missing (IndexTTS-2.5's speaker conditioning is "

@@ -184,6 +184,17 @@ def style_features(wave_16k: torch.Tensor) -> torch.Tensor:
     return fbank - fbank.mean(dim=0, keepdim=True)
 
 
+def campplus_style(campplus: CAMPPlus, wave_16k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CAMPPlus vector (1, 192) of a prompt and its input features (T', 80), as the official code makes them.
+
+    ``wave_16k`` (1, N): the speaker path's 16 kHz signal (:func:`~indextts_core.data.prompt_audio.to_16k`
+    of the 22.05 kHz reading); its mean-normalised Kaldi fbank (:func:`style_features`) goes through
+    ``campplus``.  The decoder's style in synthesis and, on IndexTTS-2.5, the GPT's speaker input.
+    """
+    feat = style_features(wave_16k)
+    return campplus(feat.unsqueeze(0)), feat
+
+
 def load_campplus(path: str | Path, config: dict[str, int] | None = None) -> CAMPPlus:
     """The released ``campplus_cn_common.bin`` (a plain state dict), loaded strictly, in eval mode.
 

@@ -6,9 +6,10 @@ IndexTTS-2.5 as ``infer_v2_5`` runs it.
 For one speaker prompt (:func:`prompt_state`, computed once):
 
 * the prompt at 22.05 kHz gives the reference mel; resampled to 16 kHz its Kaldi fbank gives the
-  CAMPPlus style vector (:func:`campplus_style`) and its Wav2Vec2-BERT features the GPT's speaker
-  conditioning; the same file read again at 16 kHz (the official emotion path) gives the emotion
-  features used when there is no emotion prompt (:mod:`indextts_core.data.prompt_audio`);
+  CAMPPlus style vector (:func:`~indextts_core.model.campplus.campplus_style`) and its Wav2Vec2-BERT
+  features the GPT's speaker conditioning; the same file read again at 16 kHz (the official emotion
+  path) gives the emotion features used when there is no emotion prompt
+  (:mod:`indextts_core.data.prompt_audio`);
 * 2.0: the features quantised by the semantic codec are the content whose length-regulated form is
   the decoder's prompt condition; 2.5: the features themselves are regulated (no quantisation).
 
@@ -54,7 +55,7 @@ from indextts_core.generation.decode import decode
 from indextts_core.generation.prompt import build_prompt
 from indextts_core.model.bigvgan import BigVGAN, load_bigvgan, to_pcm
 from indextts_core.model.bundle import ModelBundle
-from indextts_core.model.campplus import CAMPPlus, load_campplus, style_features
+from indextts_core.model.campplus import CAMPPlus, campplus_style, load_campplus
 from indextts_core.model.codec import SemanticCodec
 from indextts_core.model.s2mel import FRAMES_PER_CODE, LengthRegulator, MelSpec, load_front, mel_spectrogram, \
     target_lengths
@@ -156,16 +157,6 @@ class PromptState:
     prompt_condition: torch.Tensor  # (1, Tp, C)
     campplus_feat: torch.Tensor  # (T', 80)
     emo_feats: torch.Tensor  # (1, T', 1024) the same file on the emotion path (16 kHz directly)
-
-
-def campplus_style(campplus: CAMPPlus, wave_16k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CAMPPlus vector (1, 192) of a prompt and its input features (T', 80), as the official code makes them.
-
-    ``wave_16k`` (1, N): the speaker path's 16 kHz signal (:func:`~indextts_core.data.prompt_audio.to_16k`
-    of the 22.05 kHz reading); its mean-normalised Kaldi fbank goes through ``campplus``.
-    """
-    feat = style_features(wave_16k)
-    return campplus(feat.unsqueeze(0)), feat
 
 
 def official_stream(generator: torch.Generator, w2v_layers: int, prompts_encoded: int = 2) -> torch.Generator:

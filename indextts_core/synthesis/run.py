@@ -6,10 +6,13 @@ CAMPPlus; the emotion prompt (the speaker prompt read again when none is given) 
 segments and each segment is spoken (:mod:`indextts_core.synthesis.chain`):
 
 * IndexTTS-2: the training front-end and the folder's SentencePiece tokenizer, then infer_v2's
-  segments (at most ``max_text_tokens_per_segment`` tokens, :func:`~indextts_core.synthesis.segments.split_segments`);
-* IndexTTS-2.5: the line is normalised as ``infer_v2_5`` does (:class:`~indextts_core.text.encoder.TiktokenText`),
-  cut by :func:`split_v25_text` into segments of at most ``max_text_tokens_per_segment`` tiktoken
-  tokens minus the ``<|code|> `` prefix's, and each segment is framed ``"<|code|> " + segment``;
+  segments (at most ``max_text_tokens_per_segment`` tokens,
+  :func:`~indextts_core.synthesis.segments.split_segments`);
+* IndexTTS-2.5: the line is normalised as ``infer_v2_5`` does
+  (:class:`~indextts_core.text.encoder.TiktokenText`), cut by
+  :func:`~indextts_core.synthesis.segments.split_v25_text` into segments of at most
+  ``max_text_tokens_per_segment`` tiktoken tokens minus the ``<|code|> `` prefix's, and each segment
+  is framed ``"<|code|> " + segment``;
   every segment carries the language's ``lang_embedding`` row.  ``code`` is the line's own
   language, or ``lang_code`` when given (e.g. ``ar`` for Amharic text, see
   :func:`~indextts_core.text.encoder.language_choice`).
@@ -21,9 +24,8 @@ and real-time factor; for 2.5 also the language code and each line's language ro
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +38,12 @@ from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.unified_voice import UnifiedVoice
 from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, \
     official_stream, prompt_state, speak_segment, write_wav
-from indextts_core.synthesis.segments import split_segments
+from indextts_core.synthesis.segments import split_segments, v25_segments
 from indextts_core.text.encoder import SentencePieceText, TiktokenText, open_text_encoder
 from indextts_core.utils.fileio import sha256_file, write_json
 from indextts_core.utils.progress import track
 
 log = logging.getLogger(__name__)
-
-#: Where infer_v2_5 may cut a 2.5 line: after any of these marks (the mark stays with the text before it).
-V25_BREAK_AFTER = re.compile(r"(?<=[，。！？、；：,.!?;:\n])")
-
 
 @dataclass(frozen=True)
 class SynthesisResult:
@@ -65,61 +63,6 @@ class Spoken:
     @property
     def seconds(self) -> float:
         return self.pcm.size(1) / SAMPLE_RATE
-
-
-def _join_within(count: Callable[[str], int], chunks: list[str], budget: int) -> list[str]:
-    """Neighbouring ``chunks`` joined, in order, while the joined text stays within ``budget`` tokens
-    (chunks of single characters: a part cut between characters)."""
-    segments, current = [], ""
-    for chunk in chunks:
-        if current and count(current + chunk) > budget:
-            segments.append(current)
-            current = chunk
-        else:
-            current += chunk
-    return segments + [current] if current else segments
-
-
-def split_v25_text(count: Callable[[str], int], text: str, budget: int) -> list[str]:
-    """A normalised 2.5 line cut into segments of at most ``budget`` tokens (``count`` says how many a text has).
-
-    infer_v2_5's rule: a line within the budget is one segment; otherwise it is cut after sentence
-    and clause marks (:data:`V25_BREAK_AFTER`), a part still over the budget is cut between
-    characters, and the pieces are joined back, in order, while they fit.  Joined, the segments are
-    ``text``; only a single character worth more than ``budget`` tokens makes a longer segment.
-    (The official code also keeps ``<|SPECIAL_TOKEN_n|>`` pronunciation spans whole; the encoder
-    does not produce them.)
-    """
-    if count(text) <= budget:
-        return [text]
-    chunks: list[str] = []
-    for part in V25_BREAK_AFTER.split(text):
-        if part:
-            chunks += [part] if count(part) <= budget else _join_within(count, list(part), budget)
-    return _join_within(count, chunks, budget) or [text]
-
-
-def v25_segments(encoder: TiktokenText, line: str, language: str, max_tokens: int,
-                 text_positions: int) -> tuple[list[list[int]], int, tuple[str, ...]]:
-    """A 2.5 line as segment text ids, its ``lang_embedding`` row and the text the GPT's 0/1 filter dropped.
-
-    The budget per segment is ``min(max_tokens, text_positions - 2)`` minus the tokens of the
-    ``<|code|> `` prefix (at least 1), as infer_v2_5 computes it; an empty line is an InputError.
-    """
-    from indextts_core.text.tiktoken_vocab import frame_text, language_prefix
-
-    text = encoder.normalise(line, language)
-    if not text.strip():
-        raise InputError(f"nothing to say after normalisation: {line!r}")
-    code = encoder.code_for(language)
-
-    def count(s: str) -> int:
-        return len(encoder.vocab.encode(s))
-
-    budget = max(1, min(max_tokens, text_positions - 2) - count(language_prefix(code)))
-    framed = [frame_text(encoder.vocab, seg, code) for seg in split_v25_text(count, text, budget)]
-    dropped = tuple(p for f in framed for p in f.dropped_pieces)
-    return [list(f.ids) for f in framed], framed[0].lang_index, dropped
 
 
 class Synthesizer:

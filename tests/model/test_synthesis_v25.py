@@ -23,7 +23,8 @@ from indextts_core.generation.run import generate_lines, prompt_campplus
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.checkpoint import load_gpt
 from indextts_core.synthesis.chain import PromptState, SynthesisModels, load_s2mel_v25, speak_segment
-from indextts_core.synthesis.run import Synthesizer, split_v25_text, synthesize_lines, v25_segments
+from indextts_core.synthesis.run import Synthesizer, synthesize_lines
+from indextts_core.synthesis.segments import split_v25_text, v25_segments
 from indextts_core.text.tiktoken_vocab import language_index
 from tests_support import FIXTURES, write_audio
 
