@@ -60,14 +60,20 @@ class _Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset()
-    #: Fields added after runs were made, left out of the key while at their default (the value
-    #: here), so an existing run keeps its key (its cache and its resumable training folder).
-    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {}
+    #: Fields added after runs were made, left out of the key while at their default (declared once,
+    #: on the field), so an existing run keeps its key (its cache and its resumable training folder).
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """A field's default as plain data (what ``model_dump(mode="json")`` gives for it)."""
+        return cls().model_dump(mode="json")[name]
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that determine the stage's output, as plain data."""
-        omitted = self.KEY_OMITTED_AT_DEFAULT
-        return {name: value for name, value in self.model_dump(mode="json").items()
+        values = self.model_dump(mode="json")
+        omitted = {name: self.default_of(name) for name in self.KEY_OMITTED_AT_DEFAULT}
+        return {name: value for name, value in values.items()
                 if name not in self.NOT_IN_KEY and not (name in omitted and value == omitted[name])}
 
 
@@ -288,7 +294,7 @@ class ExtendBpeConfig(_Section):
     ``indextts_core.text.tiktoken_stage``.
     """
 
-    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {"lang_code": None, "lang_row_init": None}
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"lang_code", "lang_row_init"})
 
     base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")
     target_size: PositiveInt = Field(24000, description="Total vocabulary after extension (not the number added).")
@@ -356,9 +362,8 @@ class TrainConfig(_Section):
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
         "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
         "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps"})
-    KEY_OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {
-        "lora_rank": 0, "lora_alpha": 32.0, "lora_dropout": 0.0,
-        "lora_targets": ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]}
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"lora_rank", "lora_alpha", "lora_dropout",
+                                                                   "lora_targets"})
 
     epochs: PositiveInt = 2
     batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "
@@ -446,14 +451,6 @@ class TrainConfig(_Section):
         if self.text_loss_weight == 0 and self.mel_loss_weight == 0:
             raise ValueError("text_loss_weight and mel_loss_weight cannot both be 0")
         return self
-
-    def lora_spec(self) -> Any:
-        """The :class:`~indextts_core.training.lora.LoRASpec` of ``lora_*`` (None when ``lora_rank`` is 0)."""
-        if not self.lora_rank:
-            return None
-        from indextts_core.training.lora import LoRASpec
-
-        return LoRASpec(self.lora_rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets))
 
 
 class GenerationConfig(_Section):

@@ -39,6 +39,7 @@ import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ from torch import nn
 
 from indextts_core.errors import ConfigError
 from indextts_core.model.gpt2 import Conv1D
+
+if TYPE_CHECKING:
+    from indextts_core.config import TrainConfig
 
 #: Suffixes of the adapter tensors' state-dict keys.
 ADAPTER_SUFFIXES = (".lora_a", ".lora_b")
@@ -91,6 +95,13 @@ class LoRASpec:
     def scale(self) -> float:
         """The factor applied to the adapter's output: ``alpha / rank``."""
         return self.alpha / self.rank
+
+
+def lora_spec(cfg: TrainConfig) -> LoRASpec | None:
+    """The :class:`LoRASpec` of a train section's ``lora_*`` settings (None when ``lora_rank`` is 0)."""
+    if not cfg.lora_rank:
+        return None
+    return LoRASpec(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
 
 
 class LoRALinear(nn.Module):

@@ -48,6 +48,7 @@ from indextts_core.training import checkpointing as ck
 from indextts_core.training import data as D
 from indextts_core.training import distributed as dd
 from indextts_core.training.autosize import loader_workers, micro_budget, probe_model, resolve_amp
+from indextts_core.training.lora import lora_spec
 from indextts_core.training.metrics import JsonlSink, MetricSink, TensorBoardSink
 from indextts_core.training.objective import loss_sums
 from indextts_core.training.optim import build_optimizer, build_scheduler, param_groups
@@ -109,7 +110,7 @@ class Trainer:
         self.bundle: ModelBundle = open_bundle(i.checkpoint_dir)
         self.setup: ModelSetup = prepare_model(self.bundle, Path(i.tokenizer), c.freeze_base_rows,
                                                c.freeze_conditioning, c.dropout, c.gradient_checkpointing,
-                                               lora=c.lora_spec())
+                                               lora=lora_spec(c))
         self.data = open_data(Path(i.train), Path(i.val) if i.val is not None else None, i.feature_dir,
                               D.conditioning_positions(self.setup.model.cfg))
         check_index(self.data.meta, self.data.manifests[0].parent, self.setup.tokenizer, self.setup.base_gpt_sha256,
