@@ -301,6 +301,7 @@ def storage_environment(storage: StorageConfig) -> Iterator[dict[str, str]]:
     added = storage_env(storage)
     before = {var: os.environ.get(var) for var in added}
     os.environ.update(added)
+    _forget_boto3_default_session(added)
     try:
         yield added
     finally:
@@ -311,6 +312,17 @@ def storage_environment(storage: StorageConfig) -> Iterator[dict[str, str]]:
                 del os.environ[var]
             else:
                 os.environ[var] = value
+        _forget_boto3_default_session(added)
+
+
+def _forget_boto3_default_session(changed: Mapping[str, str]) -> None:
+    """boto3's module-level session resolves credentials once and keeps them: when the variables change, drop
+    it, so the next ``boto3.client(...)`` (MLflow's, Prefect's) reads the environment as it is now."""
+    import sys
+
+    boto3 = sys.modules.get("boto3")
+    if changed and boto3 is not None:
+        boto3.DEFAULT_SESSION = None
 
 
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]) -> TrackingRef:
