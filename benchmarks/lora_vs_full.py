@@ -37,7 +37,7 @@ def prepare(root: Path, version: str) -> dict[str, str]:
     """Tiny base of ``version``, its tokenizer, the demo's features and pairs under ``root``."""
     from indextts_core.config import IngestConfig, load_config
     from indextts_core.data.ingest import ManifestInput, ingest
-    from indextts_core.model.bundle import write_tiny_bundle
+    from indextts_core.tiny import write_tiny_bundle
     from indextts_core.preprocess import clips_from_manifests, preprocess
     from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
     from indextts_core.text.encoder import language_choice

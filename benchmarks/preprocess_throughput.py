@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from indextts_core.config import PreprocessConfig  # noqa: E402
 from indextts_core.data.audio import load_audio  # noqa: E402
-from indextts_core.model.bundle import open_bundle, write_tiny_bundle  # noqa: E402
+from indextts_core.model.bundle import open_bundle  # noqa: E402
+from indextts_core.tiny import write_tiny_bundle  # noqa: E402
 from indextts_core.preprocess import (  # noqa: E402
     CPU_BATCH_SECONDS,
     Clip,

@@ -122,7 +122,8 @@ def demo_copy(tmp_path: Path) -> Path:
 def base_tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small unigram base model with the official special ids, trained on English/Chinese text."""
     from indextts_core.text.frontend import split_cjk
-    from indextts_core.model.bundle import RESOURCES, train_base_tokenizer
+    from indextts_core.model.bundle import RESOURCES
+    from indextts_core.tiny import train_base_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "bpe.model"
     lines = [split_cjk(x) for x in (RESOURCES / "base_languages.txt").read_text(encoding="utf-8").splitlines()]
@@ -139,7 +140,7 @@ def tiny_tokenizer(base_tokenizer_path: Path):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
-    from indextts_core.model.bundle import write_tiny_bundle
+    from indextts_core.tiny import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", seed=0)
 
@@ -147,7 +148,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_bundle_v25(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random IndexTTS-2.5 folder (tiktoken vocabulary, codec.pth, CAMPPlus speaker row)."""
-    from indextts_core.model.bundle import write_tiny_bundle
+    from indextts_core.tiny import write_tiny_bundle
 
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle25") / "tiny", seed=0, version="2.5")
 

@@ -318,8 +318,8 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
     record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
     reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
     if not reused:
-        from indextts_core.evaluation.asr import write_tiny_whisper
-        from indextts_core.model.bundle import write_tiny_bundle
+        from indextts_core.tiny import write_tiny_whisper
+        from indextts_core.tiny import write_tiny_bundle
 
         with tempfile.TemporaryDirectory(prefix="indextts-tiny-") as staging:
             if name == "asr":

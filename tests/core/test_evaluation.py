@@ -12,7 +12,8 @@ import pytest
 
 from indextts_core.config import GenerationConfig
 from indextts_core.errors import InputError
-from indextts_core.evaluation.asr import WhisperTranscriber, write_tiny_whisper
+from indextts_core.evaluation.asr import WhisperTranscriber
+from indextts_core.tiny import write_tiny_whisper
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.promotion import choose_metric, decide
 from indextts_core.evaluation.report import write_report

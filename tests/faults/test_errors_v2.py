@@ -71,7 +71,8 @@ def test_a_truncated_w2vbert_safetensors_is_an_input_error_naming_it(tmp_path: P
 
 
 def test_a_pickled_whisper_bin_is_refused_naming_it_and_runs_nothing(tmp_path: Path):
-    from indextts_core.evaluation.asr import WhisperTranscriber, write_tiny_whisper
+    from indextts_core.evaluation.asr import WhisperTranscriber
+    from indextts_core.tiny import write_tiny_whisper
 
     folder = write_tiny_whisper(tmp_path / "whisper", languages=("en",))
     (folder / "model.safetensors").unlink()

@@ -61,7 +61,7 @@ def test_tiny_qwen_folder_names_a_tokenizer_the_official_pin_reads(tmp_path):
 
     from transformers import AutoTokenizer
 
-    from indextts_core.model.bundle import _write_tiny_qwen
+    from indextts_core.tiny.bundle import _write_tiny_qwen
 
     _write_tiny_qwen(tmp_path / "qwen", seed=0)
     config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())

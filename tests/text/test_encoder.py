@@ -18,7 +18,8 @@ from indextts_core.text.encoder import (
 )
 from indextts_core.text.frontend import TextFrontend
 from indextts_core.text.tiktoken_stage import run_tiktoken_stage
-from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index, write_tiny_tiktoken
+from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index
+from indextts_core.tiny.tiktoken import write_tiny_tiktoken
 
 LINES = ["Hello, World!", "ሰላም ለዓለም። 2015 ዓ.ም.", "¡Hola, señor!"]
 

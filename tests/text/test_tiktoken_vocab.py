@@ -26,8 +26,8 @@ from indextts_core.text.tiktoken_vocab import (
     language_index,
     load_tiktoken_vocab,
     official_special_tokens,
-    write_tiny_tiktoken,
 )
+from indextts_core.tiny.tiktoken import write_tiny_tiktoken
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",

@@ -24,7 +24,7 @@ def test_tokenizer_must_extend_the_checkpoints(processed, base_tokenizer_path: P
         prepare_model(bundle, base_tokenizer_path)
     # a tokenizer smaller than the checkpoint's vocabulary
     small = tmp_path / "small.model"
-    from indextts_core.model.bundle import train_base_tokenizer
+    from indextts_core.tiny import train_base_tokenizer
 
     train_base_tokenizer(["HELLO WORLD", "ONE TWO THREE"], small, vocab_size=30)
     with pytest.raises(InputError, match=r"has \d+ pieces, fewer than the 256 .*not an extension"):
