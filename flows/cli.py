@@ -329,7 +329,7 @@ def download(
         console.print(f"checkpoint folder: {output_dir}", highlight=False)
         if lacking:
             err_console.print(f"{output_dir}: the official inference also needs {', '.join(lacking)}; set the "
-                              "download sources that provide them (README: 'A real run')", highlight=False)
+                              "download sources that provide them (docs/real-run.md)", highlight=False)
 
 
 def _pin(config: Path, cfg: PipelineConfig, commits: dict[str, str]) -> None:
