@@ -26,7 +26,7 @@ from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import WhisperTranscriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.report import write_report
-from indextts_core.evaluation.run import EvalOptions, SpeakerEmbedder, evaluate_models
+from indextts_core.evaluation.run import SpeakerEmbedder, evaluate_models
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.campplus import load_campplus
 from indextts_core.store.objects import read_uri_bytes
@@ -101,10 +101,7 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                     transcriber.name if transcriber else "none (no CER/WER)")
         result = evaluate_models(
             models, evalset, s.out, cfg.generation, asr=transcriber, embedder=SpeakerEmbedder(speaker_model.to(device)),
-            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device,
-            options=EvalOptions(seed=cfg.generation.seed, diffusion_steps=e.diffusion_steps, cfg_rate=e.cfg_rate,
-                                max_duration_ratio=e.max_duration_ratio, resamples=e.resamples,
-                                confidence=e.confidence))
+            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device, options=e)
         paths = write_report(s.out, title=f"{cfg.run.name}: {cfg.language} evaluation")
         summary = result.summary
         metrics: dict[str, float | int] = {"items": result.items, "eval_seconds": result.seconds,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from indextts_core.config import GenerationConfig
+from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
 from indextts_core.evaluation.evalset import EvalSet
@@ -54,16 +54,8 @@ REFERENCE = "reference"
 ASR_SR = 16000
 #: Outputs shorter than this get speaker similarity 0 (too few frames for a speaker vector).
 MIN_EMBED_S = 0.2
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    seed: int = 0
-    diffusion_steps: int = 25
-    cfg_rate: float = 0.7
-    max_duration_ratio: float = 3.0
-    resamples: int = 1000
-    confidence: float = 0.95
+#: The ``evaluate`` settings recorded in ``evaluation.json`` (those that change the numbers).
+SUMMARY_OPTIONS = {"diffusion_steps", "cfg_rate", "max_duration_ratio", "resamples", "confidence"}
 
 
 @dataclass(frozen=True)
@@ -134,10 +126,14 @@ def evaluate_models(
     asr: Transcriber | None,
     embedder: SpeakerEmbedder,
     read_audio: Callable[[str], bytes],
-    options: EvalOptions = EvalOptions(),
+    options: EvaluateConfig | None = None,
     device: str | torch.device = "cpu",
 ) -> EvalResult:
-    """Speak and score every item with every model; write the results to ``out_dir``."""
+    """Speak and score every item with every model; write the results to ``out_dir``.
+
+    ``options``: the ``evaluate`` section (decoder steps, guidance, duration limit, intervals); item ``k``
+    is spoken with seed ``opts.seed + k`` (the generation section's seed)."""
+    options = options or EvaluateConfig()
     from indextts_core.synthesis.run import Synthesizer
 
     start = time.monotonic()
@@ -196,7 +192,7 @@ def evaluate_models(
             if item.reference_codes:
                 limit = max(1, int(item.reference_codes * options.max_duration_ratio))
             t = time.monotonic()
-            random = torch.Generator(device=synth.device).manual_seed(options.seed + k)
+            random = torch.Generator(device=synth.device).manual_seed(opts.seed + k)
             spoken = synth.speak(item.text, item.language, states[item.prompt_audio], random,
                                  max_mel_tokens=limit, where=f"evaluation item {item.id}")
             wav = write_wav(spoken.pcm, audio / name / f"{item.id}.wav")
@@ -218,10 +214,11 @@ def evaluate_models(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "items.jsonl", rows)
-    summary = summarise(rows, list(models), options)
+    summary = summarise(rows, list(models), options, opts.seed)
     summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
                 "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped},
-                "options": {**options.__dict__, "generation": opts.model_dump(mode="json")},
+                "options": {"seed": opts.seed, **options.model_dump(mode="json", include=SUMMARY_OPTIONS),
+                            "generation": opts.model_dump(mode="json")},
                 "seconds": round(time.monotonic() - start, 2),
                 "audio_s": round(sum(r["audio_s"] or 0 for r in rows if r["model"] != REFERENCE), 2)}
     write_json(out_dir / "evaluation.json", summary)
@@ -233,7 +230,8 @@ def _item_fields(item: Any) -> dict[str, Any]:
             "text": item.text, "prompt_id": item.prompt_id}
 
 
-def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options: EvalOptions) -> dict[str, Any]:
+def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options: EvaluateConfig,
+              seed: int = 0) -> dict[str, Any]:
     """Means with intervals per (language, group, model, metric) and overall; paired differences vs the first model.
 
     ``headline[model][metric]`` is the mean over every item; ``differences`` compare each later model with
@@ -250,7 +248,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options:
                 values[(lang, group, r["model"], metric)][r["id"]] = float(v)
     table, headline = [], {m: {} for m in names}
     for (lang, group, model, metric), by_id in sorted(values.items()):
-        est = bootstrap_mean(list(by_id.values()), options.resamples, options.confidence, options.seed)
+        est = bootstrap_mean(list(by_id.values()), options.resamples, options.confidence, seed)
         table.append({"language": lang, "group": group, "model": model, "metric": metric, **est.as_dict()})
         if lang == "all":
             headline[model][metric] = est.mean
@@ -265,7 +263,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options:
                 if not common:
                     continue
                 est = paired_difference([by_id[k] for k in common], [other[k] for k in common], options.resamples,
-                                        options.confidence, options.seed)
+                                        options.confidence, seed)
                 diffs.append({"language": lang, "group": group, "model": a, "versus": b, "metric": metric,
                               **est.as_dict()})
     return {"table": table, "differences": diffs, "headline": {k: v for k, v in headline.items() if v},

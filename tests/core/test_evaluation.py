@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indextts_core.config import GenerationConfig
+from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.errors import InputError
 from indextts_core.evaluation.asr import WhisperTranscriber
 from indextts_core.tiny import write_tiny_whisper
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.promotion import choose_metric, decide
 from indextts_core.evaluation.report import write_report
-from indextts_core.evaluation.run import REFERENCE, EvalOptions, SpeakerEmbedder, evaluate_models
+from indextts_core.evaluation.run import REFERENCE, SpeakerEmbedder, evaluate_models
 from indextts_core.evaluation.scoring import char_error_rate, has_words, normalize_for_scoring, word_error_rate
 from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
 from indextts_core.model.bundle import open_bundle
@@ -165,10 +165,10 @@ def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundl
     models = {"base": base, "fine-tuned": open_bundle(tiny_bundle.checkpoint_dir)}
     out = tmp_path / "eval"
     result = evaluate_models(
-        models, evalset, out, GenerationConfig(num_beams=1, max_mel_tokens=40),
+        models, evalset, out, GenerationConfig(num_beams=1, max_mel_tokens=40, seed=5),
         asr=WhisperTranscriber(tiny_whisper, max_new_tokens=8),
         embedder=SpeakerEmbedder(load_campplus(base.campplus_path, base.campplus_config)),
-        read_audio=lambda uri: Path(uri).read_bytes(), options=EvalOptions(seed=5, diffusion_steps=3, resamples=50))
+        read_audio=lambda uri: Path(uri).read_bytes(), options=EvaluateConfig(diffusion_steps=3, resamples=50))
     items = read_jsonl(out / "items.jsonl")
     assert len(items) == 3 * len(evalset.items)  # reference + two models
     by = {(r["model"], r["id"]): r for r in items}
