@@ -254,13 +254,10 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
                            on_step=report.on_step)
         if result.export_dir is None:
             raise InputError("training produced no checkpoint to export (no steps ran?)")
-        summary = read_json(result.summary_path)
-        run_info = read_json(out / "train.json")
         metrics: dict[str, float | int] = {
             "steps": result.steps, "epochs": result.epochs_done, "best_step": result.best_step or 0,
-            "export_verified": int(result.export_verified), "oom_backoffs": summary["oom_backoffs"],
-            "vocab_size": run_info["model"]["vocab_size"],
-            "trainable_parameters": run_info["model"]["trainable_parameters"],
+            "export_verified": int(result.export_verified), "oom_backoffs": result.oom_backoffs,
+            "vocab_size": result.model["vocab_size"], "trainable_parameters": result.model["trainable_parameters"],
             **{f"throughput.{k}": v for k, v in result.throughput.items()},
             **{f"baseline.{k.removeprefix('val/')}": v for k, v in result.baseline.items()},
             **{f"final.{k.removeprefix('val/')}": v for k, v in result.final.items()},
@@ -278,7 +275,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             result.export_dir / "config.yaml"], tags={"train.dir": str(out)}, data={"checkpoints": str(out)},
             outputs={"gpt": "gpt.pth", "config": "config.yaml", "tokenizer": tok_path.name, "checkpoints": str(out)})
         if s.run is not None and ctx.tracking is not None:
-            staged.outputs["registered_version"] = register(cfg, ctx, staged, run_info["fingerprint"], result, key,
+            staged.outputs["registered_version"] = register(cfg, ctx, staged, result.fingerprint, result, key,
                                                             inputs)
             logger.info("registered %s version %s -> %s", registered_name(cfg), staged.outputs["registered_version"],
                         staged.artifact.uri)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from indextts_core.preprocess.pairs import PairingPolicy
 
@@ -78,6 +79,9 @@ class TrainResult:
     summary_path: Path
     throughput: dict[str, float] = field(default_factory=dict)
     exported: dict[str, float] = field(default_factory=dict)  # the validation of the exported checkpoint
+    oom_backoffs: int = 0
+    model: dict[str, Any] = field(default_factory=dict)  # vocab_size, trainable_parameters, ... (ModelSetup.describe)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the inputs' digests the run is bound to
 
     @classmethod
     def from_summary(cls, path: Path) -> TrainResult:
@@ -85,7 +89,8 @@ class TrainResult:
         s = json.loads(Path(path).read_text(encoding="utf-8"))
         return cls(Path(path).parent, s["steps"], s["epochs_done"], s["best_step"], s["best_value"], s["baseline"],
                    s["final"], Path(s["export"]) if s["export"] else None, s["export_verified"],
-                   s["base_rows_unchanged"], Path(path), s["throughput"], s.get("exported", {}))
+                   s["base_rows_unchanged"], Path(path), s["throughput"], s.get("exported", {}),
+                   s.get("oom_backoffs", 0), s.get("model", {}), s.get("fingerprint", {}))
 
 
 def summarize_throughput(rates: list[Rate]) -> dict[str, float]:

@@ -459,13 +459,14 @@ class Trainer:
             "throughput": throughput, "oom_backoffs": progress.oom_backoffs,
             "micro_batch_tokens": progress.micro_tokens,
             "export": str(export_dir) if export_dir else None, "export_verified": verified,
-            "base_rows_unchanged": unchanged,
+            "base_rows_unchanged": unchanged, "model": self.setup.describe(), "fingerprint": self.fingerprint,
         }
         path = self.out / "train_summary.json"
         if d.is_main:
             write_json(path, summary)
         return TrainResult(self.out, progress.step, progress.epoch, progress.best_step, progress.best_value, baseline,
-                           last_val, export_dir, verified, unchanged, path, throughput, exported)
+                           last_val, export_dir, verified, unchanged, path, throughput, exported, progress.oom_backoffs,
+                           summary["model"], self.fingerprint)
 
 
 def _recorded(metrics: dict[str, float]) -> dict[str, float]:
