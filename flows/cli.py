@@ -919,11 +919,16 @@ def print_evaluation(data: dict[str, Any]) -> None:
                           f"[{d['low']:+.3f}, {d['high']:+.3f}]", highlight=False)
 
 
-def checked_language(code: str, cfg: PipelineConfig) -> str:
-    """``--language`` as the pipeline writes it (``amh`` -> ``am``); an unknown code is an error naming choices."""
-    from indextts_core.text.languages import canonical_language
+def checked_language(code: str, cfg: PipelineConfig | None = None) -> str:
+    """``--language`` as the pipeline writes it (``amh`` -> ``am``); an unknown code is an error naming choices
+    (and the languages with a text normaliser)."""
+    from indextts_core.languages import UnknownLanguage, canonical_language
+    from indextts_core.text.frontend import NORMALIZERS
 
-    return canonical_language(code, cfg.extra_languages)
+    try:
+        return canonical_language(code, cfg.extra_languages if cfg is not None else ())
+    except UnknownLanguage as e:
+        raise UnknownLanguage(f"{e}. Languages with a text normaliser: {', '.join(sorted(NORMALIZERS))}") from None
 
 
 def _hf_cache(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
@@ -1090,10 +1095,9 @@ def normalize(
 ) -> None:
     """Print text as the tokenizer sees it (the platform's front-end), e.g. for the official inference code."""
     from indextts_core.text.frontend import TextFrontend
-    from indextts_core.text.languages import canonical_language
 
     try:
-        language = canonical_language(language)
+        language = checked_language(language)
     except InputError as e:
         raise _fail(e) from None
     fe = TextFrontend()

@@ -575,14 +575,14 @@ class PipelineConfig(_Section):
     @field_validator("language")
     @classmethod
     def _known_language(cls, value: str, info: ValidationInfo) -> str:
-        from indextts_core.text.languages import canonical_language
+        from indextts_core.languages import canonical_language
 
         return canonical_language(value, info.data.get("extra_languages") or ())
 
     @model_validator(mode="after")
     def _known_languages_everywhere(self) -> PipelineConfig:
         """The manifests' and the tokenizer's language codes, checked and written as ``language`` is."""
-        from indextts_core.text.languages import UnknownLanguage, canonical_language
+        from indextts_core.languages import UnknownLanguage, canonical_language
 
         for i, m in enumerate(self.ingest.manifests):
             if m.language is not None:

@@ -54,7 +54,7 @@ class ManifestRow(BaseModel):
     @classmethod
     def _language(cls, v: str, info: ValidationInfo) -> str:
         """ISO 639-1/639-3 (``amh`` -> ``am``), or one of the run's ``extra_languages`` (validation context)."""
-        from indextts_core.text.languages import canonical_language
+        from indextts_core.languages import canonical_language
 
         if not LANGUAGE_PATTERN.match(v):
             raise ValueError(f"not a language code like 'am' or 'pt-BR': {v!r}")

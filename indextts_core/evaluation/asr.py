@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
+from indextts_core.languages import whisper_language
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ class Transcriber(Protocol):
     def transcribe(self, waves: Sequence[np.ndarray], language: str) -> list[str]: ...
 
     def supports(self, language: str) -> bool: ...
-
-
-def whisper_language(language: str) -> str:
-    """Whisper's code for a language: its ISO 639-1 code (the part before a region: ``pt-BR`` -> ``pt``)."""
-    return language.split("-")[0].split("_")[0].lower()
 
 
 class WhisperTranscriber:

@@ -86,7 +86,7 @@ class ModelBundle:
     def tokenizer_path(self) -> Path:
         """``bpe.model`` (or ``dataset.bpe_model``); 2.5: the tiktoken rank file ``infer_v2_5`` reads."""
         if self.is_v25:
-            from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE
+            from indextts_core.model.config import TIKTOKEN_FILE
 
             return self.checkpoint_dir / TIKTOKEN_FILE
         return self.checkpoint_dir / (self.config.get("dataset") or {}).get("bpe_model", "bpe.model")

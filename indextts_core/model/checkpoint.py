@@ -52,7 +52,7 @@ def inference_files(config: Mapping[str, Any]) -> dict[str, str]:
     its config names, falling back to the release's names."""
     files = {"gpt_checkpoint": str(config.get("gpt_checkpoint") or "gpt.pth")}
     if release_of(config.get("version")) == "2.5":  # infer_v2_5 opens these two by fixed names
-        from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE
+        from indextts_core.model.config import TIKTOKEN_FILE
 
         files |= {"tokenizer": TIKTOKEN_FILE, "semantic_codec": "codec.pth"}
     else:

@@ -23,6 +23,11 @@ from indextts_core.errors import ConfigError
 SPEAKER_CONDITIONS = ("conformer", "campplus")
 
 
+#: IndexTTS-2.5's text vocabulary in the released folder (a tiktoken rank file; IndexTTS-2 ships ``bpe.model``).
+#: A release-layout fact kept here, beside the release switch, so the model layer never imports the text layer.
+TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
+
+
 def release_of(version: Any) -> str:
     """``"2.5"`` for a ``version: 2.5`` config, ``"2.0"`` for anything else (2.0 or missing)."""
     return "2.5" if str(version).strip() == "2.5" else "2.0"

@@ -85,9 +85,9 @@ from typing import Any
 import tiktoken
 
 from indextts_core.errors import InputError
+from indextts_core.model.config import TIKTOKEN_FILE
 from indextts_core.utils.fileio import sha256_bytes
 
-TIKTOKEN_FILE = "multilingual_zh_ja_yue_char_del.tiktoken"
 OFFICIAL_NUM_RANKS = 58_836
 OFFICIAL_N_VOCAB = 60_509
 START_TEXT_ID = 0  # the GPT's start_text_token; also the id of the ordinary token ranked 0

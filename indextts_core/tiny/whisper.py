@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from indextts_core.evaluation.asr import whisper_language
+from indextts_core.languages import whisper_language
 from indextts_core.text.byte_level import byte_alphabet
 
 def write_tiny_whisper(dest: str | Path, languages: Sequence[str] = ("en", "am", "zh", "ja"), seed: int = 0) -> Path:

@@ -58,11 +58,13 @@ def canonical_language(code: str, extra: Iterable[str] = ()) -> str:
         canon = three[base]
     else:
         hint = _suggestions(base)
-        from indextts_core.text.frontend import NORMALIZERS
-
         raise UnknownLanguage(
             f"{text!r} is not an ISO 639-1 or 639-3 language code"
             + (f"; did you mean {', '.join(hint)}?" if hint else "")
-            + f" Languages with a text normaliser: {', '.join(sorted(NORMALIZERS))}. A language outside ISO 639 "
-            "can be used when listed in extra_languages")
+            + ". A language outside ISO 639 can be used when listed in extra_languages")
     return canon + (sep + rest if rest else "")
+
+
+def whisper_language(language: str) -> str:
+    """Whisper's code for a language: its ISO 639-1 code (the part before a region: ``pt-BR`` -> ``pt``)."""
+    return language.split("-")[0].split("_")[0].lower()
