@@ -10,8 +10,8 @@ exports the same best checkpoint the original machine would have.  The feature s
 by content against the hashes preprocessing recorded before training reads them.
 
 On a machine with several GPUs (``train.nproc_per_node``, default one process per GPU) the stage
-runs the same ``indextts-train train`` command under torchrun and reads its results back; the
-step metrics then reach MLflow when training ends.
+runs the core trainer under torchrun (``python -m indextts_core.training.launch``, from a spec it
+writes) and reads its results back; the step metrics then reach MLflow when training ends.
 
 Outputs: the exported checkpoint folder (official layout) as the stage artifact; the step and
 validation metrics, the run's reports and the lineage on the stage's MLflow run; a new version of
@@ -32,7 +32,7 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from indextts_core.config import PipelineConfig, dump_config
+from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess.shards import SHARD_REMEDY, recorded_shard_hashes
@@ -40,7 +40,7 @@ from indextts_core.store.objects import CHECKPOINT_RECORD, ArtifactStore, Object
 from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
 from indextts_core.text.encoder import tokenizer_in
 from indextts_core.training.metrics import read_metrics
-from indextts_core.utils.fileio import atomic_write, read_json
+from indextts_core.utils.fileio import read_json
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.preprocess import checkpoint_bundle
@@ -173,21 +173,16 @@ def processes(cfg: PipelineConfig) -> int:
 
 def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_checkpoint: Any,
                       sinks: list[Any]) -> TrainResult:
-    """Run ``indextts-train train`` under torchrun on this machine; metrics reach ``sinks`` afterwards."""
+    """Run the core trainer under torchrun on this machine (:mod:`indextts_core.training.launch`, one process per
+    GPU); metrics reach ``sinks`` afterwards."""
+    from indextts_core.training.launch import write_spec
+
     logger = logging.getLogger(__name__)
     out = Path(inputs.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = out / "train-config.yaml"
-    with atomic_write(config) as f:
-        f.write(dump_config(cfg))
+    spec = write_spec(out / "launch.json", inputs, cfg.train, cfg.run.seed, cfg.storage)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "flows.cli", "train", "--config", str(config), "--train-manifest", str(inputs.train),
-           "--tokenizer", str(inputs.tokenizer), "--checkpoint", str(inputs.checkpoint_dir),
-           "--output-dir", str(out), "--resume", "auto"]
-    if inputs.val is not None:
-        cmd += ["--val-manifest", str(inputs.val)]
-    if inputs.feature_dir is not None:
-        cmd += ["--features", str(inputs.feature_dir)]
+           "-m", "indextts_core.training.launch", str(spec)]
     logger.info("training with %d processes: %s", nproc, " ".join(cmd))
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, check=False)
     if (out / "latest.pth").is_file():
