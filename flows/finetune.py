@@ -31,16 +31,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.config_source import read_run_config
-from flows.evaluate import current_champion, evaluate_stage, promote_stage
-from flows.preprocess import FRONTEND, preprocess_stage
+from flows.evaluate import promote_stage
+from flows.graph import STAGES, StageGraph
 from flows.runtime import PipelineRun, RunSummary
 from indextts_core.config import PipelineConfig
-from tasks.corpus import corpus_task
-from tasks.download import download_task
-from tasks.extend_bpe import extend_bpe_task
-from tasks.ingest import ingest_task
-from tasks.pairs import pairs_task
-from tasks.train import train_task
 
 
 @flow(name="finetune", log_prints=True)
@@ -58,22 +52,12 @@ def finetune(cfg: PipelineConfig = PipelineConfig(),  # noqa: B008 - pydantic de
         cfg = read_run_config(config, cfg.storage, overrides)
         get_run_logger().info("configuration from %s (run %s)", config, cfg.run.name)
     with PipelineRun(cfg) as run:
-        assets = run.stage(download_task)
-        dataset = run.stage(ingest_task, assets["dataset"])
-        corpus = run.stage(corpus_task, dataset.artifact, FRONTEND)
-        tokenizer = run.stage(extend_bpe_task, corpus.artifact, assets["checkpoint"], FRONTEND)
-        index = preprocess_stage(run, dataset.artifact, tokenizer.artifact, assets["checkpoint"],
-                                 assets.get("w2v_bert"), assets.get("semantic_codec"))
-        pairs = run.stage(pairs_task, index.artifact)
-        trained = run.stage(train_task, pairs.artifact, tokenizer.artifact, assets["checkpoint"],
-                            assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("campplus"),
-                            assets.get("bigvgan"))
-        champion = current_champion(run)
-        evaluation = evaluate_stage(run, trained.artifact, assets["checkpoint"], pairs.artifact,
-                                    assets.get("w2v_bert"), assets.get("semantic_codec"), assets.get("asr"),
-                                    champion, assets.get("campplus"), assets.get("bigvgan")) \
-            if cfg.evaluate.enabled else None
-        promote_stage(run, trained, evaluation, champion)
+        stages = StageGraph(run)  # what each stage takes, declared once (flows/graph.py)
+        for name in STAGES[: STAGES.index("train") + 1]:  # download, ingest, ..., pairs, train: in pipeline order
+            stages.result(name)
+        champion = stages.champion()
+        evaluation = stages.result("evaluate") if cfg.evaluate.enabled else None
+        promote_stage(run, stages.result("train"), evaluation, champion)
         return run.finish()
 
 
