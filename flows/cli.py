@@ -19,11 +19,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from flows.printing import (
+    console,
+    err_console,
+    print_evaluation,
+    print_ingest_report,
+    print_outputs,
+    print_summary,
+    print_training,
+)
 from indextts_core.config import PipelineConfig, dump_config, load_config
 from indextts_core.errors import InputError
 
@@ -36,12 +44,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: flag names never truncated, readable at 80 columns
 )
-#: Markup is off: messages carry user text (paths, ``tokens[k]``) that rich would read as tags.  The few
-#: styled lines pass ``markup=True`` and escape what they interpolate (:func:`rich.markup.escape`).
-console = Console(markup=False)
 #: The configuration `run` uses without --config: the bundled demo, training sized for 60 clips.
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
-err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[
     Path | None,
@@ -90,41 +94,6 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: Any) -> P
 def _fail(e: Exception) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)
     return typer.Exit(code=2)
-
-
-def print_ingest_report(report: dict[str, Any]) -> None:
-    table = Table(title="Dataset", show_header=True, header_style="bold")
-    for col in ("", "clips", "minutes", "speakers"):
-        table.add_column(col, justify="right" if col else "left")
-    for lang, s in report["languages"].items():
-        table.add_row(f"language {lang}", str(s["clips"]), f"{s['seconds'] / 60:.1f}", str(s["speakers"]))
-    for split, s in report["splits"].items():
-        table.add_row(f"split {split}", str(s["clips"]), f"{s['seconds'] / 60:.1f}", str(s["speakers"]))
-    table.add_row("total", str(report["clips"]), f"{report['seconds'] / 60:.1f}", str(report["speakers"]),
-                  style="bold")
-    console.print(table)
-    rejected = f"{report['rejected']} rejected"
-    if report["rejected"]:
-        reasons = ", ".join(f"{k}: {v}" for k, v in report["rejected_by_reason"].items())
-        rejected += f" ({reasons})"
-    console.print(f"rows read: {report['rows_read']}, accepted: {report['clips']}, {rejected}")
-    if report.get("fields_renamed"):
-        console.print("fields renamed from the manifests' own names: " + ", ".join(
-            f"{k} ({n} rows)" for k, n in report["fields_renamed"].items()), highlight=False)
-    if report.get("rows_without_language"):
-        console.print("rows that named no language and were given one: " + ", ".join(
-            f"{n} -> {lang}" for lang, n in report["rows_without_language"].items()), highlight=False)
-    d = report["duration_s"]
-    console.print(f"clip durations: min {d['min']} s, median {d['median']} s, max {d['max']} s")
-
-
-def print_outputs(title: str, outputs: dict[str, Any]) -> None:
-    table = Table(title=title, show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("where")
-    for k, v in outputs.items():
-        table.add_row(k, str(v))
-    console.print(table)
 
 
 # --------------------------------------------------------------------------- commands
@@ -212,64 +181,6 @@ def prefect_defaults() -> None:
         start_temporary_api(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
     except RuntimeError as e:
         raise _fail(e) from None
-
-
-def print_summary(summary: Any) -> None:
-    results = summary.results
-    ingest = results.get("ingest")
-    if ingest:
-        print_ingest_report(ingest["data"]["report"])
-    tok = results.get("extend-bpe")
-    if tok:
-        m = tok["metrics"]
-        if "base_size" in m:
-            console.print(f"tokenizer: {m['base_size']} -> {m['vocab_size']} pieces (+{m['chars_added']} characters, "
-                          f"+{m['pieces_added']} pieces), model rows {m['model_rows']}, base drift "
-                          f"{m['base_drift']:.1%}")
-        else:  # an IndexTTS-2.5 base: the vocabulary is kept
-            console.print(f"tokenizer: {tok['data']['note']}")
-    trained = results.get("train")
-    if trained:
-        m = trained["metrics"]
-        if "final.loss" in m:
-            console.print(f"training: {m['steps']} steps; validation loss {m.get('baseline.loss', float('nan')):.3f} "
-                          f"-> {m['final.loss']:.3f}, mel_top1 {m.get('baseline.mel_top1', float('nan')):.3f} -> "
-                          f"{m['final.mel_top1']:.3f}; export verified: {bool(m.get('export_verified'))}; "
-                          f"registered version {trained['outputs'].get('registered_version') or '-'}")
-        print_generation(m)
-    if results.get("evaluate"):
-        print_evaluation(results["evaluate"]["data"])
-    promoted = results.get("promote")
-    if promoted:
-        d = promoted["decision"]
-        console.print(f"promotion: {promoted['registered_model']} v{promoted['version'] or '-'} -> "
-                      f"{promoted['alias'] or '-'}: {d['reason']}", highlight=False)
-    table = Table(title=f"Run {summary.run_name}: {summary.status}")
-    for col in ("stage", "status", "s", "output"):
-        table.add_column(col)
-    for row in summary.stages:
-        table.add_row(row.stage, row.status, f"{row.seconds:.1f}", row.output)
-    console.print(table)
-    print_outputs("Where things are", {
-        "run folder": summary.output_dir,
-        "summary": str(Path(summary.output_dir) / "summary.md"),
-        **({"evaluation report": str(Path(summary.output_dir) / "evaluate" / "report.html")}
-           if results.get("evaluate") and not results["evaluate"]["data"].get("skipped") else {}),
-        "artifact store": summary.store,
-        "MLflow run": summary.mlflow_link or "",
-    })
-
-
-def print_generation(m: dict[str, Any]) -> None:
-    """Does it speak? The validation decodes of the base model and of the trained one, per language."""
-    if "final.gen/stop_rate" not in m:
-        return
-    groups = [""] + sorted({k.split("/")[1] + "/" for k in m if k.startswith("final.gen/") and k.count("/") == 2})
-    for g in groups:
-        def pair(name: str, g: str = g) -> str:
-            return f"{m.get(f'baseline.gen/{g}{name}', float('nan')):.2f} -> {m[f'final.gen/{g}{name}']:.2f}"
-        console.print(f"generation{' ' + g.rstrip('/') if g else ''}: stop rate {pair('stop_rate')}, length ratio "
-                      f"{pair('length_ratio')}, repeated 4-grams {pair('repeated_4gram')}", highlight=False)
 
 
 def _run_stage(cfg: PipelineConfig, stage: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -798,38 +709,6 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
         print_training({"metrics": metrics, "outputs": {"checkpoints": str(result.output_dir)}})
 
 
-def print_training(result: dict[str, Any]) -> None:
-    m = result["metrics"]
-    base = {k.removeprefix("baseline."): v for k, v in m.items() if k.startswith("baseline.")}
-    final = {k.removeprefix("final."): v for k, v in m.items() if k.startswith("final.")}
-    if final:
-        table = Table(title=f"Validation: step 0 -> step {m['steps']}")
-        for col in ("", "loss", "text_loss", "mel_loss", "mel_top1"):
-            table.add_column(col, justify="right" if col else "left")
-        groups = sorted({k.rpartition("/")[0] for k in final if not k.startswith("gen/")})
-        for g in groups:
-            prefix = f"{g}/" if g else ""
-            cells = []
-            for name in ("loss", "text_loss", "mel_loss", "mel_top1"):
-                a, b = base.get(prefix + name), final.get(prefix + name)
-                cells.append(f"{a:.3f} -> {b:.3f}" if a is not None and b is not None else
-                             (f"{b:.3f}" if b is not None else ""))
-            table.add_row(g or "all", *cells)
-        console.print(table)
-        print_generation(m)
-    if "throughput.tokens_per_s" in m:
-        console.print(f"steps: {m['steps']}; {m['throughput.tokens_per_s']:.0f} tokens/s, "
-                      f"{m['throughput.samples_per_s']:.1f} samples/s; padding {m['throughput.padding_share']:.1%}; "
-                      f"best step {m['best_step']}")
-    ckpts = result["outputs"]["checkpoints"]
-    print_outputs("Outputs", {
-        "checkpoints": ckpts, "TensorBoard": f"{Path(sys.executable).parent / 'tensorboard'} --logdir {ckpts}",
-        "export (official layout)": f"{ckpts}/export (strict reload verified: {bool(m.get('export_verified'))}; "
-                                    f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
-        "registered version": result["outputs"].get("registered_version") or "-",
-    })
-
-
 @app.command()
 def evaluate(
     model: Annotated[Path | None, typer.Option(
@@ -895,28 +774,6 @@ def evaluate(
         raise typer.Exit(1)
     print_outputs("Evaluation", {"report": str(dest / "report.html"), "table": str(dest / "report.md"),
                                  "seconds": f"{result['metrics']['eval_seconds']:.1f}"})
-
-
-def print_evaluation(data: dict[str, Any]) -> None:
-    """The headline numbers of an evaluation: every model over all items, and the new model's difference."""
-    from indextts_core.evaluation.report import LABELS
-
-    if data.get("skipped"):
-        err_console.print(f"evaluation skipped: {data['skipped']}", highlight=False)
-        return
-    headline = data["headline"]
-    metrics = [m for m in LABELS if any(m in v for v in headline.values())]
-    table = Table(title=f"Evaluation (all items; ASR: {data.get('asr') or 'none'})")
-    table.add_column("model")
-    for m in metrics:
-        table.add_column(LABELS[m], justify="right")
-    for name, values in headline.items():
-        table.add_row(name, *[f"{values[m]:.3f}" if m in values else "" for m in metrics])
-    console.print(table)
-    for d in data.get("differences", []):
-        if d["model"] == "fine-tuned" and d["metric"] in ("cer", "speaker_sim"):
-            console.print(f"fine-tuned - {d['versus']}: {LABELS[d['metric']]} {d['mean']:+.3f} "
-                          f"[{d['low']:+.3f}, {d['high']:+.3f}]", highlight=False)
 
 
 def checked_language(code: str, cfg: PipelineConfig | None = None) -> str:
