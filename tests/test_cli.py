@@ -10,22 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests_support import DEMO_DIR, expect
-
-CLI = str(Path(sys.executable).parent / "indextts-train")
-
-
-def cli(*args: str, cwd: Path | None = None, check: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no test harness leaking in
-    # one OpenMP thread: torch's spinning threads slow a command many times over whenever something else
-    # wants a core (its Prefect server, the session's, a neighbour's job), on a 2-core CI runner easily 20x
-    env = {"OMP_NUM_THREADS": "1", **base, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
-    proc = subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
-
+from tests_support import DEMO_DIR, cli, expect
 
 def test_help_lists_every_stage():
     out = cli("--help").stdout

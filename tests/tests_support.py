@@ -213,3 +213,19 @@ def check_forward_outputs(out: Any, o: dict) -> None:
     close(out.mel_logits.transpose(1, 2), o["mel_logits"])
     close(out.mel_latent[:, :-2], o["latent"])
     close(out.mel_latent[:, :-2], o["latent_precomputed_cond"])
+
+
+#: The installed command line, run as a user would (a subprocess).
+CLI = str(Path(sys.executable).parent / "indextts-train")
+
+
+def cli(*args: str, cwd: Path | None = None, check: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # no test harness leaking in
+    # one OpenMP thread: torch's spinning threads slow a command many times over whenever something else
+    # wants a core (its Prefect server, the session's, a neighbour's job), on a 2-core CI runner easily 20x
+    env = {"OMP_NUM_THREADS": "1", **base, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc

@@ -152,7 +152,7 @@ def test_bad_inputs_are_named(base_tokenizer_path: Path, tmp_path: Path):
 
 
 def test_cli_extend_bpe_as_the_seed_writes_it(base_tokenizer_path: Path, tmp_path: Path, prefect_env: dict[str, str]):
-    from test_cli import cli
+    from tests_support import cli
 
     shutil.copy(base_tokenizer_path, tmp_path / "bpe.model")
     out = cli("extend-bpe", "--base-model", str(tmp_path / "bpe.model"), "--manifests",

@@ -116,7 +116,7 @@ def test_secrets_are_masked_and_dump_round_trips(tmp_path: Path):
     assert load_config(path) == load_config(overrides=["train.epochs=4"])
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path):
     """Every configuration under configs/ is valid as shipped (a stale example fails here, not at a user's desk)."""
@@ -137,7 +137,7 @@ def test_the_real_run_config_names_every_model_source():
     all six hub sources (each with a revision `download --pin` turns into a commit)."""
     from indextts_core.store.download import configured_assets
 
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "indextts2-amharic.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "indextts2-amharic.yaml")
     assets = configured_assets(cfg)
     for name in ("checkpoint", "w2v_bert", "semantic_codec", "campplus", "bigvgan", "asr"):
         assert assets[name].source.startswith("hf://") and assets[name].revision, name
