@@ -17,7 +17,6 @@ Not cached: the registry changes between runs (another run may have promoted a m
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -26,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
-from indextts_core.evaluation.promotion import Decision, choose_metric, decide
+from indextts_core.evaluation.promotion import Decision, choose_metric, decide, finite_number
 from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, is_present
 from tasks.context import RunContext
@@ -69,15 +68,6 @@ def champion_task(cfg: PipelineConfig, ctx: RunContext) -> Champion | None:
     return Champion(version=found["version"], source=found["source"], artifact=artifact, tags=found["tags"])
 
 
-def _number(value: Any) -> float | None:
-    """A recorded number as a float; None when missing or not a finite number ('', 'nan', NaN)."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def exported_loss(trained: StageResult) -> float | None:
     """The validation loss of the checkpoint the training exported (its best one, ``exported.loss``).
 
@@ -85,21 +75,10 @@ def exported_loss(trained: StageResult) -> float | None:
     step (the exported checkpoint), else None (unknown)."""
     m = trained.metrics
     if "exported.loss" in m:
-        return _number(m["exported.loss"])
+        return finite_number(m["exported.loss"])
     if m.get("best_step") and m.get("best_step") == m.get("steps"):
-        return _number(m.get("final.loss"))
+        return finite_number(m.get("final.loss"))
     return None
-
-
-def _decide(metric: str, candidate: Any, incumbent: Any, incumbent_name: str, **rule: Any) -> Decision:
-    """:func:`decide`, except that a missing or NaN incumbent number never promotes (nothing shows the candidate
-    is better: "the first measured model is champion" made a model champion after a resume lost its baseline)."""
-    candidate, incumbent = _number(candidate), _number(incumbent)
-    if candidate is not None and incumbent is None:
-        return Decision(False, metric, candidate, None, incumbent_name, reason=(
-            f"no {incumbent_name} {metric} to compare with (not recorded, or not a number), so nothing shows the "
-            f"candidate ({metric} {candidate:.4f}) is better: not promoted; set the alias by hand if it should serve"))
-    return decide(metric, candidate, incumbent, incumbent_name, **rule)
 
 
 def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
@@ -111,9 +90,9 @@ def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult
     if metric == "val_loss":
         candidate = exported_loss(trained)
         if champion is not None:
-            return _decide(metric, candidate, champion.tags.get("eval.val_loss"),
+            return decide(metric, candidate, champion.tags.get("eval.val_loss"),
                            f"champion v{champion.version} (recorded)", **rule)
-        return _decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
+        return decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
     if evaluation is None:
         return decide(metric, None, None, "incumbent", **rule)
     headline = evaluation.data["headline"]
@@ -121,13 +100,13 @@ def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult
     if champion is not None and "champion" in headline:
         incumbent, name, key = headline["champion"].get(metric), f"champion v{champion.version}", "champion"
     elif champion is not None:
-        return _decide(metric, candidate, champion.tags.get(f"eval.{metric}"),
+        return decide(metric, candidate, champion.tags.get(f"eval.{metric}"),
                        f"champion v{champion.version} (recorded)", **rule)
     else:
         incumbent, name, key = headline.get("base", {}).get(metric), "base model", "base"
     interval = next((d for d in evaluation.data.get("differences", [])
                      if d["model"] == "fine-tuned" and d["versus"] == key and d["metric"] == metric), None)
-    return _decide(metric, candidate, incumbent, name, interval=interval, **rule)
+    return decide(metric, candidate, incumbent, name, interval=interval, **rule)
 
 
 @task(name="promote", cache_policy=NO_CACHE, **STAGE_TASK_OPTIONS)

@@ -4,12 +4,14 @@ The candidate (the fine-tuned model of this run) is compared with the incumbent:
 champion when there is one, else the base model, on one metric (``promotion.metric``: CER by
 default when an ASR model is configured, else validation loss).  It wins when it is better by more
 than ``min_improvement`` and, with ``require_significant``, when the paired bootstrap interval of
-the difference excludes zero.  The decision keeps its numbers, so it can be recorded on the
-registered version and shown in the report.
+the difference excludes zero.  A missing or non-finite number on either side never promotes (a
+resume that lost its baseline, a champion recorded without the metric).  The decision keeps its
+numbers, so it can be recorded on the registered version and shown in the report.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,23 +38,34 @@ class Decision:
         return {f"{prefix}{k}": "" if v is None else str(v) for k, v in self.as_dict().items()}
 
 
+def finite_number(value: Any) -> float | None:
+    """A recorded number as a float; None when missing or not a finite number ('', 'nan', NaN)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def choose_metric(configured: str, has_asr: bool) -> str:
     if configured != "auto":
         return configured
     return "cer" if has_asr else "val_loss"
 
 
-def decide(metric: str, candidate: float | None, incumbent: float | None, incumbent_name: str, *,
+def decide(metric: str, candidate: Any, incumbent: Any, incumbent_name: str, *,
            interval: Mapping[str, float] | None = None, min_improvement: float = 0.0,
            require_significant: bool = False) -> Decision:
     """Promote when the candidate beats the incumbent on ``metric`` (see the module docstring)."""
     lower = LOWER_IS_BETTER[metric]
+    candidate, incumbent = finite_number(candidate), finite_number(incumbent)
     if candidate is None:
         return Decision(False, metric, None, incumbent, incumbent_name,
                         reason=f"the candidate has no {metric} (not measured), so nothing shows it is better")
-    if incumbent is None:
-        return Decision(True, metric, candidate, None, incumbent_name,
-                        reason=f"no {incumbent_name} {metric} to compare with: the first measured model is champion")
+    if incumbent is None:  # a lost baseline, a champion without the metric: nothing to beat is not a win
+        return Decision(False, metric, candidate, None, incumbent_name, reason=(
+            f"no {incumbent_name} {metric} to compare with (not recorded, or not a number), so nothing shows the "
+            f"candidate ({metric} {candidate:.4f}) is better: not promoted; set the alias by hand if it should serve"))
     diff = candidate - incumbent
     gain = -diff if lower else diff
     low = high = None

@@ -113,7 +113,10 @@ def test_promotion_rule():
     assert not noisy.promote and "includes 0" in noisy.reason
     sure = decide("cer", 0.2, 0.3, "champion v2", interval={"low": -0.15, "high": -0.05}, require_significant=True)
     assert sure.promote and sure.tags()["promotion.promote"] == "True"
-    assert decide("cer", 0.2, None, "champion v1").promote  # nothing measured before: the first is champion
+    # nothing to beat is not a win: a lost baseline or a champion without the metric never promotes
+    assert not decide("cer", 0.2, None, "champion v1").promote
+    assert not decide("val_loss", 3.9, float("nan"), "base model").promote
+    assert not decide("val_loss", 3.9, "nan", "champion v1 (recorded)").promote
     assert not decide("cer", None, 0.3, "base model").promote
     assert choose_metric("auto", has_asr=True) == "cer" and choose_metric("auto", has_asr=False) == "val_loss"
 
