@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from indextts_core.store.objects import HASH_BUFFER, DirInfo, ObjectInfo, file_sha256, verify_dir
+from indextts_core.store.objects import DirInfo, ObjectInfo, verify_dir
+from indextts_core.utils.fileio import HASH_BUFFER, sha256_file
 
 GB = 1024**3
 
@@ -32,7 +33,7 @@ def make_files(folder: Path, total_mb: int, files: int) -> DirInfo:
             for _ in range(per // (4 << 20)):
                 f.write(os.urandom(4 << 20))
             f.write(os.urandom(per % (4 << 20)))
-        infos.append(ObjectInfo(path.name, path.stat().st_size, file_sha256(path)))  # also warms the page cache
+        infos.append(ObjectInfo(path.name, path.stat().st_size, sha256_file(path)))  # also warms the page cache
     return DirInfo("bench", tuple(infos))
 
 

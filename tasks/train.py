@@ -36,11 +36,11 @@ from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess.shards import SHARD_REMEDY, recorded_shard_hashes
-from indextts_core.store.objects import CHECKPOINT_RECORD, ArtifactStore, ObjectInfo, file_sha256, read_uri_bytes
+from indextts_core.store.objects import CHECKPOINT_RECORD, ArtifactStore, ObjectInfo, read_uri_bytes
 from indextts_core.training import STAGE_VERSION, TrainInputs, TrainResult, train
 from indextts_core.text.encoder import tokenizer_in
 from indextts_core.training.metrics import read_metrics
-from indextts_core.utils.fileio import read_json
+from indextts_core.utils.fileio import read_json, sha256_file
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.preprocess import checkpoint_bundle
@@ -88,7 +88,7 @@ def feature_folder(store: ArtifactStore, index_dir: Path, cache_dir: Path | None
 def _fetch_shard(store: ArtifactStore, key: str, path: Path, sha256: str | None) -> None:
     """``path`` holds the shard ``key`` with the content ``sha256`` names (default: the store's recorded hash)."""
     want = sha256 or store.info(key).sha256
-    if path.is_file() and file_sha256(path) == want:
+    if path.is_file() and sha256_file(path) == want:
         return
     store.get_file_verified(key, path, want, SHARD_REMEDY)
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from indextts_core.store.objects import CorruptArtifactError, corrupt_message, file_sha256
-from indextts_core.utils.fileio import atomic_write
+from indextts_core.store.objects import CorruptArtifactError, corrupt_message
+from indextts_core.utils.fileio import atomic_write, sha256_file
 from indextts_core.utils.safe_load import safetensors_open
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def recorded_shard_hashes(meta: Mapping[str, Any]) -> dict[str, str] | None:
 
 def verify_shard(path: Path, sha256: str) -> None:
     """Check one shard by content against the sha256 recorded when it was written."""
-    got = file_sha256(path)
+    got = sha256_file(path)
     if got != sha256:
         raise CorruptArtifactError(corrupt_message(f"feature shard {path}", got, sha256, SHARD_REMEDY))
 

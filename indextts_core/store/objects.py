@@ -58,10 +58,11 @@ from typing import Any
 from indextts_core.errors import InputError, OutputError, StorageError
 from indextts_core.utils.fileio import (
     STALE_TEMP_AGE_S,
-    atomic_path,
     atomic_write,
+    copy_hashing,
     remove_stale_temp_files,
     sha256_bytes,
+    sha256_file,
 )
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 DIR_MANIFEST = ".indextts-dir.json"
 _MB = 1024 * 1024
 #: Read size for hashing and copying: large reads keep sha256, not the system calls, the bottleneck.
-HASH_BUFFER = 8 * _MB
 
 
 class ObjectNotFoundError(InputError, FileNotFoundError):
@@ -138,36 +138,6 @@ def _check_key(key: str) -> str:
 
 def _join(prefix: str, rel: str) -> str:
     return _check_key(f"{prefix.rstrip('/')}/{rel}" if prefix else rel)
-
-
-def _read_chunks(f: Any, buf: bytearray) -> Iterable[memoryview]:
-    """The content of the binary file ``f`` in chunks read into ``buf`` (no allocation per chunk)."""
-    view = memoryview(buf)
-    while n := f.readinto(buf):
-        yield view[:n]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's content, read in large chunks (the store's one hashing routine)."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        for chunk in _read_chunks(f, bytearray(HASH_BUFFER)):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def copy_hashing(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, str]:
-    """Copy ``src`` to ``dst`` atomically, hashing the bytes on the way: (size, sha256) of what was written.
-
-    One read of ``src``: the hash describes exactly the bytes written, not a second read of them.
-    """
-    h, size = hashlib.sha256(), 0
-    with open(src, "rb", buffering=0) as fin, atomic_path(dst) as tmp, open(tmp, "wb", buffering=0) as fout:
-        for chunk in _read_chunks(fin, bytearray(HASH_BUFFER)):
-            h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
 
 
 def corrupt_message(where: str, got: str, want: str, what_to_do: str = "") -> str:
@@ -244,7 +214,7 @@ class ArtifactStore(ABC):
         """
         dest = Path(dest)
         self.get_file(key, dest)
-        got = file_sha256(dest)
+        got = sha256_file(dest)
         if got != sha256:
             dest.unlink(missing_ok=True)
             raise CorruptArtifactError(corrupt_message(self.uri_for(key), got, sha256, what_to_do))
@@ -300,7 +270,7 @@ class ArtifactStore(ABC):
         dest = Path(dest)
         for f in info.files:
             target = dest / f.key
-            if target.is_file() and target.stat().st_size == f.size and file_sha256(target) == f.sha256:
+            if target.is_file() and target.stat().st_size == f.size and sha256_file(target) == f.sha256:
                 continue
             self.get_file_verified(_join(prefix, f.key), target, f.sha256)
         return dest
@@ -376,7 +346,7 @@ class LocalStore(ArtifactStore):
         if not src.is_file():
             raise ObjectNotFoundError(f"{src}: no such object in the store")
         if src.resolve() == dest.resolve():
-            got = file_sha256(src)
+            got = sha256_file(src)
         else:
             _, got = copy_hashing(src, dest)
         if got != sha256:
@@ -419,7 +389,7 @@ class LocalStore(ArtifactStore):
         path = self._path(key)
         try:
             size = path.stat().st_size
-            digest = file_sha256(path)
+            digest = sha256_file(path)
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFoundError(f"{path}: no such object in the store") from None
         return ObjectInfo(_check_key(key), size, digest)
@@ -541,7 +511,7 @@ def verify_dir(folder: Path, info: DirInfo, label: str) -> None:
             size = path.stat().st_size
         except FileNotFoundError:
             raise CorruptArtifactError(f"{label}/{f.key}: missing (listed in the directory manifest)") from None
-        got = file_sha256(path) if size == f.size else f"size {size} != {f.size}"
+        got = sha256_file(path) if size == f.size else f"size {size} != {f.size}"
         if got != f.sha256:
             raise CorruptArtifactError(corrupt_message(f"{label}/{f.key}", got, f.sha256))
 

