@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    from flows.cli import prefect_defaults
+    from flows.cli_support import prefect_defaults
 
     prefect_defaults()
     with tempfile.TemporaryDirectory(prefix="listening-cost-") as tmp:

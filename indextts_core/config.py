@@ -7,7 +7,9 @@ can be overridden with dotted ``key=value`` strings (``train.epochs=3``), which 
 runs from.
 
 Each section is also the options object of its stage's code (no copies): core functions take
-the section.  The module is longer than the others on purpose: every option of a run, with its
+the section, and the command-line flags of its stage's command are made from its fields
+(``flows/flags.py``); a seed-guide flag name that differs from the field's is declared on the field
+(``json_schema_extra={"flags": [...]}``).  The module is longer than the others on purpose: every option of a run, with its
 default and description, is readable in this one file (it is also the UI form of a deployment).
 
 Errors name the field and where the bad value came from::
@@ -256,15 +258,18 @@ class IngestConfig(_Section):
         default_factory=lambda: [ManifestSource(path="manifest.jsonl", format="jsonl")],
         min_length=1,
     )
-    min_duration_s: float = Field(0.5, ge=0, description="Shorter clips are rejected.")
-    max_duration_s: float = Field(30.0, gt=0, description="Longer clips are rejected (model limit: ~36 s).")
+    min_duration_s: float = Field(0.5, ge=0, description="Shorter clips are rejected.",
+                                  json_schema_extra={"flags": ["--min-duration"]})
+    max_duration_s: float = Field(30.0, gt=0, description="Longer clips are rejected (model limit: ~36 s).",
+                                  json_schema_extra={"flags": ["--max-duration"]})
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each speaker's clips held out.")
     val_min_speaker_clips: int = Field(
         3, ge=2, description="Speakers (per language) with fewer clips stay entirely in train."
     )
     val_speakers: list[str] = Field(
         default_factory=list, description="Speakers held out entirely (all their clips in validation), so "
-        "validation also measures voices never trained on; reported separately as unseen_speakers.")
+        "validation also measures voices never trained on; reported separately as unseen_speakers.",
+        json_schema_extra={"flags": ["--val-speaker"]})
     max_rejected_fraction: float = Field(
         0.5, ge=0, le=1, description="Fail the stage when more than this share of rows is rejected."
     )
@@ -298,7 +303,8 @@ class ExtendBpeConfig(_Section):
 
     base_model: str | None = Field(None, description="Base tokenizer; default: the checkpoint's (bpe.model).")
     target_size: PositiveInt = Field(24000, description="Total vocabulary after extension (not the number added).")
-    languages: list[str] | None = Field(None, description="Languages to mine; default: [language].")
+    languages: list[str] | None = Field(None, description="Languages to mine; default: [language].",
+                                        json_schema_extra={"flags": ["--language"]})
     max_base_drift: float = Field(0.0, ge=0, le=1, description="Allowed share of base probe sentences whose "
                                   "segmentation changes.")
     min_char_count: PositiveInt = Field(1, description="Characters seen this often get a piece (no <unk>).")
@@ -441,8 +447,8 @@ class TrainConfig(_Section):
     output_name: str = Field("trained_ckpts", description="Folder of checkpoints and logs under run.output_dir; "
                              "each set of inputs and settings trains in its own <key>/ sub-folder.")
     checkpoint_dir: Path | None = Field(None, description="Train in exactly this folder instead of "
-                                        "run.output_dir/output_name/<key> (what the train command's --output-dir "
-                                        "sets).")
+                                        "run.output_dir/output_name/<key>.",
+                                        json_schema_extra={"flags": ["--output-dir"]})
     registered_model: str | None = Field(None, description="MLflow registered-model name for the export "
                                          "(default: indextts2-<language>); the flow registers every finished run.")
 

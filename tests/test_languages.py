@@ -25,7 +25,7 @@ def test_codes_are_written_one_way_and_unknown_ones_name_the_choices():
     assert canonical_language("yue") == "yue"  # ISO 639-3 without a two-letter code stays
     with pytest.raises(UnknownLanguage, match=r"'zz' is not an ISO 639-1 or 639-3.*zu \(Zulu\).*extra_languages"):
         canonical_language("zz")
-    from flows.cli import checked_language  # the command line also names the languages with a normaliser
+    from flows.cli_support import checked_language  # the command line also names the languages with a normaliser
 
     with pytest.raises(UnknownLanguage, match=r"'zz' is not .*normaliser: am"):
         checked_language("zz")

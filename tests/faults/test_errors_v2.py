@@ -137,14 +137,13 @@ def test_a_planted_result_that_is_not_json_data_is_logged_as_an_error_and_recomp
 
 
 def test_an_empty_lines_file_fails_before_any_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import flows.cli
     from flows.cli import app
+    from flows.commands import speech
 
     def no_model(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was opened")
 
-    monkeypatch.setattr(flows.cli, "_open_model", no_model)
-    monkeypatch.setattr(flows.cli, "_run_stage", no_model)
+    monkeypatch.setattr(speech, "open_model", no_model)
     model = tmp_path / "model"
     model.mkdir()
     prompt = tmp_path / "voice.wav"
@@ -161,7 +160,7 @@ def test_an_empty_lines_file_fails_before_any_model_loads(tmp_path: Path, monkey
 
 
 def test_a_stage_that_fails_on_its_input_logs_one_line_not_a_traceback(caplog: pytest.LogCaptureFixture):
-    from flows.cli import RUN_LOGGERS, _INPUT_ERROR_TRACEBACKS, quiet_input_error_tracebacks
+    from flows.cli_support import RUN_LOGGERS, _INPUT_ERROR_TRACEBACKS, quiet_input_error_tracebacks
 
     @task(retries=0)
     def load(kind: str) -> None:

@@ -129,7 +129,7 @@ def test_a_folder_without_the_synthesis_files_is_named(tmp_path: Path, hub: Path
 def test_branch_revisions_are_pinned_to_their_commits_in_the_config(tmp_path: Path, hub: Path):
     """`revision: main` is accepted (a branch name), resolved, recorded, and `download --pin` writes the commit into
     the YAML in place (comments and layout kept), so the next run cannot drift."""
-    from flows.cli import _pin
+    from flows.commands.data import _pin
     from indextts_core.config import load_config
     from indextts_core.store.download import pins
 
