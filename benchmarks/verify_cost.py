@@ -1,7 +1,7 @@
 """What verifying by content costs: seconds per GB of sha256 verification vs a plain read of the same bytes.
 
 Writes a few hundred MB of temporary files, then, in the same run, times (1) reading every file
-in full and (2) :func:`~indextts_core.store.objects.verify_dir` (what every stage's input goes
+in full and (2) :func:`~indextts_core.store.materialize.verify_dir` (what every stage's input goes
 through: each file hashed against its directory manifest).  Both passes read from the page cache
 after the first warm-up read, so the ratio is the hashing overhead itself.  Prints both figures
 and their ratio; asserts nothing.
@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from indextts_core.store.objects import DirInfo, ObjectInfo, verify_dir
+from indextts_core.store.materialize import verify_dir
+from indextts_core.store.objects import DirInfo, ObjectInfo
 from indextts_core.utils.fileio import HASH_BUFFER, sha256_file
 
 GB = 1024**3

@@ -72,7 +72,7 @@ def first_start_lock() -> Iterator[None]:
     if db is None:
         yield
         return
-    from tasks.tracking import file_lock
+    from tasks.tracking_store import file_lock
 
     with file_lock(db.with_name(db.name + ".lock"), "Prefect's database lock"):
         yield

@@ -211,7 +211,7 @@ def lay_out_checkpoint(cfg: PipelineConfig, assets: dict[str, Any], dest: Path) 
     official ``model_download.py`` leaves them (each file atomically; the semantic codec and CAMPPlus
     under the file names the official code caches them as).  Returns what the official inference
     still lacks there (empty when the folder is complete)."""
-    from indextts_core.store.download import missing_entries
+    from indextts_core.store.sources import missing_entries
 
     store = store_for(cfg)
     renamed = {"semantic_codec": (".safetensors", CODEC_FILE), "campplus": (".bin", CAMPPLUS_FILE)}

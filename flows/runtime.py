@@ -30,16 +30,10 @@ from tasks.download import DownloadResult
 from tasks.promote import PromotionResult
 from tasks.context import RunContext
 from tasks.result_storage import result_storage
-from tasks.tracking import (
-    end_run,
-    log_parent_artifact,
-    log_parent_metrics,
-    parent_run_name,
-    run_link,
-    start_parent_run,
-    storage_environment,
-    tag_run,
-)
+from tasks.run_names import parent_run_name
+from tasks.storage_env import storage_environment
+from tasks.tracking import end_run, log_parent_artifact, log_parent_metrics, start_parent_run, tag_run
+from tasks.tracking_store import run_link
 
 
 class StageRow(BaseModel):

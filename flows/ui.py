@@ -58,7 +58,7 @@ def _tool(name: str) -> str:
 def start_services(cfg: PipelineConfig, mlflow_port: int = 5000, tensorboard_port: int | None = 6006,
                    logdir: Path | None = None, log_dir: Path | None = None) -> list[Service]:
     """Start the MLflow server (one worker) on the run's tracking store and TensorBoard on its trainings."""
-    from tasks.tracking import default_tracking_uri
+    from tasks.tracking_store import default_tracking_uri
 
     uri = default_tracking_uri(cfg)
     # no job runner (its consumers are separate processes; nothing here submits server-side jobs)

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from indextts_core.store.download import FetchedAsset
 from indextts_core.utils.fileio import sha256_file
-from indextts_core.store.objects import ArtifactStore, ObjectInfo, directory_digest, materialize_dir
+from indextts_core.store.materialize import materialize_dir
+from indextts_core.store.objects import ArtifactStore, ObjectInfo, directory_digest
 
 
 class ArtifactRef(BaseModel, frozen=True):

@@ -22,11 +22,9 @@ import json
 import logging
 from typing import Any, Literal
 
-from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.filesystems import WritableFileSystem
-from prefect.utilities.asyncutils import run_sync_in_worker_thread
-
 from prefect.serializers import Serializer
+from prefect.utilities.asyncutils import run_sync_in_worker_thread
 from pydantic import BaseModel, ValidationError
 
 from indextts_core.config import StorageConfig
@@ -152,21 +150,27 @@ class StoreResults(WritableFileSystem):
         """The record's full location (store URI and key), for messages."""
         return f"{self.uri.rstrip('/')}/{path.lstrip('/')}"
 
-    async def aread_path(self, path: str) -> bytes:
-        return check_record(self._where(path), await run_sync_in_worker_thread(self._store().get_bytes, path))
+    # Prefect 3 calls a result block in one of two ways: from synchronous code, ``read_path(key, _sync=True)``
+    # (and ``write_path``); from asynchronous code, ``aread_path(key)`` (``awrite_path``) when the block has it.
+    # So the plain methods are always synchronous and take that flag, and the ``a`` ones run them in a worker
+    # thread (the store's calls block: file and S3 I/O).
 
-    @async_dispatch(aread_path)
-    def read_path(self, path: str) -> bytes:
+    def read_path(self, path: str, *, _sync: bool = True) -> bytes:
+        """The result record at ``path``, checked by :func:`check_record` (synchronous, whatever ``_sync`` says)."""
         return check_record(self._where(path), self._store().get_bytes(path))
 
-    async def awrite_path(self, path: str, content: bytes) -> str:
-        await run_sync_in_worker_thread(self._store().put_bytes, content, path)
-        return path
-
-    @async_dispatch(awrite_path)
-    def write_path(self, path: str, content: bytes) -> str:
+    def write_path(self, path: str, content: bytes, *, _sync: bool = True) -> str:
+        """Store ``content`` at ``path`` (atomically, as every store write) and return ``path``."""
         self._store().put_bytes(content, path)
         return path
+
+    async def aread_path(self, path: str) -> bytes:
+        """:meth:`read_path`, run in a worker thread."""
+        return await run_sync_in_worker_thread(self.read_path, path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        """:meth:`write_path`, run in a worker thread."""
+        return await run_sync_in_worker_thread(self.write_path, path, content)
 
 
 def result_storage(storage: StorageConfig) -> StoreResults:

@@ -7,27 +7,19 @@ MLflow's thread-local "active run" (Prefect runs tasks in worker threads).  Layo
   the whole resolved config with secrets masked; artifact: ``config.yaml``);
 * one **child run** per stage that actually runs (cached stages create none; the summary points at
   the run that produced their outputs), with the same tags, the stage's params, metrics, reports
-  as artifacts, and dataset lineage through ``log_inputs``.
+  as artifacts, and dataset lineage through ``log_inputs``;
+* the **model registry**: the versions training registers, their tags and the aliases promotion sets.
 
-Default store: a sqlite database next to the run folders (``<run.output_dir>/../mlflow.db``), with
-artifacts under ``mlartifacts/`` there or, when the artifact store is S3, under ``<store>/mlflow``.
-
-Every run records the process that opened it (``indextts.host``, ``indextts.pid``,
-``indextts.pid_started``).  A process killed outright cannot end its runs, so each new parent run
-closes (status KILLED, tag ``indextts.closed_by`` = the new run) the runs of its experiment still
-RUNNING whose process on this host is gone; runs of other hosts only after
-``tracking.close_stale_runs_after_h`` hours.
+What the runs are called is :mod:`tasks.run_names`; where the store is, :mod:`tasks.tracking_store`;
+closing the runs killed processes left RUNNING, :mod:`tasks.stale_runs` (with this module's client).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import errno
 import os
-import socket
 import subprocess
 import time
 import warnings
@@ -38,8 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from indextts_core.config import PipelineConfig, StorageConfig, config_to_dict, dump_config
-from indextts_core.errors import OutputError
+from indextts_core.config import PipelineConfig, config_to_dict, dump_config
+from tasks.run_names import STAGE_NAMES, stage_run_name
+from tasks.stale_runs import close_stale_runs, process_tags
+from tasks.tracking_store import default_artifact_location, default_tracking_uri, first_use_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,56 +51,6 @@ class TrackingRef(BaseModel):
     s3_endpoint_url: str | None = None
     run_names: dict[str, str] = {}  # stage -> its child run's name (what the run list shows)
     system_metrics_s: float | None = None  # sampling interval of system metrics on long stages; None: off
-
-
-#: The settings that tell runs apart in the MLflow run list, per stage: (config path, short name).
-LABELS: dict[str, tuple[tuple[str, str], ...]] = {
-    "extend-bpe": (("extend_bpe.target_size", "vocab"),),
-    "pairs": (("pairs.pairs_per_target", "ppt"),),
-    "train": (("train.learning_rate", "lr"), ("train.epochs", "ep"), ("train.batch_tokens", "bt")),
-    "evaluate": (("evaluate.max_items", "items"),),
-}
-
-
-#: Every stage that opens an MLflow run.
-STAGE_NAMES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate", "promote")
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def stage_run_name(cfg: PipelineConfig, stage: str) -> str:
-    """``train · lr=0.001 · ep=3 · bt=1024 · am``: the stage, the settings that tell its runs apart, the language."""
-    parts = [stage]
-    for path, short in LABELS.get(stage, ()):
-        value: Any = cfg
-        for name in path.split("."):
-            value = getattr(value, name)
-        parts.append(f"{short}={_short(value)}")
-    return " · ".join([*parts, cfg.language])
-
-
-def parent_run_name(cfg: PipelineConfig, flow_name: str) -> str:
-    """``demo · finetune · lr=0.001 · ep=3 · bt=1024 · am``: the run, the flow, and the settings that tell its
-    runs apart (the training's for the whole pipeline, the stage's for a one-stage flow), the language."""
-    labels = stage_run_name(cfg, "train" if flow_name == "finetune" else flow_name).split(" · ")[1:]
-    return " · ".join([cfg.run.name, flow_name, *labels])
-
-
-def default_tracking_uri(cfg: PipelineConfig) -> str:
-    if cfg.tracking.tracking_uri:
-        return cfg.tracking.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    db = (cfg.run.output_dir.parent / "mlflow.db").resolve()
-    return f"sqlite:///{db}"
-
-
-def default_artifact_location(cfg: PipelineConfig) -> str:
-    if cfg.storage.uri.startswith("s3://"):
-        return cfg.storage.uri.rstrip("/") + "/mlflow"
-    return (cfg.run.output_dir.parent / "mlartifacts").resolve().as_uri()
 
 
 def git_commit() -> str:
@@ -145,115 +89,6 @@ def _client(tracking_uri: str, s3_endpoint_url: str | None = None) -> Any:
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A link to the run in the MLflow UI (for a sqlite store: the command that serves the UI, too)."""
-    path = f"#/experiments/{experiment_id}/runs/{run_id}"
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/{path}"
-    return f"http://127.0.0.1:5000/{path} (start the UI: mlflow ui --backend-store-uri {tracking_uri})"
-
-
-#: Errors that mean "this machine refuses writes there" (not a transient fault).
-_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, what: str = "the lock") -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created, with its folder, if needed) while the block runs.
-
-    A folder this machine may not write to is an :class:`OutputError` naming it (``what`` says what was to go
-    there); the lock goes with the process, so a killed holder never blocks the next one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")  # noqa: SIM115 - closed below
-    except OSError as e:
-        if e.errno not in _REFUSED:
-            raise
-        raise OutputError(f"{path.parent}: not writable ({e.strerror or e}), and {what} goes there; make the folder "
-                          "writable, or choose another one (for the MLflow store next to the run folders: another "
-                          "run.output_dir, or tracking.tracking_uri / MLFLOW_TRACKING_URI)") from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _first_use_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock next to a sqlite store while its schema and experiment are created."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    with file_lock(db.with_name(db.name + ".lock"), f"the MLflow store {db.name}"):
-        yield
-
-
-# ------------------------------------------------------------------------ runs a killed process left RUNNING
-
-HOST_TAG, PID_TAG, PID_STARTED_TAG = "indextts.host", "indextts.pid", "indextts.pid_started"
-CLOSED_BY_TAG, CLOSED_WHY_TAG = "indextts.closed_by", "indextts.closed_reason"
-
-
-def process_tags() -> dict[str, str]:
-    """Which process opens a run: host name, pid and the pid's start time (so a reused pid is not taken for it)."""
-    import psutil
-
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-            PID_STARTED_TAG: f"{psutil.Process().create_time():.3f}"}
-
-
-def _process_gone(tags: Mapping[str, str]) -> bool:
-    """Whether the process named by a run's :func:`process_tags` (on this host) no longer runs."""
-    import psutil
-
-    try:
-        proc = psutil.Process(int(tags[PID_TAG]))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return True
-        started = tags.get(PID_STARTED_TAG)
-        return started is not None and abs(proc.create_time() - float(started)) > 1.0  # the pid was reused
-    except psutil.NoSuchProcess:
-        return True
-    except (ValueError, KeyError, psutil.Error):
-        return False  # unreadable: leave the run alone
-
-
-def close_stale_runs(client: Any, experiment_id: str, closed_by: str, max_age_h: float | None = None) -> list[str]:
-    """Close (KILLED) the runs of an experiment left RUNNING by a process that is gone; returns their ids.
-
-    A run of this host is closed when its process no longer runs; a run of another host (or one without
-    process tags) only when it started more than ``max_age_h`` hours ago (None: never).  Each closed run is
-    tagged with ``closed_by`` (the run that closed it) and the reason.  Never raises: it is housekeeping."""
-    host, now_ms, closed = socket.gethostname(), time.time() * 1000, []
-    try:
-        running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
-                                     max_results=1000)
-        for r in running:
-            tags, run_id = r.data.tags, r.info.run_id
-            if run_id == closed_by:
-                continue
-            if tags.get(HOST_TAG) == host and PID_TAG in tags:
-                if not _process_gone(tags):
-                    continue
-                why = f"left RUNNING by process {tags[PID_TAG]} on {host}, which is gone (killed?)"
-            elif max_age_h is not None and now_ms - (r.info.start_time or now_ms) > max_age_h * 3600e3:
-                why = (f"RUNNING for more than {max_age_h:g} h (host {tags.get(HOST_TAG, 'unknown')}, "
-                       "tracking.close_stale_runs_after_h)")
-            else:
-                continue
-            client.set_tag(run_id, CLOSED_BY_TAG, closed_by)
-            client.set_tag(run_id, CLOSED_WHY_TAG, why)
-            client.set_terminated(run_id, status="KILLED")
-            closed.append(run_id)
-            log.info("closed MLflow run %s (%s)", run_id, why)
-    except Exception as e:  # noqa: BLE001 - a view on old runs: never a reason to fail this one
-        log.warning("could not close the MLflow runs earlier processes left RUNNING: %s", e)
-    return closed
-
-
 def end_run_if_running(ref: TrackingRef, run_id: str, status: str = "FINISHED",
                        tags: Mapping[str, str] | None = None) -> bool:
     """End run ``run_id`` with ``status`` unless something already ended it; True when this call ended it."""
@@ -270,67 +105,12 @@ def end_run_if_running(ref: TrackingRef, run_id: str, status: str = "FINISHED",
         return False
 
 
-# ------------------------------------------------------------------------ S3 credentials for MLflow and Prefect
-
-#: The configuration's S3 settings -> the environment variables boto3 (MLflow's artifact upload, Prefect's
-#: result records) reads.  The key pair moves together: never one half from the config and one from the env.
-_KEY_PAIR = (("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"))
-
-
-def storage_env(storage: StorageConfig) -> dict[str, str]:
-    """The AWS variables the configuration's ``storage.*`` settings give (key pair, region, endpoint).
-
-    What the configuration says wins over the ambient environment for the run: a key pair given in
-    ``storage.*`` is the one this run's S3 clients use, whatever ``$AWS_ACCESS_KEY_ID`` holds."""
-    env: dict[str, str] = {}
-    if storage.access_key_id and storage.secret_access_key:
-        env |= {var: getattr(storage, name).get_secret_value() for name, var in _KEY_PAIR}
-    if storage.region:
-        env["AWS_DEFAULT_REGION"] = storage.region
-    if storage.endpoint_url:
-        env |= {"AWS_ENDPOINT_URL_S3": storage.endpoint_url, "MLFLOW_S3_ENDPOINT_URL": storage.endpoint_url}
-    return env
-
-
-@contextlib.contextmanager
-def storage_environment(storage: StorageConfig) -> Iterator[dict[str, str]]:
-    """While the block runs, every S3 client this process builds without explicit credentials (MLflow's artifact
-    repository, the Prefect result block, boto3 in Dask workers started meanwhile) sees the configuration's
-    ``storage.*`` credentials, region and endpoint (:func:`storage_env`); afterwards the environment is as it
-    was.  Yields the names it set (never their values in a log)."""
-    added = storage_env(storage)
-    before = {var: os.environ.get(var) for var in added}
-    os.environ.update(added)
-    _forget_boto3_default_session(added)
-    try:
-        yield added
-    finally:
-        for var, value in before.items():
-            if os.environ.get(var) != added[var]:
-                continue  # changed by someone else meanwhile: theirs
-            if value is None:
-                del os.environ[var]
-            else:
-                os.environ[var] = value
-        _forget_boto3_default_session(added)
-
-
-def _forget_boto3_default_session(changed: Mapping[str, str]) -> None:
-    """boto3's module-level session resolves credentials once and keeps them: when the variables change, drop
-    it, so the next ``boto3.client(...)`` (MLflow's, Prefect's) reads the environment as it is now."""
-    import sys
-
-    boto3 = sys.modules.get("boto3")
-    if changed and boto3 is not None:
-        boto3.DEFAULT_SESSION = None
-
-
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: Mapping[str, str]) -> TrackingRef:
     """Create the experiment if needed and open the parent run of a flow run."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME, MLFLOW_SOURCE_NAME
 
     uri = default_tracking_uri(cfg)
-    with _first_use_lock(uri):  # two runs starting at once on a new store: one creates it, the other waits
+    with first_use_lock(uri):  # two runs starting at once on a new store: one creates it, the other waits
         client = _client(uri, cfg.storage.endpoint_url)
         exp = client.get_experiment_by_name(cfg.tracking.experiment)
         if exp is not None:
@@ -490,7 +270,8 @@ def close_stage_run(run: StageRun, status: str = "FINISHED") -> None:
 
 
 @contextlib.contextmanager
-def stage_run(ref: TrackingRef | None, stage: str, extra_tags: Mapping[str, str] | None = None) -> Iterator[StageRun | None]:
+def stage_run(ref: TrackingRef | None, stage: str,
+              extra_tags: Mapping[str, str] | None = None) -> Iterator[StageRun | None]:
     """Open a child run of the flow's parent run for ``stage``; FAILED if the block raises."""
     if ref is None:
         yield None

@@ -1,10 +1,13 @@
-"""The artifact store: a small interface with a local-folder backend and an S3 backend.
+"""The artifact store's interface: keys, objects, directories, the URIs that name stores, and their integrity.
 
-``open_store(uri)`` picks the backend from the URI: ``s3://bucket/prefix`` is S3 (through
-boto3; any S3-compatible endpoint), anything else is a local folder.  Keys are relative POSIX
-paths (``datasets/demo/manifest.jsonl``).  ``store:<key>`` names a key of the run's own store
-(``storage.uri``) wherever a URI is expected, so what is recorded does not depend on where the
-store is mounted (:func:`read_uri_bytes` resolves it).
+A store is files and directories under one root, addressed by keys (relative POSIX paths such as
+``datasets/demo/manifest.jsonl``).  :class:`ArtifactStore` is the interface, with the behaviour
+every backend shares; the backends are :mod:`indextts_core.store.local` (a folder) and
+:mod:`indextts_core.store.s3` (any S3-compatible endpoint, through boto3).  ``open_store(uri)``
+picks one from the URI: ``s3://bucket/prefix`` is S3, anything else a local folder.
+``store:<key>`` names a key of the run's own store (``storage.uri``) wherever a URI is expected,
+so what is recorded does not depend on where the store is mounted (:func:`read_uri_bytes`
+resolves it).
 
 Guarantees, for both backends:
 
@@ -21,11 +24,8 @@ Guarantees, for both backends:
 
 What is checked, and when:
 
-* **Consumption is verified by content, every time.**  :func:`materialize_dir` (what a stage's
-  inputs go through) hashes every file of the directory against its manifest on every call, for
-  the local folder and for the local copy of an S3 directory alike: there is no size/mtime/inode
-  shortcut, so bit rot whose mtime was restored is still caught.  A mismatch is a
-  :class:`CorruptArtifactError` naming the file.
+* **Consumption is verified by content, every time**: see :mod:`indextts_core.store.materialize`,
+  what a stage's inputs go through.
 * **Downloads are verified** (:meth:`ArtifactStore.get_dir`, :meth:`ArtifactStore.get_file_verified`):
   a copy that does not match the recorded sha256 is deleted and refused.
 * **Not checked:** single objects read with :meth:`get_file` / :meth:`get_bytes` (callers that
@@ -35,41 +35,26 @@ What is checked, and when:
 * :func:`verify_store` is the full pass (every directory manifest, every recorded checkpoint
   and feature-shard hash, each file read in full), for an explicit ``verify`` command.
 
-A local store folder that cannot be created or written is a :class:`StoreNotWritableError`
-naming the folder.  Credentials come from :class:`~indextts_core.config.StorageConfig` or the
-standard AWS environment/profile chain and are never logged.
+Credentials come from :class:`~indextts_core.config.StorageConfig` or the standard AWS
+environment/profile chain and are never logged.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import logging
 import os
-import shutil
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from indextts_core.errors import InputError, OutputError, StorageError
-from indextts_core.utils.fileio import (
-    STALE_TEMP_AGE_S,
-    atomic_write,
-    copy_hashing,
-    remove_stale_temp_files,
-    sha256_bytes,
-    sha256_file,
-)
-
-log = logging.getLogger(__name__)
+from indextts_core.errors import InputError, StorageError
+from indextts_core.utils.fileio import STALE_TEMP_AGE_S, sha256_bytes, sha256_file
 
 DIR_MANIFEST = ".indextts-dir.json"
 _MB = 1024 * 1024
-#: Read size for hashing and copying: large reads keep sha256, not the system calls, the bottleneck.
 
 
 class ObjectNotFoundError(InputError, FileNotFoundError):
@@ -84,10 +69,6 @@ class CorruptArtifactError(StorageError, InputError):
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message, transient=False)
-
-
-class StoreNotWritableError(OutputError):
-    """The local artifact store folder cannot be created or written (read-only, no permission)."""
 
 
 class BucketNotFoundError(InputError):
@@ -266,7 +247,7 @@ class ArtifactStore(ABC):
         """
         info = self.dir_info(prefix)
         if info is None:
-            raise ObjectNotFoundError(_missing_dir(self, prefix))
+            raise ObjectNotFoundError(missing_dir_message(self, prefix))
         dest = Path(dest)
         for f in info.files:
             target = dest / f.key
@@ -274,147 +255,6 @@ class ArtifactStore(ABC):
                 continue
             self.get_file_verified(_join(prefix, f.key), target, f.sha256)
         return dest
-
-
-class LocalStore(ArtifactStore):
-    """A folder on the local disk."""
-
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root).expanduser().resolve()
-        self.uri = str(self.root)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise self._not_writable(e) or e from None
-
-    def __repr__(self) -> str:
-        return f"LocalStore({self.uri!r})"
-
-    def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
-
-    def local_path(self, key: str) -> Path | None:
-        return self._path(key)
-
-    def uri_for(self, key: str) -> str:
-        return str(self.root / key) if key else str(self.root)
-
-    def _not_writable(self, e: BaseException) -> StoreNotWritableError | None:
-        """A clear error when ``e`` (or what caused it) is the folder refusing writes, else None."""
-        cause: BaseException | None = e
-        while cause is not None:
-            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
-                    and (cause.filename is None or str(cause.filename).startswith(str(self.root))):
-                reason = cause.strerror or str(cause)
-                where = f" ({cause.filename})" if cause.filename else ""
-                return StoreNotWritableError(
-                    f"the artifact store folder {self.root} is not writable: {reason}{where}. Make it writable, or "
-                    "point storage.uri (or $INDEXTTS_STORAGE_URI) at a folder this user can write")
-            cause = cause.__cause__ or cause.__context__
-        return None
-
-    def _writing(self, write: Any) -> Any:
-        """Run ``write()``; a refused write becomes :class:`StoreNotWritableError` naming the store folder."""
-        try:
-            return write()
-        except (OSError, OutputError) as e:
-            failure = self._not_writable(e)
-            if failure is None:
-                raise
-            raise failure from None
-
-    def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
-        dest = self._path(key)
-        if Path(local).resolve() == dest:
-            return self.info(key)
-        size, digest = self._writing(lambda: copy_hashing(local, dest))
-        return ObjectInfo(_check_key(key), size, digest)
-
-    def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
-        src = self._path(key)
-        if not src.is_file():
-            raise ObjectNotFoundError(f"{src}: no such object in the store")
-        dest = Path(dest)
-        if src.resolve() != dest.resolve():
-            copy_hashing(src, dest)
-        return dest
-
-    def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
-                          what_to_do: str = "") -> Path:
-        """As :meth:`ArtifactStore.get_file_verified`, hashing while copying (one read of the file)."""
-        src, dest = self._path(key), Path(dest)
-        if not src.is_file():
-            raise ObjectNotFoundError(f"{src}: no such object in the store")
-        if src.resolve() == dest.resolve():
-            got = sha256_file(src)
-        else:
-            _, got = copy_hashing(src, dest)
-        if got != sha256:
-            if src.resolve() != dest.resolve():
-                dest.unlink(missing_ok=True)
-            raise CorruptArtifactError(corrupt_message(self.uri_for(key), got, sha256, what_to_do))
-        return dest
-
-    def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
-        def write() -> None:
-            with atomic_write(self._path(key), "wb") as f:
-                f.write(data)
-
-        self._writing(write)
-        return ObjectInfo(_check_key(key), len(data), sha256_bytes(data))
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise ObjectNotFoundError(f"{self._path(key)}: no such object in the store") from None
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def list(self, prefix: str = "") -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        if base.is_file():
-            return [_check_key(prefix)]
-        if not base.is_dir():
-            return []
-        keys = []
-        for p in base.rglob("*"):
-            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
-                keys.append(p.relative_to(self.root).as_posix())
-        return sorted(keys)
-
-    def info(self, key: str) -> ObjectInfo:
-        """Size and sha256 of the file as it is now (hashed on every call: no cache to go stale)."""
-        path = self._path(key)
-        try:
-            size = path.stat().st_size
-            digest = sha256_file(path)
-        except (FileNotFoundError, IsADirectoryError):
-            raise ObjectNotFoundError(f"{path}: no such object in the store") from None
-        return ObjectInfo(_check_key(key), size, digest)
-
-    def content_sha256(self, key: str) -> str:
-        return self.info(key).sha256
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-
-        def remove() -> None:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-
-        self._writing(remove)
-
-    def is_empty(self) -> bool:
-        return not any(p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
-                       for p in self.root.rglob("*"))
-
-    def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
-        """Delete temporary files of writers that were killed (see :func:`is_stale_temp`)."""
-        return [str(p) for p in remove_stale_temp_files(self.root, max_age_s=max_age_s)]
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -451,6 +291,8 @@ def open_store(uri: str | os.PathLike[str], storage: Any | None = None) -> Artif
         return S3Store(bucket, prefix, **kwargs)
     if "://" in uri and not uri.startswith("file://"):
         raise ValueError(f"unsupported store URI {uri!r}: use a local path or s3://bucket/prefix")
+    from indextts_core.store.local import LocalStore  # the backends build on this module: imported once it is loaded
+
     return LocalStore(uri.removeprefix("file://"))
 
 
@@ -495,62 +337,8 @@ def read_uri_bytes(uri: str, storage: Any | None = None) -> bytes:
 
 
 def default_cache_dir() -> Path:
+    """Where local copies of store objects go: ``$INDEXTTS_CACHE``, else ``~/.cache/indextts-train``."""
     return Path(os.environ.get("INDEXTTS_CACHE", Path.home() / ".cache" / "indextts-train"))
-
-
-def verify_dir(folder: Path, info: DirInfo, label: str) -> None:
-    """Check every file of ``folder`` against the directory manifest: size, then sha256 of the content.
-
-    Every file is read in full on every call: no record of earlier checks (size, mtime, inode) is
-    trusted, so a file damaged in place is caught even when its timestamps were restored.  Raises
-    :class:`CorruptArtifactError` naming the first file that is missing or does not match.
-    """
-    for f in info.files:
-        path = folder / f.key
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise CorruptArtifactError(f"{label}/{f.key}: missing (listed in the directory manifest)") from None
-        got = sha256_file(path) if size == f.size else f"size {size} != {f.size}"
-        if got != f.sha256:
-            raise CorruptArtifactError(corrupt_message(f"{label}/{f.key}", got, f.sha256))
-
-
-def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """A local folder holding the complete directory ``prefix``, every file verified by content against its manifest.
-
-    For a local store that is the folder itself; for S3 the directory is downloaded (and verified)
-    into a cache folder keyed by its URI and reused while its manifest is unchanged.  Either way
-    every file is hashed on every call (see :func:`verify_dir`); a damaged local copy of an S3
-    directory is fetched again.  Raises :class:`CorruptArtifactError` when the store's own copy is
-    damaged.
-    """
-    cache = Path(cache_dir or default_cache_dir())
-    info = store.dir_info(prefix)
-    if info is None:
-        raise ObjectNotFoundError(_missing_dir(store, prefix))
-    local = store.local_path(prefix)
-    if local is not None:
-        started = time.monotonic()
-        verify_dir(local, info, str(local))
-        log.debug("verified %s (%d files, %d bytes) in %.2f s", local, len(info.files), info.total_bytes,
-                  time.monotonic() - started)
-        return local
-    uri = store.uri_for(prefix)
-    dest = cache / "s3" / uri.removeprefix("s3://")
-    marker = dest / DIR_MANIFEST
-    wanted = json.dumps([asdict(f) for f in info.files], sort_keys=True)
-    if marker.is_file() and marker.read_text(encoding="utf-8") == wanted:
-        try:
-            verify_dir(dest, info, str(dest))
-            return dest
-        except CorruptArtifactError as e:
-            log.warning("local copy damaged, fetching again: %s", e)
-    store.get_dir(prefix, dest)
-    with atomic_write(marker) as f:
-        f.write(wanted)
-    log.debug("fetched %s (%d files) into %s", uri, len(info.files), dest)
-    return dest
 
 
 #: Where training mirrors its checkpoints, with their recorded hashes (``tasks/train.py``).
@@ -601,7 +389,7 @@ def _check_files(store: ArtifactStore, folder: str, expected: dict[str, str]) ->
     return problems
 
 
-def _missing_dir(store: ArtifactStore, prefix: str) -> str:
+def missing_dir_message(store: ArtifactStore, prefix: str) -> str:
     """What a missing directory means: the store (bucket or folder) is gone or empty, or just this folder."""
     root_empty = store.is_empty()
     where = store.uri_for(prefix)

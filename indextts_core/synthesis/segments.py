@@ -124,7 +124,7 @@ def v25_segments(encoder: TiktokenText, line: str, language: str, max_tokens: in
     The budget per segment is ``min(max_tokens, text_positions - 2)`` minus the tokens of the
     ``<|code|> `` prefix (at least 1), as infer_v2_5 computes it; an empty line is an InputError.
     """
-    from indextts_core.text.tiktoken_vocab import frame_text, language_prefix
+    from indextts_core.text.tiktoken_framing import frame_text, language_prefix
 
     text = encoder.normalise(line, language)
     if not text.strip():

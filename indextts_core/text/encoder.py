@@ -5,7 +5,7 @@
 * IndexTTS-2.5 (:class:`TiktokenText`): the language's normaliser and the punctuation map, the
   case rule of ``infer_v2_5`` (lower-case for zh/en/ja, upper-case for es, unchanged otherwise),
   then ``"<|code|> " + text`` through the tiktoken vocabulary with ids 0/1 removed
-  (:func:`~indextts_core.text.tiktoken_vocab.frame_text`); the line also carries the
+  (:func:`~indextts_core.text.tiktoken_framing.frame_text`); the line also carries the
   ``lang_embedding`` row inference selects for ``code``.
 
 ``code`` is what a user passes as ``lang`` to the official 2.5 inference: it picks both the
@@ -139,7 +139,7 @@ class TiktokenText:
         return text.upper() if code == "es" else text
 
     def encode(self, line: str, language: str) -> EncodedLine:
-        from indextts_core.text.tiktoken_vocab import frame_text
+        from indextts_core.text.tiktoken_framing import frame_text
 
         text = self.normalise(line, language)
         if not text.strip():

@@ -27,7 +27,8 @@ from typing import Any
 
 from indextts_core.text.encoder import LanguageChoice, TiktokenText
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, coverage_report
+from indextts_core.text.tiktoken_coverage import coverage_report
+from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE
 from indextts_core.utils.fileio import atomic_path, atomic_write, write_json
 
 STAGE_FORMAT = "indextts-tokenizer-v25/1"

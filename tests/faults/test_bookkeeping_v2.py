@@ -20,7 +20,9 @@ from indextts_core.errors import InputError
 from indextts_core.training import TrainInputs, train
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
-from tasks.tracking import HOST_TAG, PID_TAG, register_model, search_runs, start_parent_run, storage_environment
+from tasks.stale_runs import HOST_TAG, PID_TAG
+from tasks.storage_env import storage_environment
+from tasks.tracking import register_model, search_runs, start_parent_run
 from tests_support import make_cfg
 from training.conftest import processed  # noqa: F401 - the preprocessed demo data, as the trainer tests use it
 

@@ -19,10 +19,10 @@ import pytest
 from indextts_core.config import PreprocessConfig
 from indextts_core.errors import InputError
 from indextts_core.preprocess import Clip, TextItem, assemble, make_plan, process_unit, read_units
+from indextts_core.store.local import StoreNotWritableError
+from indextts_core.store.materialize import materialize_dir
 from indextts_core.store.objects import (
     CorruptArtifactError,
-    StoreNotWritableError,
-    materialize_dir,
     open_store,
     read_uri_bytes,
     verify_store,

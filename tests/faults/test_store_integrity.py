@@ -9,7 +9,8 @@ from prefect import flow, task
 
 from flows.runtime import PipelineRun
 from indextts_core.errors import InputError
-from indextts_core.store.objects import CorruptArtifactError, materialize_dir, open_store
+from indextts_core.store.materialize import materialize_dir
+from indextts_core.store.objects import CorruptArtifactError, open_store
 from tasks.artifacts import StageResult
 from tasks.context import RunContext
 from tasks.policies import STAGE_TASK_OPTIONS, stage_cache

@@ -12,7 +12,8 @@ from indextts_core.config import AssetSource, load_config
 from indextts_core.store.download import download, fetch_asset
 from indextts_core.errors import DownloadError
 from indextts_core.utils.fileio import sha256_file
-from indextts_core.store.objects import materialize_dir, open_store
+from indextts_core.store.materialize import materialize_dir
+from indextts_core.store.objects import open_store
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 CHECKPOINT_FILES = {
@@ -184,7 +185,7 @@ def test_tiny_source_is_written_once_and_reused(tmp_path: Path):
                                  "hf_cache/semantic_codec_model.safetensors"} <= keys
     assert fetch_asset("checkpoint", AssetSource(source="tiny://3"), store).reused
     from indextts_core.model.bundle import open_bundle
-    from indextts_core.store.objects import materialize_dir
+    from indextts_core.store.materialize import materialize_dir
 
     bundle = open_bundle(materialize_dir(store, first.prefix))
     assert bundle.load_gpt().cfg.number_text_tokens == bundle.gpt_config.number_text_tokens

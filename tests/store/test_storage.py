@@ -10,11 +10,11 @@ import pytest
 
 from indextts_core.config import StorageConfig
 from indextts_core.utils.fileio import atomic_write, sha256_file
+from indextts_core.store.materialize import materialize_dir
 from indextts_core.store.objects import (
     DIR_MANIFEST,
     ArtifactStore,
     ObjectNotFoundError,
-    materialize_dir,
     open_store,
     read_uri_bytes,
 )

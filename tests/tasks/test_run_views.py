@@ -7,7 +7,7 @@ from tests_support import make_cfg
 
 
 def test_run_names_say_the_stage_and_what_changed(tmp_path):
-    from tasks.tracking import parent_run_name, stage_run_name as run_name
+    from tasks.run_names import parent_run_name, stage_run_name as run_name
 
     a = make_cfg(tmp_path, {"train.learning_rate": 3e-4})
     b = make_cfg(tmp_path, {"train.learning_rate": 1e-3, "language": "ja"})

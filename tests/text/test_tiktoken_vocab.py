@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from indextts_core.errors import InputError
+from indextts_core.text.tiktoken_coverage import coverage_report
+from indextts_core.text.tiktoken_framing import frame_text
 from indextts_core.text.tiktoken_vocab import (
     LANG_EMBEDDING_ROWS,
     LANGUAGE_CODES,
@@ -19,8 +21,6 @@ from indextts_core.text.tiktoken_vocab import (
     TiktokenFileMissing,
     TiktokenVocab,
     TiktokenVocabError,
-    coverage_report,
-    frame_text,
     gpt2_byte_order,
     has_language_token,
     language_index,

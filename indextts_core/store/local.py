@@ -1,0 +1,181 @@
+"""The local-folder backend of the artifact store.
+
+Same guarantees as every backend (see :mod:`indextts_core.store.objects`).  Here an object is a
+file under the store folder: it is written to a temporary file beside it and renamed into place,
+so a reader sees it whole or not at all; a writer killed midway leaves only a dot-named ``.tmp``
+file, which :meth:`LocalStore.sweep` removes once it is old.  :meth:`LocalStore.info` hashes the
+file on every call (no cache keyed by size or mtime), so the sha256 it gives is that of the bytes
+stored now.  A folder that cannot be created or written is a :class:`StoreNotWritableError` naming
+the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from indextts_core.errors import OutputError
+from indextts_core.store.objects import (
+    ArtifactStore,
+    CorruptArtifactError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    _check_key,
+    corrupt_message,
+)
+from indextts_core.utils.fileio import (
+    STALE_TEMP_AGE_S,
+    atomic_write,
+    copy_hashing,
+    remove_stale_temp_files,
+    sha256_bytes,
+    sha256_file,
+)
+
+
+class StoreNotWritableError(OutputError):
+    """The local artifact store folder cannot be created or written (read-only, no permission)."""
+
+
+class LocalStore(ArtifactStore):
+    """A folder on the local disk."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._not_writable(e) or e from None
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.uri!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def uri_for(self, key: str) -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def _not_writable(self, e: BaseException) -> StoreNotWritableError | None:
+        """A clear error when ``e`` (or what caused it) is the folder refusing writes, else None."""
+        cause: BaseException | None = e
+        while cause is not None:
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
+                    and (cause.filename is None or str(cause.filename).startswith(str(self.root))):
+                reason = cause.strerror or str(cause)
+                where = f" ({cause.filename})" if cause.filename else ""
+                return StoreNotWritableError(
+                    f"the artifact store folder {self.root} is not writable: {reason}{where}. Make it writable, or "
+                    "point storage.uri (or $INDEXTTS_STORAGE_URI) at a folder this user can write")
+            cause = cause.__cause__ or cause.__context__
+        return None
+
+    def _writing(self, write: Any) -> Any:
+        """Run ``write()``; a refused write becomes :class:`StoreNotWritableError` naming the store folder."""
+        try:
+            return write()
+        except (OSError, OutputError) as e:
+            failure = self._not_writable(e)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
+        dest = self._path(key)
+        if Path(local).resolve() == dest:
+            return self.info(key)
+        size, digest = self._writing(lambda: copy_hashing(local, dest))
+        return ObjectInfo(_check_key(key), size, digest)
+
+    def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
+        src = self._path(key)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"{src}: no such object in the store")
+        dest = Path(dest)
+        if src.resolve() != dest.resolve():
+            copy_hashing(src, dest)
+        return dest
+
+    def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
+                          what_to_do: str = "") -> Path:
+        """As :meth:`ArtifactStore.get_file_verified`, hashing while copying (one read of the file)."""
+        src, dest = self._path(key), Path(dest)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"{src}: no such object in the store")
+        if src.resolve() == dest.resolve():
+            got = sha256_file(src)
+        else:
+            _, got = copy_hashing(src, dest)
+        if got != sha256:
+            if src.resolve() != dest.resolve():
+                dest.unlink(missing_ok=True)
+            raise CorruptArtifactError(corrupt_message(self.uri_for(key), got, sha256, what_to_do))
+        return dest
+
+    def put_bytes(self, data: bytes, key: str) -> ObjectInfo:
+        def write() -> None:
+            with atomic_write(self._path(key), "wb") as f:
+                f.write(data)
+
+        self._writing(write)
+        return ObjectInfo(_check_key(key), len(data), sha256_bytes(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"{self._path(key)}: no such object in the store") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            return [_check_key(prefix)]
+        if not base.is_dir():
+            return []
+        keys = []
+        for p in base.rglob("*"):
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+                keys.append(p.relative_to(self.root).as_posix())
+        return sorted(keys)
+
+    def info(self, key: str) -> ObjectInfo:
+        """Size and sha256 of the file as it is now (hashed on every call: no cache to go stale)."""
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            digest = sha256_file(path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"{path}: no such object in the store") from None
+        return ObjectInfo(_check_key(key), size, digest)
+
+    def content_sha256(self, key: str) -> str:
+        return self.info(key).sha256
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+
+        def remove() -> None:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+        self._writing(remove)
+
+    def is_empty(self) -> bool:
+        return not any(p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+                       for p in self.root.rglob("*"))
+
+    def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
+        """Delete temporary files of writers that were killed (see :func:`is_stale_temp`)."""
+        return [str(p) for p in remove_stale_temp_files(self.root, max_age_s=max_age_s)]
