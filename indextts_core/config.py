@@ -166,7 +166,7 @@ class AssetSource(_Section):
 
     Hub sources are written ``hf://owner/name`` (models) or ``hf://datasets/owner/name`` and must
     pin a ``revision`` (a commit hash or tag).  ``files`` is an allow-list; when it is left out,
-    each asset has a default (see :mod:`indextts_core.store.download`).
+    each asset has a default (see :mod:`indextts_core.store.sources`).
     """
 
     source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed>[@2.5] "
