@@ -32,7 +32,7 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from indextts_core.config import PipelineConfig
+from indextts_core.config import PipelineConfig, TrainConfig
 from indextts_core.errors import InputError
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.preprocess.shards import SHARD_REMEDY, recorded_shard_hashes
@@ -171,6 +171,12 @@ def processes(cfg: PipelineConfig) -> int:
     return max(1, int(n))
 
 
+def stage_settings(cfg: PipelineConfig) -> TrainConfig:
+    """The ``train`` settings the stage trains with: ``resume`` is ``auto`` unless set, so a retry (or the same flow
+    run again) continues the run in its folder."""
+    return cfg.train.model_copy(update={"resume": cfg.train.resume or "auto"})
+
+
 def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_checkpoint: Any,
                       sinks: list[Any]) -> TrainResult:
     """Run the core trainer under torchrun on this machine (:mod:`indextts_core.training.launch`, one process per
@@ -180,7 +186,7 @@ def train_distributed(cfg: PipelineConfig, inputs: TrainInputs, nproc: int, on_c
     logger = logging.getLogger(__name__)
     out = Path(inputs.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = write_spec(out / "launch.json", inputs, cfg.train, cfg.run.seed, cfg.storage)
+    spec = write_spec(out / "launch.json", inputs, stage_settings(cfg), cfg.run.seed, cfg.storage)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "indextts_core.training.launch", str(spec)]
     logger.info("training with %d processes: %s", nproc, " ".join(cmd))
@@ -226,7 +232,6 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         run_inputs = TrainInputs(
             checkpoint_dir=s.fetch(checkpoint), tokenizer=tok_path, train=data_dir / "GPT_pairs_train.jsonl",
             val=val if val.is_file() and val.stat().st_size else None, output_dir=out,
-            resume=cfg.train.resume or "auto", warm_start=cfg.train.warm_start,
             pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
             feature_dir=feature_folder(s.store, data_dir, cfg.storage.cache_dir),
             read_audio=lambda uri: read_uri_bytes(uri, cfg.storage))
@@ -245,8 +250,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         if nproc > 1:
             result = train_distributed(cfg, run_inputs, nproc, on_checkpoint, sinks)
         else:
-            result = train(run_inputs, cfg.train, seed=cfg.run.seed, sinks=sinks, on_checkpoint=on_checkpoint,
-                           on_step=report.on_step)
+            result = train(run_inputs, stage_settings(cfg), seed=cfg.run.seed, sinks=sinks,
+                           on_checkpoint=on_checkpoint, on_step=report.on_step)
         if result.export_dir is None:
             raise InputError("training produced no checkpoint to export (no steps ran?)")
         metrics: dict[str, float | int] = {
@@ -302,6 +307,7 @@ def register(cfg: PipelineConfig, ctx: RunContext, staged: StageResult, fp: dict
         "tokenizer.vocab_size": fp["vocab_size"], "data.uri": pairs.uri, "data.digest": pairs.digest,
         "data.index_sha256": fp["data_sha256"], "config.train_key": key,
         "prefect.flow_run_id": ctx.flow_run_id or "", "mlflow.parent_run_id": ctx.tracking.parent_run_id,
-        "export.digest": ref.digest, "export.ref": ref.model_dump_json(), "export.verified": str(result.export_verified),
+        "export.digest": ref.digest, "export.ref": ref.model_dump_json(),
+        "export.verified": str(result.export_verified),
         "language": cfg.language,
     })

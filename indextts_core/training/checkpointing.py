@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from indextts_core.config import TrainConfig
 from indextts_core.errors import InputError
 from indextts_core.model.checkpoint import (
     CheckpointError,
@@ -336,36 +337,40 @@ def warm_start(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
     extra = sorted(str(k) for k in obj if k not in ("model", "optimizer", "scheduler", "scaler", "epoch", "step"))
     log.info("warm start: %s was in epoch %r; its data order cannot be reproduced, so this run starts at the "
              "beginning of its first epoch, with step %d; not taken: its scheduler (this run's schedule is used, "
-             "at step %d), gradient scaler%s", path.name, obj.get("epoch"), step + 1, step, "".join(f", {k}" for k in extra))
+             "at step %d), gradient scaler%s", path.name, obj.get("epoch"), step + 1, step,
+             "".join(f", {k}" for k in extra))
     return Progress(step=step)
 
 
-def resume(ckdir: CheckpointDir, inputs: TrainInputs, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: Any, scaler: Any, current: Mapping[str, Any], seed: int, dist: dd.Dist) -> Progress:
+def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Module,
+           optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, current: Mapping[str, Any], seed: int,
+           dist: dd.Dist) -> Progress:
     """Where the run starts: fresh, resumed exactly from a checkpoint, or warm-started from its weights.
 
+    What to start from is ``cfg.resume`` (None, ``auto`` or a checkpoint path) and ``cfg.warm_start``.
     ``current`` is this run's fingerprint; a checkpoint made from other inputs is refused, and so
     is another trainer's checkpoint without ``warm_start``.  With ``warm_start`` see
-    :func:`warm_start` (a community checkpoint keeps its step count and fitting optimizer state).
+    :func:`warm_start` (a community checkpoint keeps its step count and fitting optimizer state;
+    ``tokenizer`` is this run's, to map its text rows).
     Seeds torch's generator for a fresh or warm start (``seed + rank``) or restores every generator
     on resume.
     """
     out = ckdir.root
     ckdir.clean_partial()
-    path = ckdir.resolve(inputs.resume)
+    path = ckdir.resolve(cfg.resume)
     if path is None:
-        if ckdir.has_checkpoints() and inputs.resume is None:
+        if ckdir.has_checkpoints() and cfg.resume is None:
             raise InputError(f"{out} already holds checkpoints of a run (latest: {ckdir.latest.name}); "
                              "pass --resume auto to continue it, or choose another --output-dir")
-        if inputs.resume == "auto":
+        if cfg.resume == "auto":
             log.info("--resume auto: no checkpoint in %s, starting from the base model", out)
         torch.manual_seed(seed + dist.rank)
         return Progress()
-    if inputs.warm_start:
+    if cfg.warm_start:
         if ckdir.has_checkpoints():
             raise InputError(f"--warm-start starts a new run, but {out} already holds checkpoints; choose an "
                              "empty --output-dir")
-        progress = warm_start(path, model, optimizer, scheduler, Path(inputs.tokenizer))
+        progress = warm_start(path, model, optimizer, scheduler, Path(tokenizer))
         torch.manual_seed(seed + dist.rank)
         return progress
     ck = load_file(path)

@@ -6,7 +6,8 @@ local files, and rank 0 writes the results (``train_summary.json``, ``metrics.js
 reads back.  The spec is plain JSON:
 
 * ``inputs``: the :class:`~indextts_core.training.TrainInputs` fields (paths as strings);
-* ``options``: the ``train`` section (:class:`~indextts_core.config.TrainConfig`);
+* ``options``: the ``train`` section (:class:`~indextts_core.config.TrainConfig`, with ``resume`` and
+  ``warm_start``);
 * ``seed``: the run's seed;
 * ``storage``: the ``storage`` section without its secrets, to read ``store:`` / ``s3://`` prompt audio
   for the audio samples (credentials come from the environment the launcher inherits).
@@ -25,7 +26,7 @@ from indextts_core.training.records import TrainInputs, TrainResult
 
 #: Fields never written into a spec (secrets travel in the environment, not in files).
 SECRET_FIELDS = {"access_key_id", "secret_access_key", "access_key_id_file", "secret_access_key_file"}
-_PATHS = {f.name for f in fields(TrainInputs)} - {"resume", "warm_start", "pairing", "read_audio"}
+_PATHS = {f.name for f in fields(TrainInputs)} - {"pairing", "read_audio"}
 
 
 def write_spec(path: Path, inputs: TrainInputs, options: TrainConfig, seed: int,

@@ -17,13 +17,13 @@ Rate = tuple[float, int, int, int, int]
 
 @dataclass
 class TrainInputs:
+    """What a run trains on and where it writes; where it starts (``resume``, ``warm_start``) is in TrainConfig."""
+
     checkpoint_dir: Path  # base model folder (official layout)
     tokenizer: Path  # the extended tokenizer
     train: Path  # a pair file (GPT_pairs_train.jsonl) or a preprocessed index manifest (fresh prompts)
     val: Path | None  # a pair file or index manifest; None: no validation
     output_dir: Path
-    resume: str | None = None  # None, "auto" or a checkpoint path
-    warm_start: bool = False  # a new run from the weights of --resume (a community file: also its step)
     pairing: PairingPolicy | None = None  # prompt policy for fresh prompts (default: seed only)
     feature_dir: Path | None = None  # where the shards are, if not where preprocess.json says
     w2v_bert_dir: Path | None = None  # encoders for the audio samples, if not in the base folder's hf_cache/

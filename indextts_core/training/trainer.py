@@ -8,13 +8,20 @@ gradient is the gradient of the step's mean loss, however it was split::
 
     loss = text_weight * sum(text CE) / text tokens of the step + mel_weight * sum(mel CE) / mel tokens of the step
 
-Out of memory in a step: gradients are dropped, the micro-batch budget halves (so accumulation
-doubles) and the same samples run again; no sample is skipped or repeated.  The smaller budget is
-kept for the rest of the run and saved in checkpoints.
+The path of a step is two calls deep: the epoch loop (:meth:`Trainer._fit`) calls
+:meth:`Trainer._train_step`, which holds the micro-batch loop itself and calls the objective,
+:func:`~indextts_core.training.objective.loss_sums` (the model's forward pass and its per-token
+losses), then steps the optimizer.  Out of memory in a step (on any rank: all ranks agree before
+retrying): gradients are dropped, the random state goes back to where the step began, the
+micro-batch budget halves (so accumulation doubles; :func:`~indextts_core.utils.oom.back_off`)
+and the same samples run again; no sample is skipped or repeated.  The smaller budget is kept for
+the rest of the run and saved in checkpoints; a step that runs out of memory even with one
+sample per micro-batch raises :class:`~indextts_core.utils.oom.GpuOOM`.
 
-Resume continues with exactly the next planned step: the plan is a function of the data, the
-seed and ``batch_tokens``; checkpoints hold the position, the optimizer/scheduler/scaler state and
-every random generator (see :mod:`indextts_core.training.checkpointing`).
+Where a run starts is its settings' ``resume`` and ``warm_start``.  Resume continues with exactly
+the next planned step: the plan is a function of the data, the seed and ``batch_tokens``;
+checkpoints hold the position, the optimizer/scheduler/scaler state and every random generator
+(see :mod:`indextts_core.training.checkpointing`).
 
 Validation (:mod:`~indextts_core.training.validation`; every ``val_interval`` steps, at each epoch
 end, and once at step 0 before any update, the baseline that makes forgetting visible).  At the
@@ -23,8 +30,8 @@ end the best checkpoint (by ``best_metric``) is exported in the official layout 
 The settings are the ``train:`` section of the run configuration (:class:`~indextts_core.config.TrainConfig`);
 its "auto" values are resolved in :mod:`~indextts_core.training.autosize`.
 
-(A little over 400 lines: the loop, the step with its out-of-memory retry, and the run's
-records it writes share the trainer's state; split further they would pass it all around.)
+(Nearly 500 lines: the loop, the step with its out-of-memory retry, and the run's records it
+writes share the trainer's state; split further they would pass it all around.)
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from indextts_core.training.listening import AudioSamples
 from indextts_core.training.generation_watch import brief as listen_brief
 from indextts_core.training.validation import Validation, brief, check_best_metric, read_baseline
 from indextts_core.utils.fileio import write_json
-from indextts_core.utils.oom import BackoffEvent, is_oom, run_with_oom_backoff
+from indextts_core.utils.oom import back_off, is_oom
 from indextts_core.utils.progress import StepProgress
 
 log = logging.getLogger(__name__)
@@ -176,13 +183,13 @@ class Trainer:
     def _fit(self) -> TrainResult:
         c, d = self.cfg, self.dist
         self._build()
-        progress = ck.resume(self.ckdir, self.inputs, self.model, self.optimizer, self.scheduler, self.scaler,
-                             self.fingerprint, self.seed, d)
+        progress = ck.resume(self.ckdir, c, Path(self.inputs.tokenizer), self.model, self.optimizer, self.scheduler,
+                             self.scaler, self.fingerprint, self.seed, d)
         dd.broadcast_module(self.model, d)
         progress.micro_tokens = progress.micro_tokens or micro_budget(c.micro_batch_tokens, c.batch_tokens, d.world,
                                                                       self.device, self._probe)
         self.workers = loader_workers(c.workers, d.world)
-        resumed_at = progress.step if (self.inputs.resume and not self.inputs.warm_start and progress.step) else None
+        resumed_at = progress.step if (c.resume and not c.warm_start and progress.step) else None
         sinks: list[MetricSink] = []
         if d.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +200,7 @@ class Trainer:
         baseline: dict[str, float] = {}
         last_val: dict[str, float] = {}
         self.model.train()
-        if (progress.step == 0 or self.inputs.warm_start) and self.val:  # a warm start may begin at their step
+        if (progress.step == 0 or c.warm_start) and self.val:  # a warm start may begin at their step
             baseline = self._validate(progress.micro_tokens)
             check_best_metric(c.best_metric, baseline)
             progress.baseline = _recorded(baseline)  # saved in every checkpoint from now on
@@ -272,39 +279,59 @@ class Trainer:
 
     def _train_step(self, samples: list[D.Sample], step: list[int], loaded: dict[int, D.LoadedSample],
                     progress: Progress) -> tuple[dict[str, float], dict[str, Any]]:
+        """One optimizer step on the planned samples ``step`` (this rank's share is ``loaded``).
+
+        Forward and backward of every micro-batch (the model call is :func:`loss_sums`), each loss
+        scaled by the token counts of the whole step; on out of memory, the same samples again in
+        micro-batches of half the tokens, from the same random state; then the gradients summed over
+        ranks, clipped, and the optimizer and scheduler stepped.  Returns the step's metrics and
+        its real / padded tokens, micro-batches (all ranks) and sample ids.
+        """
         c, d = self.cfg, self.dist
         share = list(loaded)
         text_n, mel_n = D.step_counts(self.data, samples, step)
-        floor = max(self.data.cost(samples[i]) for i in step)  # one sample per micro-batch: cannot go lower
+        micro_tokens = progress.micro_tokens
+        floor = min(micro_tokens, max(self.data.cost(samples[i]) for i in step))  # one sample per micro-batch
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-
-        def attempt(micro_tokens: int) -> tuple[torch.Tensor, int, int]:
+        while True:  # until the step fits (or even the floor does not: GpuOOM)
             torch.set_rng_state(rng)
             if cuda_rng is not None:
                 torch.cuda.set_rng_state(cuda_rng, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             failure = None
             try:
-                out = self._accumulate(samples, share, loaded, micro_tokens, text_n, mel_n, progress.step + 1)
+                sums = torch.zeros(3, dtype=torch.float32, device=self.device)  # text CE, mel CE, mel hits
+                padded = real = 0
+                micros = D.split_micro(self.data, samples, share, micro_tokens, c.pad_at_end) if share else []
+                for m, micro in enumerate(micros):
+                    if self.before_micro is not None:
+                        self.before_micro(progress.step + 1, m, [loaded[i].ids for i in micro])
+                    batch = D.collate([loaded[i] for i in micro], self.device.type == "cuda", c.pad_at_end,
+                                      conds=self.data.conds).to(self.device)
+                    ts = loss_sums(self.model, batch, self.amp_dtype, c.pad_at_end)
+                    text_sum, mel_sum = ts.text_loss.sum(), ts.mel_loss.sum()
+                    loss = c.text_loss_weight * text_sum / text_n + c.mel_loss_weight * mel_sum / mel_n
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                    sums += torch.stack([text_sum.detach(), mel_sum.detach(), ts.mel_hits.sum().float()])
+                    padded += batch.padded_tokens
+                    real += batch.real_tokens
             except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_oom(e):
                     raise
                 failure = str(e).splitlines()[0][:200]
-            if dd.any_rank(failure is not None, d):  # every rank retries together, none waits in a collective
-                self.optimizer.zero_grad(set_to_none=True)
-                raise RuntimeError(f"out of memory in step {progress.step + 1} "
-                                   f"({failure or 'on another rank'})")
-            return out
-
-        def on_backoff(event: BackoffEvent) -> None:
+            batch = ts = text_sum = mel_sum = loss = None  # a micro-batch's tensors (and graph) end with the attempt
+            if not dd.any_rank(failure is not None, d):  # every rank retries together, none waits in a collective
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            event = back_off(micro_tokens, floor,
+                             f"out of memory in step {progress.step + 1} ({failure or 'on another rank'})"[:200])
             progress.oom_backoffs += 1
             log.warning("step %d: out of memory with micro-batches of %d tokens; running the same samples again with "
                         "%d-token micro-batches (twice the accumulation)", progress.step + 1, event.failed_batch_size,
                         event.next_batch_size)
-
-        (sums, micro, padded), progress.micro_tokens = run_with_oom_backoff(
-            attempt, progress.micro_tokens, min_batch=min(floor, progress.micro_tokens), on_backoff=on_backoff)
+            micro_tokens = event.next_batch_size
+        progress.micro_tokens = micro_tokens  # kept for the rest of the run
         dd.sum_gradients(self.params, d)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
@@ -317,7 +344,8 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        totals = torch.cat([sums, torch.tensor([micro, padded], device=self.device, dtype=torch.float64)])
+        totals = torch.cat([sums.double(), torch.tensor([real, len(micros), padded], dtype=torch.float64,
+                                                        device=self.device)])
         dd.all_reduce_sum(totals, d)
         text_sum, mel_sum, hits, real, micro_all, padded_all = totals.tolist()
         text_loss, mel_loss = text_sum / text_n, mel_sum / mel_n
@@ -339,28 +367,6 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return metrics, {"real": int(real), "padded": int(padded_all), "micro": int(micro_all), "ids": ids}
-
-    def _accumulate(self, samples: list[D.Sample], share: list[int], loaded: dict[int, D.LoadedSample],
-                    micro_tokens: int, text_n: int, mel_n: int, step: int) -> tuple[torch.Tensor, int, int]:
-        """Forward + backward of this rank's micro-batches; returns (sums, micro-batches, padded tokens)."""
-        c = self.cfg
-        sums = torch.zeros(3, dtype=torch.float32, device=self.device)  # text CE, mel CE, mel hits
-        micros = D.split_micro(self.data, samples, share, micro_tokens, c.pad_at_end) if share else []
-        padded = real = 0
-        for m, micro in enumerate(micros):
-            if self.before_micro is not None:
-                self.before_micro(step, m, [loaded[i].ids for i in micro])
-            batch = D.collate([loaded[i] for i in micro], self.device.type == "cuda", c.pad_at_end,
-                              conds=self.data.conds).to(self.device)
-            ts = loss_sums(self.model, batch, self.amp_dtype, c.pad_at_end)
-            text_sum, mel_sum = ts.text_loss.sum(), ts.mel_loss.sum()
-            loss = c.text_loss_weight * text_sum / text_n + c.mel_loss_weight * mel_sum / mel_n
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            sums += torch.stack([text_sum.detach(), mel_sum.detach(), ts.mel_hits.sum().float()])
-            padded += batch.padded_tokens
-            real += batch.real_tokens
-        return torch.cat([sums.double(), torch.tensor([real], dtype=torch.float64, device=self.device)]), len(micros), \
-            padded
 
     # ------------------------------------------------------------------ validation and checkpoints
     def _validate(self, micro_tokens: int) -> dict[str, float]:
@@ -477,6 +483,6 @@ def _recorded(metrics: dict[str, float]) -> dict[str, float]:
 def train(inputs: TrainInputs, cfg: TrainConfig = TrainConfig(), *, seed: int = 1234, sinks: Sequence[MetricSink] = (),
           on_checkpoint: Hook | None = None, on_step: Hook | None = None,
           before_micro: Hook | None = None) -> TrainResult:
-    """Fine-tune (see the module docstring) with the ``train:`` settings ``cfg``.  Under torchrun, every rank calls
-    this.  ``resume`` and ``warm_start`` come from ``inputs`` (the config's copies are the orchestration's)."""
+    """Fine-tune (see the module docstring) with the ``train:`` settings ``cfg`` (``cfg.resume`` and
+    ``cfg.warm_start`` say where the run starts).  Under torchrun, every rank calls this."""
     return Trainer(inputs, cfg, seed, sinks, on_step, on_checkpoint, before_micro).fit()

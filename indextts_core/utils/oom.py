@@ -4,7 +4,9 @@
 it can, halves the batch size and calls again, down to ``min_batch``.  If even ``min_batch``
 runs out of memory it raises :class:`GpuOOM`, a small picklable error that an orchestrator can
 retry (the next attempt starts again from a smaller size, see :func:`batch_for_attempt`).
-Every backoff is reported to ``on_backoff`` and logged.
+Every backoff is reported to ``on_backoff`` and logged.  A loop that retries by itself (the
+training step, which must also agree with the other ranks before retrying) uses
+:func:`back_off`, the part after the error: free memory, halve, or give up at the floor.
 """
 
 from __future__ import annotations
@@ -80,15 +82,26 @@ def run_with_oom_backoff(
                 raise
             message = str(e).splitlines()[0][:200]
         # Outside the except block: the traceback, and the tensors its frames hold, are released.
-        free_accelerator_memory()
-        if batch_size <= min_batch:
-            raise GpuOOM(batch_size, message) from None
-        event = BackoffEvent(batch_size, max(min_batch, batch_size // 2), message)
-        log.warning("out of memory at batch size %d; retrying at %d (%s)", event.failed_batch_size,
-                    event.next_batch_size, message)
+        event = back_off(batch_size, min_batch, message)
         if on_backoff is not None:
             on_backoff(event)
         batch_size = event.next_batch_size
+
+
+def back_off(batch_size: int, min_batch: int, message: str) -> BackoffEvent:
+    """What follows an out-of-memory error at ``batch_size``: free what can be freed, then halve.
+
+    Returns the halving (logged), never below ``min_batch``; raises :class:`GpuOOM` when
+    ``batch_size`` is already ``min_batch``.  Call it outside the ``except`` block that caught the
+    error, so that the failed attempt's frames (and their tensors) are gone first.
+    """
+    free_accelerator_memory()
+    if batch_size <= min_batch:
+        raise GpuOOM(batch_size, message) from None
+    event = BackoffEvent(batch_size, max(min_batch, batch_size // 2), message)
+    log.warning("out of memory at batch size %d; retrying at %d (%s)", event.failed_batch_size,
+                event.next_batch_size, message)
+    return event
 
 
 def batch_for_attempt(batch_size: int, attempt: int, min_batch: int = 1) -> int:

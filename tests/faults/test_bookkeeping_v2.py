@@ -90,7 +90,7 @@ def test_a_resume_on_a_fresh_machine_keeps_the_baseline_and_no_baseline_never_pr
     fresh.mkdir()
     for name in ("latest.pth", "best.pth"):
         shutil.copyfile(first_out / name, fresh / name)
-    resumed = train(_inputs(processed, fresh, resume="auto"), OPTS.model_copy(update={"max_steps": 3}))
+    resumed = train(_inputs(processed, fresh), OPTS.model_copy(update={"max_steps": 3, "resume": "auto"}))
     assert resumed.steps == 3 and resumed.baseline == pytest.approx(first.baseline)
     summary = json.loads(resumed.summary_path.read_text())
     assert summary["forgetting"]["val/loss"] == pytest.approx(resumed.final["val/loss"] - first.baseline["val/loss"],

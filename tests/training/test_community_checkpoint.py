@@ -70,10 +70,9 @@ class Ours:
         self.factor = warmup_cosine(cfg.warmup_steps, TOTAL, cfg.min_lr_ratio)
 
     def resume(self, processed, out: Path, path: Path, warm_start: bool = True):
-        inputs = TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, None, out,
-                             resume=str(path), warm_start=warm_start)
-        return ck.resume(ck.CheckpointDir(out), inputs, self.model, self.optimizer, self.scheduler, None, {}, 1234,
-                         dd.Dist())
+        cfg = CFG.model_copy(update={"resume": str(path), "warm_start": warm_start})
+        return ck.resume(ck.CheckpointDir(out), cfg, processed.tokenizer, self.model, self.optimizer, self.scheduler,
+                         None, {}, 1234, dd.Dist())
 
 
 def their_moments(obj: dict, model: UnifiedVoice) -> dict[str, dict]:
@@ -136,9 +135,9 @@ def test_training_continues_from_their_step_at_the_scheduled_learning_rate(proce
     community_file(processed, path)
     out = tmp_path / "out"
     steps: list[int] = []
-    opts = CFG.model_copy(update={"max_steps": STEP + 2, "export": False})
-    result = train(TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, None, out,
-                               resume=str(path), warm_start=True), opts, on_step=lambda info: steps.append(info.step))
+    opts = CFG.model_copy(update={"max_steps": STEP + 2, "export": False, "resume": str(path), "warm_start": True})
+    result = train(TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, None, out), opts,
+                   on_step=lambda info: steps.append(info.step))
     assert steps == [STEP + 1, STEP + 2] and result.steps == STEP + 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     lr = {r["step"]: r["train/lr"] for r in rows if "train/lr" in r}

@@ -68,7 +68,7 @@ def test_flow_stage_runs_torchrun_and_replays_metrics(processed, tmp_path: Path)
     cfg = load_config(overrides={"train.batch_tokens": 1024, "train.max_steps": 4, "train.val_interval": 2,
                                  "train.warmup_steps": 2, "train.learning_rate": 1e-3})
     inputs = TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, processed.val_pairs,
-                         tmp_path / "out", resume="auto")
+                         tmp_path / "out")  # the stage resumes "auto" (tasks.train.stage_settings)
 
     class Collect:
         def __init__(self):

@@ -66,7 +66,7 @@ def test_resume_restores_the_adapters_bit_identically(lora_run, processed, tmp_p
     out = tmp_path / "trained_ckpts"
     shutil.copytree(ref_out, out)
     step = 14
-    train(inputs(processed, out, resume=str(out / f"model_step{step}.pth")), OPTS)
+    train(inputs(processed, out), OPTS.model_copy(update={"resume": str(out / f"model_step{step}.pth")}))
     a = torch.load(out / "latest.pth", map_location="cpu", weights_only=True)["model"]
     b = torch.load(ref_out / "latest.pth", map_location="cpu", weights_only=True)["model"]
     assert a.keys() == b.keys()
@@ -78,7 +78,7 @@ def test_resume_without_the_adapters_is_refused(lora_run, processed, tmp_path: P
     out = tmp_path / "trained_ckpts"
     shutil.copytree(ref_out, out)
     with pytest.raises(InputError, match="refusing to resume") as e:
-        train(inputs(processed, out, resume="auto"), OPTS.model_copy(update={"lora_rank": 0}))
+        train(inputs(processed, out), OPTS.model_copy(update={"lora_rank": 0, "resume": "auto"}))
     assert "the LoRA adapters" in str(e.value)
 
 
@@ -86,8 +86,8 @@ def test_warm_start_from_full_weights_gives_fresh_adapters(lora_run, processed, 
     """A LoRA run warm-started from a plain gpt.pth (here the merged export) starts from those weights."""
     _, result = lora_run
     out = tmp_path / "trained_ckpts"
-    again = train(inputs(processed, out, resume=str(result.export_dir / "gpt.pth"), warm_start=True),
-                  OPTS.model_copy(update={"max_steps": 2}))
+    again = train(inputs(processed, out), OPTS.model_copy(update={
+        "max_steps": 2, "resume": str(result.export_dir / "gpt.pth"), "warm_start": True}))
     assert again.steps == 2
     # step 0's validation is the exported model's (fresh adapters add nothing)
     assert again.baseline["val/loss"] == pytest.approx(result.final["val/loss"], abs=1e-4)

@@ -138,7 +138,8 @@ def test_logs_checkpoints_and_retention(reference):
     (events,) = (out / "logs").glob("events.out.tfevents.*")
     acc = EventAccumulator(str(events))
     acc.Reload()
-    assert {"train/loss", "train/text_loss", "train/mel_loss", "train/mel_top1", "val/loss"} <= set(acc.Tags()["scalars"])
+    assert ({"train/loss", "train/text_loss", "train/mel_loss", "train/mel_top1", "val/loss"}
+            <= set(acc.Tags()["scalars"]))
     assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, STEPS + 1))
     info = json.loads((out / "train.json").read_text())
     assert info["steps_per_epoch"] == [EPOCH, EPOCH] and info["planned_padding_share"] < 0.1
@@ -162,8 +163,8 @@ def test_training_logs_generation_at_step_0_and_every_validation(reference):
 def test_killed_run_resumed_with_auto_ends_bit_identical(kill, reference, processed, tmp_path: Path):
     ref_out, _, ref_steps = reference
     out = tmp_path / "trained_ckpts"
-    spec = {"inputs": {**asdict(inputs(processed, out, resume="auto")), "pairing": None},
-            "options": OPTS.model_dump(), "seed": 1234,
+    spec = {"inputs": {**asdict(inputs(processed, out)), "pairing": None},
+            "options": OPTS.model_copy(update={"resume": "auto"}).model_dump(), "seed": 1234,
             "threads": torch.get_num_threads(), **kill}
     proc = run_child(spec)
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL: no clean-up ran
@@ -173,7 +174,7 @@ def test_killed_run_resumed_with_auto_ends_bit_identical(kill, reference, proces
     else:
         assert (saved["step"], saved["epoch"], saved["step_in_epoch"]) == (4, 0, 4)
     rec = Recorder()
-    result = train(inputs(processed, out, resume="auto"), OPTS, on_step=rec)
+    result = train(inputs(processed, out), OPTS.model_copy(update={"resume": "auto"}), on_step=rec)
     # continues with exactly the next step, replays nothing it had saved, ends on the same weights
     assert sorted(rec.steps) == list(range(saved["step"] + 1, STEPS + 1))
     assert all(rec.steps[s] == ref_steps[s] for s in rec.steps)
@@ -189,7 +190,7 @@ def test_resume_from_a_given_checkpoint_file(reference, processed, tmp_path: Pat
     out = tmp_path / "trained_ckpts"
     shutil.copytree(ref_out, out)
     rec = Recorder()
-    train(inputs(processed, out, resume=str(out / "model_step36.pth")), OPTS, on_step=rec)
+    train(inputs(processed, out), OPTS.model_copy(update={"resume": str(out / "model_step36.pth")}), on_step=rec)
     assert sorted(rec.steps) == list(range(37, STEPS + 1))
     assert_bit_identical(weights(out / "latest.pth"), weights(ref_out / "latest.pth"))
 
@@ -205,21 +206,23 @@ def test_mismatched_checkpoint_is_refused_and_warm_start_keeps_only_weights(refe
     lines = (data / "GPT_pairs_train.jsonl").read_text().splitlines()
     (data / "GPT_pairs_train.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     other = TrainInputs(processed.checkpoint, processed.tokenizer, data / "GPT_pairs_train.jsonl",
-                        data / "GPT_pairs_val.jsonl", out, resume="auto")
-    with pytest.raises(InputError, match=r"refusing to resume(.|\n)*training data .*\(data_sha256\)(.|\n)*--warm-start"):
-        train(other, OPTS)
+                        data / "GPT_pairs_val.jsonl", out)
+    auto = OPTS.model_copy(update={"resume": "auto"})
+    refused = r"refusing to resume(.|\n)*training data .*\(data_sha256\)(.|\n)*--warm-start"
+    with pytest.raises(InputError, match=refused):
+        train(other, auto)
     with pytest.raises(InputError, match=r"sample order"):
-        train(inputs(processed, out, resume="auto"), OPTS.model_copy(update={"batch_tokens": 2048}))
+        train(inputs(processed, out), auto.model_copy(update={"batch_tokens": 2048}))
     # a fresh run into a folder holding checkpoints is refused rather than mixed in
     with pytest.raises(InputError, match="already holds checkpoints"):
         train(inputs(processed, out), OPTS)
     # a deliberate warm start: the weights only, a new run from step 0, in a new folder
     new = tmp_path / "warm"
     rec = Recorder()
-    opts = OPTS.model_copy(update={"max_steps": 3, "export": False})
+    opts = OPTS.model_copy(update={"max_steps": 3, "export": False, "resume": str(out / "best.pth"),
+                                   "warm_start": True})
     result = train(TrainInputs(processed.checkpoint, processed.tokenizer, data / "GPT_pairs_train.jsonl",
-                               data / "GPT_pairs_val.jsonl", new, resume=str(out / "best.pth"), warm_start=True),
-                   opts, on_step=rec)
+                               data / "GPT_pairs_val.jsonl", new), opts, on_step=rec)
     assert sorted(rec.steps) == [1, 2, 3] and result.steps == 3
     # the step-0 validation ran on the warm-started weights, not the base
     assert result.baseline["val/loss"] < reference[1].baseline["val/loss"] - 0.3
@@ -310,7 +313,7 @@ def test_exporting_the_same_weights_again_gives_the_same_bytes(processed, tmp_pa
     opts = OPTS.model_copy(update={"max_steps": 2})
     first = train(inputs(processed, tmp_path / "out"), opts)
     before = _file_hashes(first.export_dir)
-    again = train(inputs(processed, tmp_path / "out", resume="auto"), opts)
+    again = train(inputs(processed, tmp_path / "out"), opts.model_copy(update={"resume": "auto"}))
     assert again.export_dir == first.export_dir and again.steps == first.steps == 2  # max_steps holds on resume
     assert _file_hashes(again.export_dir) == before
     assert not list(first.export_dir.parent.glob(".export*"))  # nothing half-written left behind
