@@ -80,8 +80,8 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
     if int(os.environ.get("RANK", "0")):
         logging.getLogger().setLevel(logging.WARNING)
     inputs = TrainInputs(checkpoint_dir=Path(checkpoint), tokenizer=tokenizer, train=train_manifest,
-                         val=val_manifest, output_dir=cfg.train.checkpoint_dir, resume=cfg.train.resume,
-                         warm_start=cfg.train.warm_start, pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
+                         val=val_manifest, output_dir=cfg.train.checkpoint_dir,
+                         pairing=PairingPolicy(cfg.pairs, seed=cfg.run.seed),
                          feature_dir=features, read_audio=lambda uri: read_uri_bytes(uri, cfg.storage))
     result = run_training(inputs, cfg.train, seed=cfg.run.seed)
     if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 reports
