@@ -23,8 +23,8 @@ extra space), copies otherwise.  Every file appears atomically (temporary name, 
 inputs), or starts a new run from another checkpoint's weights (a warm start, :func:`warm_start`:
 from one of ours, a plain ``gpt.pth``, or a community trainer's ``latest.pth`` / ``model_step{N}.pth``,
 whose step count and fitting optimizer state are kept too, see
-:mod:`indextts_core.training.community`); :func:`export` writes the best checkpoint in the official
-layout, reloads it strictly and checks it is what was trained.
+:mod:`indextts_core.training.community`); the export of the best checkpoint in the official layout is
+:mod:`indextts_core.training.export`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import copy
 import random
 import re
 import shutil
@@ -50,22 +49,17 @@ from indextts_core.config import TrainConfig
 from indextts_core.errors import InputError
 from indextts_core.model.checkpoint import (
     CheckpointError,
-    export_checkpoint,
-    load_gpt,
     load_state_dict_into,
     official_state_dict,
 )
-from indextts_core.model.vocab import base_rows_digest
-from indextts_core.utils.fileio import sha256_file
 from indextts_core.training import community
 from indextts_core.training import distributed as dd
-from indextts_core.training.data import Batch, TrainingSet
-from indextts_core.training.lora import ADAPTER_SUFFIXES, check_merged_keys, has_lora, lora_state_dict, merge_lora
-from indextts_core.training.objective import forward
+from indextts_core.training.data import TrainingSet
+from indextts_core.training.lora import ADAPTER_SUFFIXES, has_lora, lora_state_dict
 from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
 from indextts_core.training.setup import ModelSetup
-from indextts_core.utils.fileio import atomic_write, make_temp, write_json
+from indextts_core.utils.fileio import atomic_write, make_temp
 
 log = logging.getLogger(__name__)
 
@@ -395,82 +389,3 @@ def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Mo
     log.info("resuming from %s: step %d, epoch %d, step %d of the epoch", path, progress.step, progress.epoch + 1,
              progress.step_in_epoch)
     return progress
-
-
-def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_dir: Path, tokenizer: Path,
-           export_dtype: str, base_digest: str | None, check: Batch | None, device: torch.device,
-           pad_at_end: bool = True) -> tuple[Path, bool, bool | None]:
-    """Export ``source`` in the official layout into ``out``, reload it strictly and check it is what was trained.
-
-    The reloaded weights must equal the trained ones and, when ``check`` (a validation batch) is
-    given and the export is float32, give the same logits.  ``base_digest``: the base rows' digest
-    before training (frozen base rows), checked on the export; None skips that check.
-    Returns (folder, verified, base rows unchanged or None).
-    """
-    ck = load_file(source)
-    load_state_dict_into(model, ck["model"], source)
-    final, out = out, out.with_name(f".{out.name}.partial")  # written apart, then swapped in whole
-    shutil.rmtree(out, ignore_errors=True)
-    merged: list[str] = []
-    merge_diff: float | None = None
-    if has_lora(model):  # the adapters go into the weights: the export is a plain official checkpoint
-        adapted = copy.deepcopy(model).cpu().eval()
-        model = copy.deepcopy(adapted)
-        merged = merge_lora(model)
-        check_merged_keys(official_state_dict(model), official_state_dict(load_gpt(base_dir, strict=True)))
-        if check is not None:
-            with torch.no_grad():
-                merge_diff = float((forward(adapted, check, pad_at_end=pad_at_end).mel_logits
-                                    - forward(model, check, pad_at_end=pad_at_end).mel_logits).abs().max())
-            log.info("LoRA merged into %d layers; mel logits with adapters vs merged: max |diff| %.2e", len(merged),
-                     merge_diff)
-        device = torch.device("cpu")
-    result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
-    side = tokenizer.with_suffix(".json")
-    files = dict(result.files)
-    if setup.language and side.is_file():  # 2.5: the language choice travels with the vocabulary (the official
-        shutil.copyfile(side, out / side.name)  # code ignores it; our generate/synthesize read the lang code)
-        files[side.name] = sha256_file(out / side.name)
-    reloaded = load_gpt(out, strict=True)
-    ours = official_state_dict(model)
-    theirs = reloaded.state_dict()
-    dtype = torch.float16 if export_dtype == "float16" else torch.float32
-    same = all(torch.equal(theirs[k], v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype))
-               for k, v in ours.items())
-    if same and check is not None and export_dtype == "float32":
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            a = forward(model.cpu(), check, pad_at_end=pad_at_end)
-            b = forward(reloaded, check, pad_at_end=pad_at_end)
-        model.to(device).train(was)
-        same = torch.equal(a.mel_logits, b.mel_logits) and torch.equal(a.text_logits, b.text_logits)
-    unchanged = base_rows_digest(reloaded, setup.base_vocab, setup.trained_base_rows) == base_digest \
-        if base_digest is not None and export_dtype == "float32" else None
-    write_json(out / "indextts-export.json", {
-        "format": "indextts-export/1", "source": source.name, "step": ck["progress"]["step"],
-        "metrics": ck.get("metrics", {}), "fingerprint": ck["fingerprint"],
-        "tokenizer": {"file": tokenizer.name, "sha256": setup.tokenizer.sha256,
-                      "vocab_size": setup.vocab_size, "base_vocab": setup.base_vocab},
-        "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
-        "dtype": export_dtype, "verified_reload": same, "base_rows_unchanged": unchanged,
-        "files": files, "missing_for_inference": list(result.missing_for_inference),
-        **({"lora_merged": {**setup.describe().get("lora", {}), "layers": len(merged),
-                            "mel_logits_max_diff": merge_diff}} if merged else {}),
-    })
-    if not same:
-        raise RuntimeError(f"{final}: the exported checkpoint does not reproduce the trained model")
-    if result.missing_for_inference:
-        log.warning("%s: the base folder %s has no %s, so neither has the export: the official inference needs "
-                    "them (download the complete official folder)", final, base_dir,
-                    ", ".join(result.missing_for_inference))
-    if final.exists():  # an earlier export of this run: replaced whole, so nothing of it lingers
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        out.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.rename(final)
-    log.info("exported %s (step %d) to %s; strict reload verified", source.name, ck["progress"]["step"], final)
-    return final, same, unchanged

@@ -52,6 +52,7 @@ from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.vocab import base_rows_digest
 from indextts_core.preprocess.pairs import PairingPolicy
 from indextts_core.training import checkpointing as ck
+from indextts_core.training.export import export
 from indextts_core.training import data as D
 from indextts_core.training import distributed as dd
 from indextts_core.training.autosize import loader_workers, micro_budget, probe_model, resolve_amp
@@ -452,7 +453,7 @@ class Trainer:
             # the numbers of the checkpoint exported (the best one), not of the last validation
             exported = dict(progress.best_metrics) if source == self.ckdir.best else dict(last_val)
             check = self.val.batch(self.val.last_micro(progress.micro_tokens)) if self.val else None
-            export_dir, verified, unchanged = ck.export(
+            export_dir, verified, unchanged = export(
                 self.model, source, self.out / "export", self.setup, self.bundle.checkpoint_dir,
                 Path(self.inputs.tokenizer), c.export_dtype, self.base_digest if c.freeze_base_rows else None,
                 check, self.device, c.pad_at_end)
