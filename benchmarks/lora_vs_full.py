@@ -38,7 +38,14 @@ def prepare(root: Path, version: str) -> dict[str, str]:
     from indextts_core.config import IngestConfig, load_config
     from indextts_core.data.ingest import ManifestInput, ingest
     from indextts_core.tiny import write_tiny_bundle
-    from indextts_core.preprocess import clips_from_manifests, preprocess
+    from indextts_core.preprocess import (
+        FeatureFolder,
+        clips_from_manifests,
+        featureset_id,
+        model_folder_digests,
+        prepare,
+        preprocess,
+    )
     from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
     from indextts_core.text.encoder import language_choice
     from indextts_core.text.frontend import TextFrontend
@@ -61,8 +68,9 @@ def prepare(root: Path, version: str) -> dict[str, str]:
                                "extended_bpe.model", ExtendBpeConfig(), seed=1234, frontend=fe.fingerprint()).model_path
     cfg = load_config()
     out = root / "processed_data"
-    preprocess(clips, bundle, tokenizer, fe, out, cfg=cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s,
-               max_duration_s=cfg.ingest.max_duration_s)
+    featureset = featureset_id(model_folder_digests(bundle.checkpoint_dir), cfg.preprocess, bundle.hidden_layer)
+    preprocess(prepare(clips, bundle, tokenizer, fe, cfg.preprocess), FeatureFolder(out / "features", featureset),
+               out, cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s, max_duration_s=cfg.ingest.max_duration_s)
     pool = [out / "train_manifest.jsonl", out / "val_manifest.jsonl"]
     build_pairs(pool[0], out / "GPT_pairs_train.jsonl", PairingPolicy(seed=1234), pool)
     build_pairs(pool[1], out / "GPT_pairs_val.jsonl", PairingPolicy(seed=1234), pool)
@@ -85,7 +93,8 @@ def child(spec: dict) -> None:
     out = Path(spec["out"])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    result = train(TrainInputs(Path(d["checkpoint"]), Path(d["tokenizer"]), Path(d["train"]), Path(d["val"]), out), opts)
+    inputs = TrainInputs(Path(d["checkpoint"]), Path(d["tokenizer"]), Path(d["train"]), Path(d["val"]), out)
+    result = train(inputs, opts)
     seconds = time.perf_counter() - start
     info = json.loads((out / "train.json").read_text())["model"]
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
@@ -124,8 +133,8 @@ def main() -> None:
                 if proc.returncode:
                     raise SystemExit(f"{version} {mode} failed:\n{proc.stderr[-3000:]}")
                 rows.append({"base": version, "mode": mode, **json.loads(proc.stdout.strip().splitlines()[-1])})
-    cols = ["base", "mode", "trainable", "adam_state_mb", "rss_before_training_mb", "peak_rss_mb", "gpu_peak_mb", "steps",
-            "s_per_step", "val_loss_0", "val_loss", "mel_top1_0", "mel_top1"]
+    cols = ["base", "mode", "trainable", "adam_state_mb", "rss_before_training_mb", "peak_rss_mb", "gpu_peak_mb",
+            "steps", "s_per_step", "val_loss_0", "val_loss", "mel_top1_0", "mel_top1"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -133,8 +142,10 @@ def main() -> None:
     for version in ("2.0", "2.5"):
         full, lora = (r for r in rows if r["base"] == version)
         print(f"{version}: LoRA/full trainable parameters {lora['trainable'] / full['trainable']:.4f}, "
-              f"s/step {lora['s_per_step'] / full['s_per_step']:.2f}, peak RSS {lora['peak_rss_mb'] / full['peak_rss_mb']:.3f}, "
-              f"validation loss drop {lora['val_loss_0'] - lora['val_loss']:.3f} vs {full['val_loss_0'] - full['val_loss']:.3f}")
+              f"s/step {lora['s_per_step'] / full['s_per_step']:.2f}, "
+              f"peak RSS {lora['peak_rss_mb'] / full['peak_rss_mb']:.3f}, "
+              f"validation loss drop {lora['val_loss_0'] - lora['val_loss']:.3f} "
+              f"vs {full['val_loss_0'] - full['val_loss']:.3f}")
     full_size_counts(args.lora_rank)
 
 
@@ -143,8 +154,8 @@ def full_size_counts(rank: int, new_pieces: int = 12000) -> None:
 
     The rules are the trainer's (``prepare_model``): precomputed conditioners frozen, base text rows
     frozen (2.0: ``new_pieces`` rows appended by the tokenizer stage; 2.5: none), of 2.5's
-    ``lang_embedding`` one row trains and of its text rows the new language's ``<|code|>``; with LoRA the stack, heads and mel embeddings train only
-    through the adapters.
+    ``lang_embedding`` one row trains and of its text rows the new language's ``<|code|>``; with LoRA the stack,
+    heads and mel embeddings train only through the adapters.
     """
     import torch
 

@@ -1,7 +1,9 @@
-"""The preprocessing stage as flows: work units spread over a task runner chosen by the configuration.
+"""The preprocessing stage as flows: the core stage's steps, its work units spread over a chosen task runner.
 
-``preprocess.runner: local`` runs units on this process's threads (``parallel_units`` at a time;
-one GPU is best served by one unit at a time), ``dask`` on a Dask cluster (``dask_address``, or a
+The steps are those :func:`indextts_core.preprocess.preprocess` runs (plan, units, index) on the
+artifact store's feature set, as tasks (``tasks/preprocess.py``): here the units' runner is a subflow of
+unit tasks.  ``preprocess.runner: local`` runs units on this process's threads (``parallel_units`` at a
+time; one GPU is best served by one unit at a time), ``dask`` on a Dask cluster (``dask_address``, or a
 local cluster of ``dask_workers`` processes), each worker loading the models once.
 """
 

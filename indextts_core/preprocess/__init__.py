@@ -6,23 +6,28 @@ semantic codes; the frozen base GPT's speaker latents (32 x D) and emotion vecto
 every output is trimmed to its clip (codes from length-masked features, latents with
 ``exact_padding``), so a clip gets the same numbers alone or in any batch.
 
-Three phases, each usable on its own (the orchestrated flow runs ``process_unit`` as parallel tasks):
+Three phases, run the same way by the orchestrated flow and by a direct call:
 
-* :func:`plan` (``planning``): tokenize and gate the text, then find which audio still needs
-  features.  Features are keyed by the audio file's sha256 inside a *feature set* named by the
-  hashes of every model file, so adding clips processes only the new audio, and nothing is
-  recomputed for unchanged models.  Work is cut into units of ``unit_clips`` audio keys in a fixed
-  order.
-* :func:`process_unit` (``extract``): decode, gate (duration, silence, clipping), extract, write one
-  shard of features plus a unit record (processed keys, rejected keys with reasons), both
-  atomically and the record last: an interrupted run resumes at the first unit without a record.
-* :func:`assemble` (``index``): the index (``train_manifest.jsonl``, ``val_manifest.jsonl``), the
-  text ids (``text_ids.safetensors``, int16), ``rejects.jsonl`` and the report.
+* :func:`prepare` and :func:`plan_units` (``planning``): tokenize and gate the text, then find which
+  audio still needs features.  Features are keyed by the audio file's sha256 inside a *feature set*
+  named by the content digests of the model folders (:func:`featureset_id`, :func:`model_digests`:
+  the store's digests of the model assets, or :func:`model_folder_digests` of local folders, the same
+  value for the same files), so adding clips processes only the new audio, and nothing is recomputed
+  for unchanged models.  Work is cut into units of ``unit_clips`` audio keys in a fixed order.
+* :func:`run_unit` (``run``, over :func:`process_unit` in ``extract``): decode, gate (duration,
+  silence, clipping), extract, write one shard of features plus a unit record (processed keys,
+  rejected keys with reasons), both atomically and the record last, and keep them in the feature
+  store (``features``: a local :class:`FeatureFolder` or the artifact store's :class:`StoredFeatures`).
+  An interrupted run resumes at the first unit without a record.
+* :func:`index_features` (``run``, over :func:`assemble` in ``index``): the index
+  (``train_manifest.jsonl``, ``val_manifest.jsonl``), the text ids (``text_ids.safetensors``, int16),
+  ``rejects.jsonl`` and the report.
 
-:func:`preprocess` (``run``) does all three in this process.  Settings come from the
-``preprocess:`` config section (:class:`~indextts_core.config.PreprocessConfig`, its "auto" values
-resolved in ``settings``) plus the ``ingest:`` duration limits, passed explicitly.  Clips come from
-ingested manifests (``clips``).
+:func:`preprocess` (``run``) does all three, the units through a runner (by default one after the
+other in this process); the flow (``flows/preprocess.py``) runs them as Prefect tasks, units in
+parallel on threads or Dask.  Settings come from the ``preprocess:`` config section
+(:class:`~indextts_core.config.PreprocessConfig`, its "auto" values resolved in ``settings``) plus the
+``ingest:`` duration limits, passed explicitly.  Clips come from ingested manifests (``clips``).
 
 Every clip of the input ends up in exactly one place: an index row or a rejects line with a reason.
 """
@@ -39,20 +44,34 @@ from indextts_core.preprocess.extract import (
     probe_batch_seconds,
     process_unit,
 )
+from indextts_core.preprocess.features import FeatureFolder, FeatureStore, StoredFeatures, feature_prefix
 from indextts_core.preprocess.index import PreprocessResult, assemble, checkpoint_files_sha256
 from indextts_core.preprocess.planning import (
     Plan,
+    Prepared,
     TextItem,
     UnitRecords,
-    bundle_models,
     featureset_id,
+    folder_digest,
     make_plan,
-    plan,
+    model_digests,
+    model_folder_digests,
+    plan_units,
+    prepare,
     read_units,
     tokenize,
     unit_name,
 )
-from indextts_core.preprocess.run import preprocess
+from indextts_core.preprocess.run import (
+    Unit,
+    UnitRunner,
+    UnitWork,
+    index_features,
+    load_extraction,
+    preprocess,
+    run_in_process,
+    run_unit,
+)
 from indextts_core.preprocess.settings import (
     CODES_PER_SECOND,
     CPU_BATCH_SECONDS,
@@ -64,9 +83,6 @@ from indextts_core.preprocess.settings import (
     resolved_device,
 )
 
-#: The old private name of :func:`decode_clip_audio` (tasks/preprocess.py); to be removed.
-_decode = decode_clip_audio
-
 __all__ = [
     # settings
     "STAGE_VERSION", "SAMPLE_RATE", "CODES_PER_SECOND", "CPU_BATCH_SECONDS",
@@ -74,13 +90,16 @@ __all__ = [
     # clips
     "Clip", "clips_from_manifests", "clips_for_manifest",
     # planning
-    "TextItem", "Plan", "UnitRecords", "read_units", "unit_name", "featureset_id", "bundle_models", "tokenize",
-    "make_plan", "plan",
+    "TextItem", "Plan", "Prepared", "UnitRecords", "read_units", "unit_name", "featureset_id", "model_digests",
+    "folder_digest", "model_folder_digests", "tokenize", "prepare", "make_plan", "plan_units",
+    # where features live
+    "FeatureStore", "FeatureFolder", "StoredFeatures", "feature_prefix",
     # extraction
-    "FeatureExtractor", "Extract", "UnitResult", "decode_clip_audio", "_decode", "length_batches",
-    "probe_batch_seconds", "process_unit",
+    "FeatureExtractor", "Extract", "UnitResult", "decode_clip_audio", "length_batches", "probe_batch_seconds",
+    "process_unit",
     # index
     "PreprocessResult", "assemble", "checkpoint_files_sha256",
-    # the whole stage
+    # the stage
+    "Unit", "UnitWork", "UnitRunner", "load_extraction", "run_unit", "run_in_process", "index_features",
     "preprocess",
 ]

@@ -140,7 +140,8 @@ def decode_clip_audio(uri: str, cfg: PreprocessConfig, storage: Any, *, min_dura
     return x, None, None
 
 
-def length_batches(durations: Sequence[float], max_batch_seconds: float, max_clips: int | None = None) -> list[list[int]]:
+def length_batches(durations: Sequence[float], max_batch_seconds: float,
+                   max_clips: int | None = None) -> list[list[int]]:
     """Indices grouped longest-first so that clips x longest duration stays within ``max_batch_seconds``."""
     order = sorted(range(len(durations)), key=lambda i: -durations[i])
     batches: list[list[int]] = []

@@ -110,7 +110,8 @@ def assemble(clips: Sequence[Clip], p: Plan, records: UnitRecords, out_dir: Path
     report = {
         "clips": len(clips), "indexed": len(all_rows), "train": len(rows["train"]), "val": len(rows["val"]),
         "rejected": len(rejects), "rejected_by_reason": reasons, "featureset": p.featureset, "limits": p.limits,
-        "code_len": _summary([r["code_len"] for r in all_rows]), "text_len": _summary([r["text_len"] for r in all_rows]),
+        "code_len": _summary([r["code_len"] for r in all_rows]),
+        "text_len": _summary([r["text_len"] for r in all_rows]),
     }
     # ... and how this run made it (returned and logged, never stored: it differs from run to run)
     run = {
@@ -148,7 +149,8 @@ def _summary(values: Sequence[int]) -> dict[str, Any]:
 def _markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Preprocessing report", "",
-        f"- clips: {r['clips']}; indexed: {r['indexed']} (train {r['train']}, val {r['val']}); rejected: {r['rejected']}",
+        f"- clips: {r['clips']}; indexed: {r['indexed']} (train {r['train']}, val {r['val']}); "
+        f"rejected: {r['rejected']}",
         f"- feature set: `{r['featureset']}`",
         f"- codes per clip: {r['code_len']} (limit max_mel_tokens={r['limits'].get('max_mel_tokens')})",
         f"- text tokens per clip: {r['text_len']} (limit max_text_tokens={r['limits'].get('max_text_tokens')})",

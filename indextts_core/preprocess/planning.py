@@ -1,22 +1,24 @@
-"""Planning: tokenize and gate the text, name the feature set, and cut the missing audio into units."""
+"""Planning: read the stage's inputs once, name the feature set, and cut the missing audio into units."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indextts_core.preprocess.clips import Clip, reject_row
 from indextts_core.preprocess.settings import FEATURES_VERSION
-from indextts_core.store.objects import ObjectNotFoundError, read_uri_bytes
-from indextts_core.utils.fileio import read_json, sha256_bytes
+from indextts_core.store.objects import DIR_MANIFEST, ObjectInfo, ObjectNotFoundError, directory_digest, read_uri_bytes
+from indextts_core.utils.fileio import read_json, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from indextts_core.config import PreprocessConfig
     from indextts_core.model.bundle import ModelBundle
+    from indextts_core.preprocess.features import FeatureStore
 
 
 @dataclass
@@ -66,15 +68,34 @@ def unit_name(keys: Sequence[str]) -> str:
     return "unit-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
 
 
-def featureset_id(models: dict[str, str], cfg: PreprocessConfig, layer: int) -> str:
-    """Names the features: the models' content hashes, the stage version, and the settings that change features."""
-    ident = {"models": models, "version": FEATURES_VERSION, "cond_max_seconds": cfg.cond_max_seconds, "layer": layer}
+def featureset_id(models: Mapping[str, str], cfg: PreprocessConfig, layer: int) -> str:
+    """Names the features: the models' content digests (:func:`model_digests`), the features' version, and the
+    settings that change features (``cond_max_seconds``, the model's hidden ``layer``)."""
+    ident = {"models": dict(models), "version": FEATURES_VERSION, "cond_max_seconds": cfg.cond_max_seconds,
+             "layer": layer}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def bundle_models(bundle: ModelBundle) -> dict[str, str]:
-    """Content hashes of the model files of a bundle (the tokenizer does not touch audio features)."""
-    return {k: v for k, v in bundle.fingerprint().items() if k != "tokenizer"}
+def model_digests(checkpoint: str, w2v_bert: str | None = None, codec: str | None = None) -> dict[str, str]:
+    """The models in a feature set's id: the content digest of the checkpoint folder, and of the Wav2Vec2-BERT
+    and codec folders where they are given apart from it ("" where not: they are the checkpoint's ``hf_cache/``,
+    which its digest covers)."""
+    return {"checkpoint": checkpoint, "w2v_bert": w2v_bert or "", "codec": codec or ""}
+
+
+def folder_digest(folder: Path) -> str:
+    """A folder's content digest as the artifact store records it for a stored folder: over the relative path and
+    sha256 of each file (the store's own manifest left out), so a folder and its stored copy give the same."""
+    files = [ObjectInfo(p.relative_to(folder).as_posix(), p.stat().st_size, sha256_file(p))
+             for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != DIR_MANIFEST]
+    return directory_digest(files)
+
+
+def model_folder_digests(checkpoint_dir: Path, w2v_dir: Path | None = None,
+                         codec_dir: Path | None = None) -> dict[str, str]:
+    """:func:`model_digests` of local model folders (the folders that the flow's model assets are)."""
+    return model_digests(folder_digest(checkpoint_dir), folder_digest(w2v_dir) if w2v_dir else None,
+                         folder_digest(codec_dir) if codec_dir else None)
 
 
 def record_complete(record: dict[str, Any], feature_dir: Path | None = None, present: set[str] | None = None) -> bool:
@@ -125,6 +146,8 @@ def tokenize(clips: Sequence[Clip], encoder: Any, max_text_tokens: int,
 
 
 def _audio_key(clip: Clip, storage: Any) -> str:
+    """What a clip's features are keyed by: its audio's sha256 (as ingest recorded it, else read), or a
+    ``missing:`` key that no unit ever finds (the unit then rejects the clip as missing)."""
     if clip.audio_sha256:
         return clip.audio_sha256
     try:
@@ -133,17 +156,49 @@ def _audio_key(clip: Clip, storage: Any) -> str:
         return "missing:" + clip.audio
 
 
-def plan(clips: Sequence[Clip], encoder: Any, bundle: ModelBundle, feature_root: Path,
-         cfg: PreprocessConfig, storage: Any | None = None) -> Plan:
-    """Tokenize and gate the text, then list the audio of ``feature_root/<feature set>/`` still to process."""
-    gpt = bundle.gpt_config
-    texts, rejects = tokenize(clips, encoder, gpt.max_text_tokens, cfg.max_unk_share)
-    fset = featureset_id(bundle_models(bundle), cfg, bundle.hidden_layer)
-    feature_dir = Path(feature_root) / fset
-    records = read_units(feature_dir)
+@dataclass
+class Prepared:
+    """The stage's inputs, read once: the models, the clips, the tokenizer and front-end, every clip's text as
+    inference encodes it (clips the text gates reject apart) and its audio key."""
+
+    bundle: ModelBundle
+    clips: list[Clip]
+    tokenizer: Path
+    frontend: dict[str, Any]  # the front-end's fingerprint
+    texts: dict[str, TextItem]  # clip id -> tokenized text (text gates passed)
+    rejects: list[dict[str, Any]]  # text-gate rejections
+    keys: dict[str, str]  # clip id -> audio key
+
+    @property
+    def limits(self) -> dict[str, int]:
+        gpt = self.bundle.gpt_config
+        return {"max_text_tokens": gpt.max_text_tokens, "max_mel_tokens": gpt.max_mel_tokens}
+
+    @cached_property
+    def gpt_sha256(self) -> str:
+        """The base GPT's sha256 (its conditioning computed the speaker latents and emotion vectors)."""
+        return sha256_file(self.bundle.gpt_path)
+
+
+def prepare(clips: Sequence[Clip], bundle: ModelBundle, tokenizer_path: Path, frontend: Any, cfg: PreprocessConfig,
+            storage: Any | None = None) -> Prepared:
+    """Check that the tokenizer was made with this ``frontend``, tokenize and gate every clip's text, and key
+    its audio (``storage``: how ``store:`` and ``s3://`` audio is read)."""
+    from indextts_core.text.encoder import open_text_encoder
+    from indextts_core.text.extend_bpe import check_frontend
+
+    fingerprint = frontend.fingerprint()
+    check_frontend(tokenizer_path, fingerprint)
+    encoder = open_text_encoder(tokenizer_path, bundle.is_v25, frontend=frontend)
+    texts, rejects = tokenize(clips, encoder, bundle.gpt_config.max_text_tokens, cfg.max_unk_share)
     keys = {cid: _audio_key(item.clip, storage) for cid, item in texts.items()}
-    return make_plan(feature_dir, fset, texts, rejects, keys, records, cfg.unit_clips,
-                     {"max_text_tokens": gpt.max_text_tokens, "max_mel_tokens": gpt.max_mel_tokens})
+    return Prepared(bundle, list(clips), Path(tokenizer_path), fingerprint, texts, rejects, keys)
+
+
+def plan_units(prep: Prepared, features: FeatureStore, unit_clips: int) -> Plan:
+    """The work left: units of ``unit_clips`` audio keys that ``features`` has no finished unit for."""
+    return make_plan(features.feature_dir, features.featureset, prep.texts, prep.rejects, prep.keys,
+                     features.records(), unit_clips, prep.limits)
 
 
 def make_plan(feature_dir: Path, fset: str, texts: dict[str, TextItem], rejects: list[dict[str, Any]],

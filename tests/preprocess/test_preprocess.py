@@ -12,13 +12,33 @@ import torch
 
 from indextts_core.utils.fileio import read_jsonl
 from indextts_core.text.frontend import TextFrontend
-from indextts_core.preprocess import Clip, FeatureExtractor, clips_from_manifests, preprocess
+from indextts_core.preprocess import (
+    Clip,
+    FeatureExtractor,
+    FeatureFolder,
+    PreprocessResult,
+    clips_from_manifests,
+    featureset_id,
+    model_digests,
+    model_folder_digests,
+    prepare,
+    preprocess,
+)
 from indextts_core.preprocess.shards import ShardReader
 from tests_support import extend_tokenizer
 from indextts_core.config import IngestConfig, PreprocessConfig
 from tests_support import DEMO_DIR, sine
 
 LIMITS = {"min_duration_s": 0.5, "max_duration_s": 36.0}  # the ingest: duration limits
+
+
+def run_stage(clips: list[Clip], bundle, tokenizer: Path, fe: TextFrontend, out: Path,
+              cfg: PreprocessConfig | None = None, limits: dict[str, float] = LIMITS, **options) -> PreprocessResult:
+    """The stage's one path, on a local feature folder (``out/features/<feature set>``)."""
+    cfg = cfg or PreprocessConfig()
+    features = FeatureFolder(out / "features", featureset_id(model_folder_digests(bundle.checkpoint_dir), cfg,
+                                                             bundle.hidden_layer))
+    return preprocess(prepare(clips, bundle, tokenizer, fe, cfg), features, out, cfg, **limits, **options)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +87,7 @@ def test_batched_equals_solo(extractor: FeatureExtractor, demo_clips: list[Clip]
 
 
 def test_index_shards_and_text_ids(tiny_bundle, tokenizer: Path, demo_clips, fe, tmp_path: Path):
-    result = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", cfg=PreprocessConfig(unit_clips=16),
-                        **LIMITS)
+    result = run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", PreprocessConfig(unit_clips=16))
     train, val = read_jsonl(result.train_manifest), read_jsonl(result.val_manifest)
     assert result.indexed + result.rejected == len(demo_clips) == 60
     assert {r["id"] for r in val} == {c.id for c in demo_clips if c.split == "val"} - {
@@ -92,10 +111,10 @@ def test_index_shards_and_text_ids(tiny_bundle, tokenizer: Path, demo_clips, fe,
 
 
 def test_adding_clips_processes_only_the_new_ones(tiny_bundle, tokenizer, demo_clips, fe, tmp_path: Path):
-    first = preprocess(demo_clips[:40], tiny_bundle, tokenizer, fe, tmp_path / "out", **LIMITS)
+    first = run_stage(demo_clips[:40], tiny_bundle, tokenizer, fe, tmp_path / "out")
     assert first.processed_now == first.indexed + sum(1 for r in read_jsonl(first.rejects)
                                                       if r["reason_code"] not in ("unknown_tokens", "empty_text"))
-    second = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", **LIMITS)
+    second = run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out")
     assert second.processed_now == 20 - sum(1 for c in demo_clips[40:] if c.id in {
         r["id"] for r in read_jsonl(second.rejects) if r["reason_code"] in ("unknown_tokens", "empty_text")})
     assert second.reused == first.indexed and second.indexed + second.rejected == 60
@@ -108,7 +127,7 @@ class Crash(Exception):
 def test_interrupted_run_resumes_with_identical_shards(tiny_bundle, tokenizer, demo_clips, fe, extractor,
                                                        tmp_path: Path):
     cfg = PreprocessConfig(unit_clips=8)
-    clean = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "clean", cfg=cfg, extract=extractor, **LIMITS)
+    clean = run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "clean", cfg, extract=extractor)
     calls = {"n": 0}
 
     def crashing(waves):
@@ -118,12 +137,11 @@ def test_interrupted_run_resumes_with_identical_shards(tiny_bundle, tokenizer, d
         return extractor(waves)
 
     with pytest.raises(Crash):
-        preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg=cfg, extract=crashing, **LIMITS)
+        run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg, extract=crashing)
     feat = tmp_path / "resumed" / "features"
     done_before = {p.name for p in feat.rglob("unit-*.json")}
     assert 0 < len(done_before) < 8 and not list(feat.rglob("*.tmp"))
-    resumed = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg=cfg, extract=extractor,
-                         **LIMITS)
+    resumed = run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "resumed", cfg, extract=extractor)
     assert resumed.processed_now < clean.processed_now  # finished units were not redone
     shards = {p.name: p.read_bytes() for p in (tmp_path / "clean" / "features").rglob("*.safetensors")}
     assert shards == {p.name: p.read_bytes() for p in feat.rglob("*.safetensors")}
@@ -143,8 +161,8 @@ def test_injected_oom_loses_nothing(tiny_bundle, tokenizer, demo_clips, fe, extr
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return extractor(waves)
 
-    result = preprocess(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", extract=small_gpu,
-                        on_backoff=events.append, cfg=PreprocessConfig(unit_clips=64), **LIMITS)
+    result = run_stage(demo_clips, tiny_bundle, tokenizer, fe, tmp_path / "out", PreprocessConfig(unit_clips=64),
+                       extract=small_gpu, on_backoff=events.append)
     rejects = {r["id"]: r for r in read_jsonl(result.rejects)}
     assert rejects[victim.id]["reason_code"] == "out_of_memory"
     assert "even alone" in rejects[victim.id]["reason"]
@@ -179,7 +197,8 @@ def test_every_gate_rejects_and_reports(tiny_bundle, tokenizer, fe, tmp_path: Pa
         "codes_too_long": ("ሰላም", wav("codes.wav", speech(12.5))),  # 625 codes > the tiny model's 600
     }
     clips = [Clip(id=k, audio=a, text=t, speaker="s", language="am", split="train") for k, (t, a) in cases.items()]
-    result = preprocess(clips, tiny_bundle, tokenizer, fe, tmp_path / "out", min_duration_s=0.5, max_duration_s=14.0)
+    result = run_stage(clips, tiny_bundle, tokenizer, fe, tmp_path / "out",
+                       limits={"min_duration_s": 0.5, "max_duration_s": 14.0})
     reasons = {r["id"]: r["reason_code"] for r in read_jsonl(result.rejects)}
     expected = {k: k for k in cases if k != "ok"}
     assert reasons == expected
@@ -198,6 +217,65 @@ def test_featureset_id_is_stable():
     # settings that only change how the work runs do not change the features
     assert featureset_id(models, PreprocessConfig(batch_size=4, workers=2, device="cpu", unit_clips=3), 17) == \
         "c1dc6258e0b67276bd59be4e"
+    # the models as the flow has always named them (feature sets in existing stores keep their names)
+    stored = {"checkpoint": "abc", "w2v_bert": "", "codec": ""}
+    assert model_digests("abc") == stored
+    assert featureset_id(model_digests("abc"), PreprocessConfig(), 17) == featureset_id(stored, PreprocessConfig(), 17)
+
+
+def test_local_model_folders_name_the_feature_set_the_store_names(tiny_bundle, tmp_path: Path):
+    """The flow names the feature set from the digests the store recorded for the model assets, a direct call
+    from the model folders' files: the same folders name the same feature set."""
+    from indextts_core.config import load_config
+    from indextts_core.preprocess import folder_digest
+    from indextts_core.store.objects import open_store
+    from tasks.artifacts import fetch_dir, publish_dir
+    from tasks.preprocess import featureset_for
+
+    cfg, store = load_config(), open_store(tmp_path / "store")
+    checkpoint = publish_dir(store, tiny_bundle.checkpoint_dir, "asset:checkpoint")
+    w2v = publish_dir(store, tiny_bundle.w2v_bert_dir, "asset:w2v_bert")
+    assert checkpoint.digest == folder_digest(tiny_bundle.checkpoint_dir) == folder_digest(fetch_dir(store, checkpoint))
+    layer = tiny_bundle.hidden_layer
+    assert featureset_for(cfg, checkpoint, None, None, layer) == \
+        featureset_id(model_folder_digests(tiny_bundle.checkpoint_dir), cfg.preprocess, layer)
+    assert featureset_for(cfg, checkpoint, w2v, None, layer) == \
+        featureset_id(model_folder_digests(tiny_bundle.checkpoint_dir, tiny_bundle.w2v_bert_dir), cfg.preprocess, layer)
+
+
+def test_where_units_run_and_features_live_change_nothing(tiny_bundle, tokenizer, demo_clips, fe, extractor,
+                                                          tmp_path: Path):
+    """What the flow injects: units run elsewhere (threads, in another order) and features kept in the artifact
+    store give the shards and the index of the default run on a local folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from indextts_core.preprocess import StoredFeatures, load_extraction, run_unit
+    from indextts_core.store.objects import open_store
+
+    clips, cfg = demo_clips[:12], PreprocessConfig(unit_clips=4)
+    here = run_stage(clips, tiny_bundle, tokenizer, fe, tmp_path / "here", cfg, extract=extractor)
+
+    def threads(units, work):
+        extract, seconds = load_extraction(work, units[0])
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(lambda unit: run_unit(unit, work, extract, seconds), units[::-1]))
+
+    fset = here.report["featureset"]
+    store = open_store(tmp_path / "store")
+    stored = preprocess(prepare(clips, tiny_bundle, tokenizer, fe, cfg), StoredFeatures(store, fset),
+                        tmp_path / "stored", cfg, runner=threads, extract=extractor, **LIMITS)
+    assert stored.processed_now == here.processed_now > 0 and len(stored.units) == 3
+    for name in ("train_manifest.jsonl", "val_manifest.jsonl", "rejects.jsonl", "text_ids.safetensors", "report.json"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "stored" / name).read_bytes(), name
+    meta = {d: json.loads((tmp_path / d / "preprocess.json").read_text()) for d in ("here", "stored")}
+    assert meta["stored"].pop("feature_dir") == f"store:features/{fset}"
+    assert meta["here"].pop("feature_dir") == f"features/{fset}" and meta["here"] == meta["stored"]
+    shards = sorted((tmp_path / "here" / "features" / fset).glob("*.safetensors"))
+    assert shards and {p.name: p.read_bytes() for p in shards} == {
+        p.name: store.get_bytes(f"features/{fset}/{p.name}") for p in shards}
+    again = preprocess(prepare(clips, tiny_bundle, tokenizer, fe, cfg), StoredFeatures(store, fset),
+                       tmp_path / "stored", cfg, runner=threads, extract=extractor, **LIMITS)
+    assert again.units == [] and again.reused == here.indexed  # every unit is in the store already
 
 
 def test_auto_settings_resolve():

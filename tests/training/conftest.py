@@ -32,8 +32,14 @@ def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processe
     from indextts_core.data.ingest import ManifestInput, ingest
     from indextts_core.text.frontend import TextFrontend
     from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
-    from indextts_core.preprocess import preprocess
-    from indextts_core.preprocess import clips_from_manifests
+    from indextts_core.preprocess import (
+        FeatureFolder,
+        clips_from_manifests,
+        featureset_id,
+        model_folder_digests,
+        prepare,
+        preprocess,
+    )
     from tests_support import extend_tokenizer
 
     root = tmp_path_factory.mktemp("processed")
@@ -44,8 +50,11 @@ def processed(tiny_bundle, tmp_path_factory: pytest.TempPathFactory) -> Processe
     tokenizer = extend_tokenizer(tiny_bundle.tokenizer_path, corpus, root / "tokenizer", fe)
     out = root / "processed_data"
     cfg = load_config()
-    preprocess(clips, tiny_bundle, tokenizer, fe, out, cfg=cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s,
-               max_duration_s=cfg.ingest.max_duration_s)
+    # the stage's one path, with its features in a local folder named as the flow names them
+    featureset = featureset_id(model_folder_digests(tiny_bundle.checkpoint_dir), cfg.preprocess,
+                               tiny_bundle.hidden_layer)
+    preprocess(prepare(clips, tiny_bundle, tokenizer, fe, cfg.preprocess), FeatureFolder(out / "features", featureset),
+               out, cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s, max_duration_s=cfg.ingest.max_duration_s)
     pool = [out / "train_manifest.jsonl", out / "val_manifest.jsonl"]
     build_pairs(pool[0], out / "GPT_pairs_train.jsonl", PairingPolicy(seed=1234), pool)
     build_pairs(pool[1], out / "GPT_pairs_val.jsonl", PairingPolicy(seed=1234), pool)
