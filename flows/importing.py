@@ -32,7 +32,8 @@ from typing import Any
 from indextts_core.config import PipelineConfig
 from indextts_core.data.manifest import RawRow, map_fields, read_manifest
 from indextts_core.errors import InputError
-from indextts_core.preprocess.community import CommunityClip, ImportReport, import_features, read_community_files
+from indextts_core.preprocess.community import ImportReport, import_features
+from indextts_core.preprocess.community_files import CommunityClip, read_community_files
 from indextts_core.preprocess.extract import decode_clip_audio
 from indextts_core.store.objects import read_uri_bytes
 from indextts_core.utils.fileio import sha256_bytes, write_json, write_jsonl
@@ -94,7 +95,8 @@ def import_community(cfg: PipelineConfig, assets: dict[str, Any], files: list[Pa
     from indextts_core.preprocess.extract import FeatureExtractor
     from indextts_core.preprocess.settings import resolved_device
     from tasks.artifacts import ArtifactRef
-    from tasks.preprocess import checkpoint_bundle, feature_prefix, featureset_for
+    from indextts_core.preprocess.features import feature_prefix
+    from tasks.preprocess import checkpoint_bundle, featureset_for
 
     def ref(name: str) -> ArtifactRef | None:
         return ArtifactRef.model_validate(assets[name]) if assets.get(name) else None

@@ -18,9 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from indextts_core.store.download import FetchedAsset
-from indextts_core.utils.fileio import sha256_file
 from indextts_core.store.materialize import materialize_dir
-from indextts_core.store.objects import ArtifactStore, ObjectInfo, directory_digest
+from indextts_core.store.objects import ArtifactStore, directory_digest, local_file_infos
 
 
 class ArtifactRef(BaseModel, frozen=True):
@@ -34,17 +33,9 @@ class ArtifactRef(BaseModel, frozen=True):
     bytes: int
 
 
-def _local_infos(local_dir: Path) -> dict[str, ObjectInfo]:
-    return {
-        p.relative_to(local_dir).as_posix(): ObjectInfo(p.relative_to(local_dir).as_posix(), p.stat().st_size,
-                                                        sha256_file(p))
-        for p in sorted(local_dir.rglob("*")) if p.is_file()
-    }
-
-
 def publish_dir(store: ArtifactStore, local_dir: Path, stage: str) -> ArtifactRef:
     """Upload ``local_dir`` under a key derived from its content; reuse it if already stored."""
-    infos = _local_infos(local_dir)
+    infos = local_file_infos(local_dir)
     digest = directory_digest(infos.values())
     prefix = f"artifacts/{stage}/{digest[:32]}"
     if not store.dir_exists(prefix):

@@ -35,7 +35,6 @@ from pydantic import BaseModel
 from indextts_core import preprocess as core
 from indextts_core.config import PipelineConfig, PreprocessConfig
 from indextts_core.model.bundle import ModelBundle, open_bundle
-from indextts_core.preprocess.features import feature_prefix as feature_prefix  # flows/importing.py uses it
 from indextts_core.store.objects import ArtifactStore, open_store
 from indextts_core.text.frontend import TextFrontend
 from indextts_core.text.encoder import tokenizer_in
@@ -81,11 +80,6 @@ def featureset_for(cfg: PipelineConfig, checkpoint: ArtifactRef, w2v: ArtifactRe
     the assets' content digests as the store recorded them (no need to hash gigabytes again)."""
     models = core.model_digests(checkpoint.digest, w2v.digest if w2v else None, codec.digest if codec else None)
     return core.featureset_id(models, cfg.preprocess, hidden_layer)
-
-
-def _records(store: ArtifactStore, featureset: str) -> core.UnitRecords:
-    """The complete units of the feature set in the store."""
-    return core.StoredFeatures(store, featureset).records()
 
 
 _PREPARED: dict[tuple[Any, ...], core.Prepared] = {}

@@ -318,11 +318,11 @@ def test_import_reuses_a_community_trainers_processed_features(tmp_path: Path, t
     report = json.loads((tmp_path / "imported" / "import-report.json").read_text())
     assert report["spot_check"]["passed"] and report["manifest_rows"] == 10
     # the preprocess stage plans its work from these unit records: every clip's audio is done, nothing to decode
+    from indextts_core.preprocess.features import StoredFeatures
     from indextts_core.store.objects import open_store
     from indextts_core.utils.fileio import sha256_file
-    from tasks.preprocess import _records
 
-    records = _records(open_store(tmp_path / "runs" / "store"), report["featureset"])
+    records = StoredFeatures(open_store(tmp_path / "runs" / "store"), report["featureset"]).records()
     assert {sha256_file(DEMO_DIR / r["audio"]) for r in rows} <= set(records.done)
     ours = [json.loads(x) for x in (tmp_path / "imported" / "manifest.jsonl").read_text().splitlines()]
     assert ours[0]["audio"].startswith("../") and ours[0]["speaker"] == "spk01"  # relative: ingest carries the audio

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from indextts_core.preprocess.clips import Clip, reject_row
 from indextts_core.preprocess.settings import FEATURES_VERSION
-from indextts_core.store.objects import DIR_MANIFEST, ObjectInfo, ObjectNotFoundError, directory_digest, read_uri_bytes
+from indextts_core.store.objects import (
+    DIR_MANIFEST,
+    ObjectNotFoundError,
+    directory_digest,
+    local_file_infos,
+    read_uri_bytes,
+)
 from indextts_core.utils.fileio import read_json, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
@@ -86,9 +92,7 @@ def model_digests(checkpoint: str, w2v_bert: str | None = None, codec: str | Non
 def folder_digest(folder: Path) -> str:
     """A folder's content digest as the artifact store records it for a stored folder: over the relative path and
     sha256 of each file (the store's own manifest left out), so a folder and its stored copy give the same."""
-    files = [ObjectInfo(p.relative_to(folder).as_posix(), p.stat().st_size, sha256_file(p))
-             for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != DIR_MANIFEST]
-    return directory_digest(files)
+    return directory_digest(local_file_infos(folder, skip=[DIR_MANIFEST]).values())
 
 
 def model_folder_digests(checkpoint_dir: Path, w2v_dir: Path | None = None,

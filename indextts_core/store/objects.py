@@ -101,7 +101,15 @@ class DirInfo:
         return directory_digest(self.files)
 
 
+def local_file_infos(folder: Path, skip: Iterable[str] = ()) -> dict[str, ObjectInfo]:
+    """Every file under a local folder (but those named ``skip``), by relative POSIX path, with size and sha256."""
+    left_out = set(skip)
+    return {(rel := p.relative_to(folder).as_posix()): ObjectInfo(rel, p.stat().st_size, sha256_file(p))
+            for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name not in left_out}
+
+
 def directory_digest(files: Iterable[ObjectInfo]) -> str:
+    """A folder's content digest: over each file's relative path and sha256 (sizes and times left out)."""
     h = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.key):
         h.update(f"{f.key}\0{f.sha256}\n".encode())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import indextts_core.preprocess as preprocess_core
+import indextts_core.preprocess.run as preprocess_core
 from flows.finetune import finetune
 from indextts_core.errors import InputError
 from tests_support import make_cfg, mlflow_runs

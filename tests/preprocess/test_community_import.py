@@ -11,13 +11,12 @@ import soundfile as sf
 import torch
 
 from indextts_core.preprocess import Clip, FeatureExtractor, TextItem, make_plan, read_units, unit_name
-from indextts_core.preprocess.community import (
+from indextts_core.preprocess.community import import_features, spot_check
+from indextts_core.preprocess.community_files import (
     CommunityClip,
     FeatureFileError,
-    import_features,
     load_clip_features,
     read_community_files,
-    spot_check,
 )
 from indextts_core.errors import InputError
 from indextts_core.preprocess.shards import ShardReader
