@@ -82,3 +82,11 @@ def test_no_cycle_between_the_parts_of_the_library():
     detail = [f"{a} -> {b} ({', '.join(sorted(set(edges[a][b]))[:3])})"
               for comp in cycles for a in comp for b in comp if b in edges.get(a, {})]
     assert not cycles, "import cycles between parts of indextts_core:\n" + "\n".join(detail)
+
+
+def test_the_tasks_never_import_the_flows():
+    """The layers point one way: flows -> tasks -> indextts_core (a task that needs a flow's helper is misplaced)."""
+    tasks = CORE.parent / "tasks"
+    bad = [f"{path.relative_to(CORE.parent)}: {name}" for path in sorted(tasks.rglob("*.py"))
+           for name in _imports(path) if name.split(".")[0] == "flows"]
+    assert not bad, bad
