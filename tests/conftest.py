@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests_support import BIN, DEMO_DIR, free_port, stop_process, wait_for_port, wait_healthy
+from tests_support import DEMO_DIR, free_port, stop_process, wait_for_port
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,24 +68,15 @@ def prefect_harness() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real ``prefect server`` (by PID) for the CLI tests: each command then talks to it instead of
-    starting a temporary server of its own (which costs seconds per command).  Returns the
-    environment a command needs to use it."""
-    port = free_port()
+def prefect_env(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment a CLI command needs to use the session's Prefect API (the harness's server, which the
+    in-process flow runs use too): each command then talks to it instead of starting a temporary server of
+    its own, and the session starts one server, not two."""
+    from prefect.settings import PREFECT_API_URL
+
     home = tmp_path_factory.mktemp("prefect-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-    with open(home / "server.log", "wb") as out:
-        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, proc, timeout=120)
-        wait_healthy(env["PREFECT_API_URL"], proc)
-        yield {k: env[k] for k in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_API_URL")}
-    finally:
-        stop_process(proc)
+    yield {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
 
 @pytest.fixture

@@ -111,8 +111,10 @@ def make_cfg(tmp_path: Path, overrides: dict[str, Any] | None = None, name: str 
         "storage.uri": str(tmp_path / "store"),
         "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "orchestration.retry_delay_s": [0],
-        # the flow tests that are not about listening skip its costs (tests/flows/test_promotion.py turns them on)
+        # the flow tests that are not about listening skip its costs (tests/flows/test_promotion.py turns them on);
+        # decoding at validation is checked by tests/training and the demo test
         "train.val_audio_samples": 0,
+        "train.val_generate": 0,
         "evaluate.enabled": False,
     }
     return load_config(overrides={**base, **(overrides or {})})
