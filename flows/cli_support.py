@@ -44,8 +44,9 @@ def load_run_config(config: Path | None, overrides: list[str] | None, flags: dic
                     **more: Any) -> PipelineConfig:
     """Defaults <- YAML file <- named flags (config key -> value; None: not given) <- --set overrides."""
     merged = {k: v for k, v in {**(flags or {}), **more}.items() if v is not None}
-    merged.update(parse_overrides(overrides or []))
-    return load_config(config, merged)
+    set_ = parse_overrides(overrides or [])
+    labels = {k: name for k, name in getattr(flags, "names", {}).items() if k in merged and k not in set_}
+    return load_config(config, {**merged, **set_}, labels)
 
 
 def fail(e: Exception) -> typer.Exit:

@@ -44,6 +44,14 @@ class Flag:
     annotation: Any  # Annotated[<type> | None, typer.Option(...)]
 
 
+class FlagValues(dict):
+    """The config keys given as flags (dotted key -> value), with the flag that gave each (``names``)."""
+
+    def __init__(self, values: dict[str, Any], names: dict[str, str]):
+        super().__init__(values)
+        self.names = names
+
+
 def _flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -155,8 +163,9 @@ def config_flags(*selectors: str, exclude: Iterable[str] = (),
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             given = {f.key: kwargs.pop(f.param) for f in flags}
-            return command(**kwargs, flags={k: v for k, v in given.items() if v is not None})
+            return command(**kwargs, flags=FlagValues({k: v for k, v in given.items() if v is not None}, names))
 
+        names = {f.key: f.names[0].split("/")[0] for f in flags}
         params = own + [inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=None,
                                           annotation=f.annotation) for f in flags]
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

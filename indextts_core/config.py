@@ -708,23 +708,25 @@ def _renamed_sections(data: dict[str, Any]) -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Any] | Iterable[str] = (),
+    labels: Mapping[str, str] | None = None,
 ) -> PipelineConfig:
     """Build the run configuration from defaults, an optional YAML file and dotted overrides.
 
-    Raises :class:`ConfigError` naming the file (or the override) and the field for any problem.
+    Raises :class:`ConfigError` naming the file (or the override) and the field for any problem;
+    ``labels`` names where an override came from (``{"train.amp": "--amp"}``: a command-line flag).
     """
     if path is None:
-        return config_from_text(None, "defaults", overrides)
+        return config_from_text(None, "defaults", overrides, labels)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    return config_from_text(text, str(path), overrides)
+    return config_from_text(text, str(path), overrides, labels)
 
 
-def config_from_text(text: str | None, file_label: str,
-                     overrides: Mapping[str, Any] | Iterable[str] = ()) -> PipelineConfig:
+def config_from_text(text: str | None, file_label: str, overrides: Mapping[str, Any] | Iterable[str] = (),
+                     labels: Mapping[str, str] | None = None) -> PipelineConfig:
     """:func:`load_config` on YAML text read elsewhere (an object store, a Prefect Variable);
     ``file_label`` names it in errors."""
     data: dict[str, Any] = {}
@@ -748,7 +750,8 @@ def config_from_text(text: str | None, file_label: str,
     source_of: dict[str, str] = {}
     for key, value in overrides.items():
         _set_dotted(data, key, value)
-        source_of[key] = f"override {key}={value!r}"
+        label = (labels or {}).get(key)
+        source_of[key] = f"{label} {value!r}" if label else f"override {key}={value!r}"
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:
