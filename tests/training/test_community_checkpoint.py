@@ -22,7 +22,7 @@ from indextts_core.training.optim import build_optimizer, build_scheduler, param
 from indextts_core.training.setup import prepare_model
 
 CFG = TrainConfig(epochs=2, batch_tokens=1024, learning_rate=1e-3, new_rows_learning_rate=3e-3, warmup_steps=2,
-                  val_interval=4, val_audio_samples=0)
+                  val_interval=4, val_audio_samples=0, val_generate=0)
 TOTAL = 40  # the schedule length of the unit tests' scheduler
 STEP = 7
 

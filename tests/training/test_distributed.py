@@ -28,7 +28,9 @@ def test_two_process_data_parallel_matches_one_process(processed, tmp_path: Path
     common = ["train", "--train-manifest", str(processed.train_pairs), "--val-manifest", str(processed.val_pairs),
               "--tokenizer", str(processed.tokenizer), "--checkpoint", str(processed.checkpoint),
               "--max-steps", "6", "--val-interval", "3", "--batch-tokens", "1024", "--learning-rate", "1e-3",
-              "--set", "train.warmup_steps=2", "--set", "train.dropout=0"]
+              "--set", "train.warmup_steps=2", "--set", "train.dropout=0",
+              # what is compared is the training: no decoding or audio at the validations
+              "--set", "train.val_generate=0", "--set", "train.val_audio_samples=0"]
     one = run([str(BIN / "indextts-train"), *common, "--output-dir", "one"], tmp_path)
     two = run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python",
                str(BIN / "indextts-train"), *common, "--output-dir", "two"], tmp_path)
@@ -66,7 +68,8 @@ def test_flow_stage_runs_torchrun_and_replays_metrics(processed, tmp_path: Path)
     from tasks.train import train_distributed
 
     cfg = load_config(overrides={"train.batch_tokens": 1024, "train.max_steps": 4, "train.val_interval": 2,
-                                 "train.warmup_steps": 2, "train.learning_rate": 1e-3})
+                                 "train.warmup_steps": 2, "train.learning_rate": 1e-3, "train.val_generate": 0,
+                                 "train.val_audio_samples": 0})
     inputs = TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, processed.val_pairs,
                          tmp_path / "out")  # the stage resumes "auto" (tasks.train.stage_settings)
 

@@ -15,7 +15,7 @@ from indextts_core.model.checkpoint import load_gpt, official_state_dict, read_s
 from indextts_core.training import TrainInputs, train
 
 OPTS = TrainConfig(epochs=1, batch_tokens=1024, learning_rate=3e-3, new_rows_learning_rate=3e-3, warmup_steps=2,
-                   val_interval=7, val_audio_samples=0, lora_rank=4, lora_alpha=8.0)
+                   val_interval=7, val_audio_samples=0, val_generate=0, lora_rank=4, lora_alpha=8.0)
 
 
 def inputs(processed, out: Path, **kw) -> TrainInputs:
