@@ -145,11 +145,13 @@ def print_training(result: dict[str, Any]) -> None:
 
 def print_evaluation(data: dict[str, Any]) -> None:
     """The headline numbers of an evaluation: every model over all items, and the new model's difference."""
-    from indextts_core.evaluation.report import LABELS
+    from indextts_core.evaluation.report import LABELS, caveats
 
     if data.get("skipped"):
         err_console.print(f"evaluation skipped: {data['skipped']}", highlight=False)
         return
+    for line in caveats(data):
+        console.print(f"note: {line}", highlight=False)
     headline = data["headline"]
     metrics = [m for m in LABELS if any(m in v for v in headline.values())]
     table = Table(title=f"Evaluation (all items; ASR: {data.get('asr') or 'none'})")

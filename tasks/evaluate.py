@@ -115,7 +115,9 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                            reports=[paths["markdown"]], data={"headline": summary["headline"],
                                                               "differences": [d for d in summary["differences"]
                                                                               if d["language"] == "all"],
-                                                              "asr": summary["asr"], "models": list(models)})
+                                                              "asr": summary["asr"], "models": list(models),
+                                                              "tiny_random": summary["tiny_random"],
+                                                              "not_speech": summary["not_speech"]})
         if s.run is not None:
             s.run.log_artifacts(s.out, "evaluation")
         logger.info("evaluation report: %s", s.out / "report.html")

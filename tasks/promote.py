@@ -7,8 +7,12 @@
   when there is none), ``challenger`` otherwise; the decision and its numbers become tags of the
   version (``promotion.*``, ``eval.*``), of the ``promote`` MLflow run, and a Prefect artifact.
 
-On validation loss the candidate's number is the loss of the checkpoint that was exported (the best
-one, ``exported.loss``), never the last validation; it is recorded as ``eval.val_loss``.  A missing
+With ``promotion.metric: auto`` and an evaluation that could not score a model because its outputs
+were not speech (silent or runaway: the demo's tiny random models), the decision falls back to the
+validation loss and its reason says why.
+
+On validation loss the candidate's number is the loss of the checkpoint that was exported (the
+best one, ``exported.loss``), never the last validation; it is recorded as ``eval.val_loss``.  A missing
 or NaN incumbent number (no baseline, a champion without the metric) never promotes: the version
 gets ``challenger`` and the reason says why.
 
@@ -17,6 +21,7 @@ Not cached: the registry changes between runs (another run may have promoted a m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -83,9 +88,29 @@ def exported_loss(trained: StageResult) -> float | None:
 
 def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
               champion: Champion | None) -> Decision:
+    decision = _decide_on(choose_metric(cfg.promotion.metric, bool(evaluation and evaluation.data.get("asr"))),
+                          cfg, trained, evaluation, champion)
+    unscored = _not_speech(evaluation)
+    if cfg.promotion.metric == "auto" and decision.metric != "val_loss" and unscored and (
+            decision.candidate is None or decision.incumbent is None):
+        fallback = _decide_on("val_loss", cfg, trained, evaluation, champion)
+        return replace(fallback, reason=f"{decision.metric} not measured: {unscored}; decided on validation loss "
+                                        f"instead: {fallback.reason}")
+    return decision
+
+
+def _not_speech(evaluation: StageResult | None) -> str:
+    """Which models' outputs were not speech (so not scored), as a phrase; '' when every output was."""
+    if evaluation is None:
+        return ""
+    failed = evaluation.data.get("not_speech") or {}
+    return "; ".join(f"{model}: {', '.join(f'{n} {why}' for why, n in sorted(counts.items()))} output(s) not speech"
+                     for model, counts in failed.items() if counts)
+
+
+def _decide_on(metric: str, cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
+               champion: Champion | None) -> Decision:
     p = cfg.promotion
-    has_asr = bool(evaluation is not None and evaluation.data.get("asr"))
-    metric = choose_metric(p.metric, has_asr)
     rule = {"min_improvement": p.min_improvement, "require_significant": p.require_significant}
     if metric == "val_loss":
         candidate = exported_loss(trained)

@@ -63,14 +63,20 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     assert steps[0] == "step_000000" and len(steps) >= 3
     assert sorted(p.name.split("-")[0] for p in (ckpts / "samples" / steps[-1]).glob("*.wav")) == ["am", "en"]
     # the evaluation (a tiny random Whisper: the plumbing is what counts) and the promotion decision
+    # the tiny random models say nothing (silence): the demo says so, counts it, and scores only the recordings
     evaluation = first["results"]["evaluate"]
     assert evaluation["data"]["models"] == ["base", "fine-tuned"] and evaluation["data"]["asr"].startswith("whisper")
-    assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["fine-tuned"])
+    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 8}
+    assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["reference"])
+    assert "speaker_sim" not in evaluation["data"]["headline"]["fine-tuned"]
+    assert "note: These are the demo's tiny random models" in out
     page = (run_dir / "evaluate" / "report.html").read_text(encoding="utf-8")
     assert page.count("<audio") == 8 * 4  # 8 items: prompt, real recording, base, fine-tuned
     assert "evaluation report" in out and "Evaluation (all items" in out
+    # so the promotion decides on what it can trust, the validation loss, and says why: a first run ends with a champion
     promotion = first["results"]["promote"]
-    assert promotion["alias"] in ("champion", "challenger") and promotion["decision"]["metric"] == "cer"
+    assert promotion["alias"] == "champion" and promotion["decision"]["metric"] == "val_loss"
+    assert promotion["decision"]["reason"].startswith("cer not measured: ")
     assert f"promotion: indextts2-am v{promotion['version']} -> {promotion['alias']}" in out
     assert (tmp_path / "runs" / "mlflow.db").is_file()
     # does it speak? the base model's decodes at step 0 and the trained model's, per language
@@ -366,3 +372,17 @@ def test_ui_starts_mlflow_and_tensorboard_on_the_runs_stores_and_stops_them(tmp_
     for port in (mlflow_port, tb_port):  # both stopped, workers included
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_evaluate_without_a_trained_model_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No trained model in the run folder: one line and exit 1; nothing is trained as a side effect."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["evaluate"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert "error: no trained model in runs/demo/train: train one first (indextts-train run" in said
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()

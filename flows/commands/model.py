@@ -95,10 +95,25 @@ def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: 
         print_training({"metrics": metrics, "outputs": {"checkpoints": str(result.output_dir)}})
 
 
+def trained_model(cfg: PipelineConfig) -> Path:
+    """The run's trained model (``run.output_dir/train``, what ``run`` and ``train`` leave there); none is an
+    error that says how to get one (evaluating never trains as a side effect)."""
+    folder = cfg.run.output_dir / "train"
+    if not (folder / "gpt.pth").is_file():
+        raise NoTrainedModel(f"no trained model in {folder}: train one first (indextts-train run, or indextts-train "
+                             "train), or give --model FOLDER")
+    return folder
+
+
+class NoTrainedModel(InputError):
+    """``evaluate`` was asked for the run's model before any was trained."""
+
+
 @config_flags("evaluate", exclude=("evaluate.enabled",))
 def evaluate(
     model: Annotated[Path | None, typer.Option(
-        help="Checkpoint folder to evaluate: an export or the official folder (default: the train stage's export).",
+        help="Checkpoint folder to evaluate: an export or the official folder (default: run.output_dir/train, the "
+             "run's trained model).",
         exists=True, file_okay=False)] = None,
     data: Annotated[Path | None, typer.Option(
         help="Folder with train_manifest.jsonl and val_manifest.jsonl (processed_data: a preprocess or pairs "
@@ -125,6 +140,7 @@ def evaluate(
 
     try:
         cfg = load_run_config(config, overrides, flags)
+        model = model if model is not None else trained_model(cfg)  # before anything is written
         store = store_for(cfg)
         if checkpoint is not None:
             use_checkpoint(cfg, checkpoint)
@@ -143,6 +159,9 @@ def evaluate(
             given["pairs"] = publish_files(store, files, "pairs")
         result = run_stage(cfg, "evaluate", given)
         dest = copy_result(cfg, result, output_dir) if output_dir else cfg.run.output_dir / "evaluate"
+    except NoTrainedModel as e:
+        fail(e)
+        raise typer.Exit(1) from None
     except InputError as e:
         raise fail(e) from None
     print_evaluation(result["data"])

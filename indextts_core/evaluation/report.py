@@ -16,11 +16,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from indextts_core.evaluation.run import METRICS, REFERENCE
+from indextts_core.evaluation.run import METRICS, REFERENCE, TINY_RANDOM_NOTE
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
 LABELS = {"cer": "CER", "wer": "WER", "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio",
-          "stop_failure": "stop failures"}
+          "stop_failure": "stop failures", "speech_failure": "not speech"}
+
+
+def caveats(summary: Mapping[str, Any]) -> list[str]:
+    """What a reader must know before the numbers: tiny random models, outputs that were not speech (not scored)."""
+    lines = [TINY_RANDOM_NOTE] if summary.get("tiny_random") else []
+    for model, counts in (summary.get("not_speech") or {}).items():
+        if counts:
+            said = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
+            lines.append(f"{model}: {said} output(s) not speech: counted as failures, no CER, WER or speaker "
+                         "similarity computed on them.")
+    return lines
 
 
 def _cell(e: Mapping[str, Any] | None) -> str:
@@ -62,6 +73,7 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
              f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
              f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
              f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
+    lines += [f"> {line}" for line in caveats(summary)] + ([""] if caveats(summary) else [])
     for name, header, rows in result_tables(summary):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -136,7 +148,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
                 cells.append("<td></td>")
                 continue
             facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "speaker_sim", "duration_ratio")
-                     if r.get(k) is not None]
+                     if r.get(k) is not None] + ([f"not speech ({r['not_speech']}): not scored"]
+                                                 if r.get("not_speech") else [])
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""
             cells.append(f"<td>{_audio(r['wav'])}<div class='m'>{html.escape(', '.join(facts))}</div>{transcript}</td>")
         items.append(f"<tr><td><b>{html.escape(item_id)}</b> ({html.escape(any_row['language'])}, "
@@ -148,7 +161,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p>ASR: {html.escape(str(summary['asr'] or 'none'))}; "
-            f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings.</p>{''.join(tables)}"
+            f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings.</p>"
+            f"{''.join(f'<p><b>{html.escape(line)}</b></p>' for line in caveats(summary))}{''.join(tables)}"
             f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"
             f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")
 

@@ -11,7 +11,10 @@ sampling and the decoder's noise), so differences come from the weights.  Each o
   16 kHz the same way; 0 for an output under 0.2 s);
 * ``duration_ratio``: output seconds / the reference recording's seconds (items with one);
 * ``stop_failure``: 1 when a segment did not stop before its code limit (``max_duration_ratio``
-  times the reference's codes, or the model's limit).
+  times the reference's codes, or the model's limit);
+* ``speech_failure``: 1 when the output is not speech (:mod:`~indextts_core.evaluation.speech`:
+  silent, or it never stopped); such an item keeps ``not_speech`` (why) and gets no CER, WER or
+  speaker similarity: a judge's reading of silence or babble says nothing about the model.
 
 The real recordings are scored the same way (``reference``: the ASR's own error on real speech,
 and the speaker similarity two real clips of a speaker reach), the floor and ceiling to read the
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
 from indextts_core.evaluation.evalset import EvalSet
 from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, word_error_rate
+from indextts_core.evaluation.speech import not_speech
 from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.campplus import CAMPPlus, style_features
@@ -49,8 +53,14 @@ log = logging.getLogger(__name__)
 
 #: Metrics, and whether lower is better.
 METRICS: dict[str, bool] = {"cer": True, "wer": True, "speaker_sim": False, "duration_ratio": False,
-                            "stop_failure": True}
+                            "stop_failure": True, "speech_failure": True}
 REFERENCE = "reference"
+#: The ``kind`` of the tiny random models of the tests and the demo (their output is not speech).
+TINY_RANDOM = "tiny-random"
+#: What an evaluation of those says about itself, in the report and on the console.
+TINY_RANDOM_NOTE = ("These are the demo's tiny random models: their output is not speech, so this evaluation shows "
+                    "that every step runs, not how well a model speaks; outputs that are not speech are counted, "
+                    "never scored.")
 ASR_SR = 16000
 #: Outputs shorter than this get speaker similarity 0 (too few frames for a speaker vector).
 MIN_EMBED_S = 0.2
@@ -165,14 +175,18 @@ def evaluate_models(
                                                                 name=item.prompt_audio).samples)
         if item.reference_audio is not None:
             ref_waves[item.id] = load_audio(clip(item.reference_audio), ASR_SR, name=item.reference_audio).samples
-    ref_text = _transcribe(asr, ref_waves, {i.id: i.language for i in items})
+    ref_failed = {key: why for key, wave in ref_waves.items() if (why := not_speech(wave)) is not None}
+    ref_text = _transcribe(asr, {k: w for k, w in ref_waves.items() if k not in ref_failed},
+                           {i.id: i.language for i in items})
     for item in items:
         if item.reference_audio is None:
             continue
+        speech = item.id not in ref_failed
         rows.append({"model": REFERENCE, **_item_fields(item), "wav": f"audio/reference/{item.id}"
                      f"{Path(item.reference_audio).suffix or '.wav'}", "transcript": ref_text.get(item.id),
-                     **_scores(item.text, item.language, ref_text.get(item.id) if asr else None),
-                     "speaker_sim": embedder.similarity(ref_waves[item.id], prompt_vec[item.prompt_audio]),
+                     **_scores(item.text, item.language, ref_text.get(item.id) if asr and speech else None),
+                     "speaker_sim": embedder.similarity(ref_waves[item.id], prompt_vec[item.prompt_audio])
+                     if speech else None, "not_speech": ref_failed.get(item.id), "speech_failure": float(not speech),
                      "duration_ratio": 1.0, "stop_failure": 0.0, "audio_s": item.reference_duration, "seconds": 0.0})
 
     model_info: dict[str, Any] = {}
@@ -196,26 +210,35 @@ def evaluate_models(
             spoken = synth.speak(item.text, item.language, states[item.prompt_audio], random,
                                  max_mel_tokens=limit, where=f"evaluation item {item.id}")
             wav = write_wav(spoken.pcm, audio / name / f"{item.id}.wav")
-            waves[item.id] = _wave_16k(spoken.pcm)
+            wave = _wave_16k(spoken.pcm)
+            why = not_speech(wave, spoken.stopped)
+            if why is None:
+                waves[item.id] = wave
             made.append({"model": name, **_item_fields(item), "wav": wav.relative_to(out_dir).as_posix(),
-                         "speaker_sim": embedder.similarity(waves[item.id], prompt_vec[item.prompt_audio]),
+                         "speaker_sim": embedder.similarity(wave, prompt_vec[item.prompt_audio]) if why is None
+                         else None, "not_speech": why, "speech_failure": float(why is not None),
                          "duration_ratio": (spoken.seconds / item.reference_duration
                                             if item.reference_duration else None),
                          "stop_failure": 0.0 if spoken.stopped else 1.0, "codes": spoken.codes,
                          "audio_s": round(spoken.seconds, 3), "seconds": round(time.monotonic() - t, 3)})
         del synth
-        texts = _transcribe(asr, waves, {i.id: i.language for i in items})
+        texts = _transcribe(asr, waves, {i.id: i.language for i in items})  # speech only
         for row in made:
             row["transcript"] = texts.get(row["id"])
             row |= _scores(row["text"], row["language"], texts.get(row["id"]) if asr else None)
         rows += made
-        model_info[name]["seconds"] = round(time.monotonic() - t0, 2)
-        log.info("evaluated %s: %d items in %.1f s", name, len(made), model_info[name]["seconds"])
+        failed = Counter(row["not_speech"] for row in made if row["not_speech"])
+        model_info[name] |= {"seconds": round(time.monotonic() - t0, 2), "not_speech": dict(failed)}
+        log.info("evaluated %s: %d items in %.1f s%s", name, len(made), model_info[name]["seconds"],
+                 f"; not speech (not scored): {_counts(failed, len(made))}" if failed else "")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "items.jsonl", rows)
     summary = summarise(rows, list(models), options, opts.seed)
     summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
+                "tiny_random": any(b.kind == TINY_RANDOM for b in models.values()),
+                "not_speech": {name: info["not_speech"] for name, info in model_info.items()}
+                | ({REFERENCE: dict(Counter(ref_failed.values()))} if ref_failed else {}),
                 "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped},
                 "options": {"seed": opts.seed, **options.model_dump(mode="json", include=SUMMARY_OPTIONS),
                             "generation": opts.model_dump(mode="json")},
@@ -223,6 +246,10 @@ def evaluate_models(
                 "audio_s": round(sum(r["audio_s"] or 0 for r in rows if r["model"] != REFERENCE), 2)}
     write_json(out_dir / "evaluation.json", summary)
     return EvalResult(out_dir, summary, len(items), summary["seconds"])
+
+
+def _counts(failed: Mapping[str, int], total: int) -> str:
+    return ", ".join(f"{n} of {total} {why}" for why, n in sorted(failed.items()))
 
 
 def _item_fields(item: Any) -> dict[str, Any]:

@@ -60,6 +60,7 @@ class ModelBundle:
     hf_cache: Path | None = None  # where campplus and bigvgan are (default: <checkpoint>/hf_cache)
     campplus_file: Path | None = None  # given apart (e.g. the download.campplus asset)
     bigvgan_folder: Path | None = None  # given apart (e.g. the download.bigvgan asset)
+    kind: str | None = None  # "tiny-random": the tests' and the demo's random models (indextts-bundle.json)
 
     @property
     def s2mel_path(self) -> Path:
@@ -158,7 +159,7 @@ def open_bundle(checkpoint_dir: str | Path, w2v_bert_dir: str | Path | None = No
         hidden_layer=int(meta.get("w2v_bert_hidden_layer", HIDDEN_LAYER)),
         campplus_config=meta.get("campplus"), hf_cache=cache,
         campplus_file=Path(campplus_path) if campplus_path else None,
-        bigvgan_folder=Path(bigvgan_dir) if bigvgan_dir else None,
+        bigvgan_folder=Path(bigvgan_dir) if bigvgan_dir else None, kind=meta.get("kind"),
     )
     for what, path in (("gpt weights", bundle.gpt_path), ("tokenizer", bundle.tokenizer_path),
                        ("feature statistics", bundle.stats_path)):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.errors import InputError
@@ -157,8 +159,7 @@ def test_whisper_folder_errors_name_the_file(tmp_path: Path, tiny_whisper: Path)
 # ----------------------------------------------------------------------------- a whole evaluation
 
 
-def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundle, tiny_whisper: Path):
-    """The same weights under two names say every item identically; every score, interval and file is there."""
+def _evaluate(tmp_path: Path, tiny_bundle, tiny_whisper: Path) -> tuple[Any, Path, Any]:
     clips = {cid: write_audio(tmp_path / "clips" / f"{cid}.wav", seconds=1.2, freq=f)
              for cid, f in (("p1", 220.0), ("t1", 330.0), ("t2", 440.0))}
     rows = lambda ids, lang: [{**_row(c, "s1", lang, "hello world" if lang == "en" else "ሰላም ነው"),  # noqa: E731
@@ -172,19 +173,34 @@ def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundl
         asr=WhisperTranscriber(tiny_whisper, max_new_tokens=8),
         embedder=SpeakerEmbedder(load_campplus(base.campplus_path, base.campplus_config)),
         read_audio=lambda uri: Path(uri).read_bytes(), options=EvaluateConfig(diffusion_steps=3, resamples=50))
+    return result, out, evalset
+
+
+def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundle, tiny_whisper: Path):
+    """The same weights under two names say every item identically; every score, interval and file is there.
+
+    The tiny random models' output is silence: it is counted as a failure and never scored (no CER or
+    similarity of silence); the real recordings are scored."""
+    result, out, evalset = _evaluate(tmp_path, tiny_bundle, tiny_whisper)
     items = read_jsonl(out / "items.jsonl")
     assert len(items) == 3 * len(evalset.items)  # reference + two models
     by = {(r["model"], r["id"]): r for r in items}
     for item in evalset.items:
         a, b = by[("base", item.id)], by[("fine-tuned", item.id)]
         assert (out / a["wav"]).read_bytes() == (out / b["wav"]).read_bytes()  # same seeds, same weights
-        assert a["cer"] == b["cer"] and a["speaker_sim"] == b["speaker_sim"]
-        assert a["cer"] is not None and a["wer"] is not None and a["duration_ratio"] > 0
-        assert by[(REFERENCE, item.id)]["duration_ratio"] == 1.0
+        assert a["not_speech"] == b["not_speech"] == "silent" and a["speech_failure"] == 1.0
+        assert a["cer"] is a["wer"] is a["speaker_sim"] is a["transcript"] is None and a["duration_ratio"] > 0
+        real = by[(REFERENCE, item.id)]
+        assert real["duration_ratio"] == 1.0 and real["not_speech"] is None and real["speech_failure"] == 0.0
+        assert real["cer"] is not None and real["speaker_sim"] is not None
     summary = result.summary
+    assert summary["tiny_random"] is True
+    assert summary["not_speech"] == {"base": {"silent": 2}, "fine-tuned": {"silent": 2}}
     assert set(summary["headline"]) == {REFERENCE, "base", "fine-tuned"}
+    assert "cer" in summary["headline"][REFERENCE] and "cer" not in summary["headline"]["fine-tuned"]
+    assert summary["headline"]["fine-tuned"]["speech_failure"] == 1.0
     diffs = [d for d in summary["differences"] if d["language"] == "all" and d["versus"] == "base"]
-    assert {d["metric"] for d in diffs} >= {"cer", "wer", "speaker_sim", "duration_ratio", "stop_failure"}
+    assert {d["metric"] for d in diffs} == {"duration_ratio", "stop_failure", "speech_failure"}
     assert all(d["mean"] == 0.0 for d in diffs)
     languages = {(e["language"], e["group"]) for e in summary["table"]}
     assert {("en", "seen"), ("am", "seen"), ("all", "all")} <= languages
@@ -195,5 +211,29 @@ def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundl
         assert f'src="{r["wav"]}"' in page and (out / r["wav"]).is_file()
     assert 'src="audio/prompt/p1.wav"' in page and "plots.png" in page
     md = paths["markdown"].read_text()
-    assert "| CER (lower is better) |" in md and "fine-tuned - base" in md
+    assert "| CER (lower is better) |" in md and "fine-tuned - base" in md and "| not speech (lower is better) |" in md
+    assert "tiny random models" in md and "fine-tuned: 2 silent output(s) not speech" in md
+    assert "not speech (silent): not scored" in page
     assert paths["plot"].stat().st_size > 1000
+
+
+def test_outputs_that_are_speech_are_transcribed_and_scored(tmp_path: Path, tiny_bundle, tiny_whisper: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """An output with sound in it (here: the item's own recording, as a model that copies it would) gets
+    CER, WER and speaker similarity like the real recordings; an output that never stopped does not."""
+    from indextts_core.data.audio import load_audio
+    from indextts_core.synthesis import run as synthesis
+
+    def speak(self, line, language, state, random, *, max_mel_tokens=None, where="line", **_):
+        wave = load_audio(Path(tmp_path / "clips" / ("t1.wav" if language == "en" else "t2.wav")).read_bytes(),
+                          22050).samples
+        pcm = torch.as_tensor(wave * 32767.0).reshape(1, -1)
+        return synthesis.Spoken(pcm, 1, 30, stopped=language == "en")
+
+    monkeypatch.setattr(synthesis.Synthesizer, "speak", speak)
+    result, out, _ = _evaluate(tmp_path, tiny_bundle, tiny_whisper)
+    by = {(r["model"], r["language"]): r for r in read_jsonl(out / "items.jsonl")}
+    spoke, ran_on = by[("fine-tuned", "en")], by[("fine-tuned", "am")]
+    assert spoke["not_speech"] is None and spoke["cer"] is not None and spoke["speaker_sim"] is not None
+    assert ran_on["not_speech"] == "runaway" and ran_on["cer"] is None and ran_on["stop_failure"] == 1.0
+    assert result.summary["not_speech"]["fine-tuned"] == {"runaway": 1}

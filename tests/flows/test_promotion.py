@@ -33,8 +33,10 @@ def test_champion_moves_only_on_measured_improvement(tmp_path: Path):
     v1 = client.get_model_version_by_alias("indextts2-am", "champion")
     assert str(v1.version) == promo["version"] == first.results["train"]["outputs"]["registered_version"]
     assert v1.tags["promotion.promote"] == "True" and float(v1.tags["eval.val_loss"]) > 0
-    assert {"eval.speaker_sim", "eval.duration_ratio", "eval.stop_failure", "eval.report"} <= set(v1.tags)
+    assert {"eval.speech_failure", "eval.duration_ratio", "eval.stop_failure", "eval.report"} <= set(v1.tags)
     assert "eval.cer" not in v1.tags  # nothing measured it
+    assert "eval.speaker_sim" not in v1.tags  # the tiny models' output is silence: counted, never scored
+    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 4}
 
     # a run that barely trains: evaluated next to the champion, it does not take the alias
     second = finetune(make_cfg(tmp_path, {**FAST, "train.learning_rate": 1e-9, "train.new_rows_learning_rate": 1e-9}))
@@ -74,6 +76,22 @@ def test_cer_decides_against_the_champion_evaluated_next_to_it():
     gone = _result("evaluate", data={"asr": "whisper:x", "headline": {"fine-tuned": {"cer": 0.3}}})
     d = _decision(cfg, trained, gone, Champion(version="3", tags={"eval.cer": "0.5"}))
     assert d.promote and d.incumbent_name == "champion v3 (recorded)"
+
+
+def test_outputs_that_are_not_speech_leave_the_decision_to_validation_loss():
+    """CER was the metric (an ASR is configured), but the models said nothing that could be scored: the
+    decision falls back to validation loss and says why; a metric chosen by hand is not replaced."""
+    cfg = load_config()
+    trained = _result("train", {"exported.loss": 3.0, "baseline.loss": 4.0})
+    silent = _result("evaluate", data={"asr": "whisper:x", "headline": {
+        "reference": {"cer": 0.2}, "base": {"speech_failure": 1.0}, "fine-tuned": {"speech_failure": 1.0}},
+        "not_speech": {"base": {"silent": 8}, "fine-tuned": {"silent": 8}}})
+    d = _decision(cfg, trained, silent, None)
+    assert d.promote and d.metric == "val_loss" and (d.candidate, d.incumbent) == (3.0, 4.0)
+    assert d.reason.startswith("cer not measured: base: 8 silent output(s) not speech; fine-tuned: 8 silent")
+    assert "decided on validation loss instead: val_loss 3.0000 vs base model 4.0000" in d.reason
+    by_hand = _decision(load_config(overrides={"promotion.metric": "cer"}), trained, silent, None)
+    assert not by_hand.promote and by_hand.metric == "cer" and "not measured" in by_hand.reason
 
 
 def test_encoders_as_separate_assets_and_a_folder_that_cannot_synthesize(tmp_path: Path, tiny_bundle):
