@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from indextts_core.config import load_config  # noqa: E402
+from indextts_core.config import DEMO_CONFIG, load_config  # noqa: E402
 from indextts_core.training.metrics import read_metrics  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def run_once(config: Path, overrides: list[str], root: Path, name: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    ap.add_argument("--config", type=Path, default=DEMO_CONFIG)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     from flows.cli_support import prefect_defaults

@@ -6,7 +6,7 @@
 The demo data is prepared once per base with the library's own stages (ingest, the tokenizer stage
 -- extension for 2.0, coverage and language choice for 2.5 --, preprocess, pairs).  Each training
 then runs in a fresh Python process, so its peak memory is its own, with the demo's settings
-(``configs/demo.yaml``: 3 epochs, 1024-token steps, learning rate 1e-3) and the same seed; the
+(``indextts_core/demo/demo.yaml``: 3 epochs, 1024-token steps, learning rate 1e-3) and the same seed; the
 only difference between the two rows of a base is ``train.lora_rank``.
 
 Reported per run: trainable parameters, AdamW state (two fp32 moments per trainable parameter),
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 def prepare(root: Path, version: str) -> dict[str, str]:
     """Tiny base of ``version``, its tokenizer, the demo's features and pairs under ``root``."""
-    from indextts_core.config import IngestConfig, load_config
+    from indextts_core.config import DEMO_DATASET_DIR, IngestConfig, load_config
     from indextts_core.data.ingest import ManifestInput, ingest
     from indextts_core.tiny import write_tiny_bundle
     from indextts_core.preprocess import (
@@ -52,8 +52,7 @@ def prepare(root: Path, version: str) -> dict[str, str]:
     from indextts_core.text.tiktoken_stage import run_tiktoken_stage
 
     bundle = write_tiny_bundle(root / "base", seed=0, version=version)
-    ingested = ingest([ManifestInput(REPO / "examples" / "demo" / "manifest.jsonl")], root / "dataset", IngestConfig(),
-                      seed=1234)
+    ingested = ingest([ManifestInput(DEMO_DATASET_DIR / "manifest.jsonl")], root / "dataset", IngestConfig(), seed=1234)
     clips = clips_from_manifests({"train": ingested.train, "val": ingested.val})
     fe = TextFrontend()
     if bundle.is_v25:

@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from indextts_core.config import PreprocessConfig  # noqa: E402
+from indextts_core.config import DEMO_DATASET_DIR, PreprocessConfig  # noqa: E402
 from indextts_core.data.audio import load_audio  # noqa: E402
 from indextts_core.model.bundle import open_bundle  # noqa: E402
 from indextts_core.tiny import write_tiny_bundle  # noqa: E402
@@ -69,8 +69,8 @@ def main() -> int:
     device = torch.device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-preprocess-"))
     bundle = open_bundle(args.checkpoint) if args.checkpoint else write_tiny_bundle(tmp / "tiny")
-    rows = [json.loads(x) for x in (REPO / "examples/demo/manifest.jsonl").read_text(encoding="utf-8").splitlines()]
-    audio = [str(REPO / "examples/demo" / r["audio"]) for r in rows] * args.repeat
+    rows = [json.loads(x) for x in (DEMO_DATASET_DIR / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    audio = [str(DEMO_DATASET_DIR / r["audio"]) for r in rows] * args.repeat
     waves = [load_audio(a, 16000).samples for a in audio]
     seconds_of_audio = sum(len(w) for w in waves) / 16000
     torch.set_grad_enabled(False)

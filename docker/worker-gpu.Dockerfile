@@ -35,7 +35,6 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY deployments ./deployments
 COPY configs ./configs
-COPY examples ./examples
 RUN uv sync --locked --extra workers
 
 # a process worker by default; the Docker/Kubernetes workers start containers of this image themselves

@@ -1,6 +1,6 @@
 """``indextts-train``: one command line for every stage of the pipeline.
 
-Every subcommand reads the same run configuration (``--config run.yaml``, defaults otherwise),
+Every subcommand reads the same run configuration (``--config run.yaml``, else the bundled demo's),
 applies its flags and any ``--set section.key=value`` overrides.  A stage's flags are made from
 its config section (:mod:`flows.flags`: a field is a flag), so the commands below declare only the
 local files they read or write.  ``run`` runs the ``finetune`` flow; each stage command runs that

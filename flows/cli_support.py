@@ -15,12 +15,13 @@ import typer
 from rich.markup import escape
 
 from flows.printing import err_console
-from indextts_core.config import PipelineConfig, load_config, parse_overrides
+from indextts_core.config import DEMO_CONFIG, PipelineConfig, load_config, parse_overrides
 from indextts_core.errors import InputError
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Run configuration YAML (every section optional; defaults work).",
+    typer.Option("--config", "-c", help="Run configuration YAML (every section optional); default: the bundled "
+                                        "demo's settings.",
                  exists=False, dir_okay=False),
 ]
 ModelOpt = Annotated[Path, typer.Option(help="Checkpoint folder: an export (<checkpoints>/export) or the official "
@@ -42,7 +43,15 @@ SetOpt = Annotated[
 
 def load_run_config(config: Path | None, overrides: list[str] | None, flags: dict[str, Any] | None = None,
                     **more: Any) -> PipelineConfig:
-    """Defaults <- YAML file <- named flags (config key -> value; None: not given) <- --set overrides."""
+    """Defaults <- YAML file <- named flags (config key -> value; None: not given) <- --set overrides.
+
+    Without ``--config`` every command reads the bundled demo's file (:data:`DEMO_CONFIG`, shipped in
+    the package), as ``run`` does, and says so in one line on stderr (stdout stays the command's own).
+    """
+    if config is None:
+        config = DEMO_CONFIG
+        err_console.print(f"no --config: using the demo's settings ({DEMO_CONFIG})", highlight=False,
+                          soft_wrap=True)
     merged = {k: v for k, v in {**(flags or {}), **more}.items() if v is not None}
     set_ = parse_overrides(overrides or [])
     labels = {k: name for k, name in getattr(flags, "names", {}).items() if k in merged and k not in set_}

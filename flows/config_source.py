@@ -2,6 +2,8 @@
 
 ``config`` may be
 
+* ``demo``: the bundled demo's settings (``indextts_core/demo/demo.yaml``, shipped inside the
+  package, so it resolves wherever the worker runs);
 * a path (relative to the run's working directory: the checkout a process worker runs in, or the
   image's ``/opt/indextts-train``, which ships ``configs/``);
 * an ``s3://bucket/key.yaml`` URI (credentials as for the artifact store: the ``AWS_*``
@@ -21,9 +23,18 @@ from typing import Any
 
 import yaml
 
-from indextts_core.config import ConfigError, PipelineConfig, StorageConfig, config_from_text, load_config
+from indextts_core.config import (
+    DEMO_CONFIG,
+    ConfigError,
+    PipelineConfig,
+    StorageConfig,
+    config_from_text,
+    load_config,
+)
 
 VARIABLE = "variable://"
+#: The name that stands for the bundled demo's run YAML (:data:`indextts_core.config.DEMO_CONFIG`).
+DEMO = "demo"
 
 
 def read_run_config(config: str, storage: StorageConfig | None = None,
@@ -32,6 +43,8 @@ def read_run_config(config: str, storage: StorageConfig | None = None,
     (``{"train.epochs": 1}``, as ``--set`` does); errors name the file or override and the field."""
     overrides = dict(overrides or {})
     config = config.strip()
+    if config == DEMO:
+        return load_config(DEMO_CONFIG, overrides)
     if config.startswith(VARIABLE):
         from prefect.variables import Variable
 

@@ -44,8 +44,12 @@ from indextts_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: The demo dataset bundled with the repository (``examples/demo``).
-DEMO_DATASET_DIR = Path(__file__).resolve().parent.parent / "examples" / "demo"
+#: The bundled demo, shipped inside the package (so an installed copy has it too).
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+#: The demo dataset (``indextts_core/demo/dataset``): 60 clips, ``manifest.jsonl`` and ``audio/``.
+DEMO_DATASET_DIR = DEMO_DIR / "dataset"
+#: The demo's run configuration: what every ``indextts-train`` command uses when no ``--config`` is given.
+DEMO_CONFIG = DEMO_DIR / "demo.yaml"
 
 _LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 #: What a hub revision may look like (git ref-name characters; no placeholders, spaces or URL syntax).

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from indextts_core.config import DEMO_CONFIG
 from tests_support import DEMO_DIR, cli, expect
 
 def test_help_lists_every_stage():
@@ -210,17 +211,18 @@ def test_seed_commands_preprocess_and_build_pairs(tmp_path: Path, tiny_bundle, p
 @pytest.mark.slow
 def test_cli_stages_and_the_flow_share_artifacts(tmp_path: Path, prefect_env: dict[str, str]):
     """Stages run one by one from the CLI, then the whole flow: the flow reuses what the commands made,
-    and every command's run is in MLflow.
+    and every command's run is in MLflow.  None is given --config: every command, `run` included, reads
+    the demo's settings (one set of defaults, so the stage commands and the flow share one cache).
 
     Training only has to run here (the demo test checks what it learns): two steps.  The train
     settings are not in the upstream stages' cache keys, so the override leaves their caches alone.
     """
-    demo = str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
-    cli("ingest", "--config", demo, cwd=tmp_path, env=prefect_env)
-    cli("extend-bpe", "--config", demo, cwd=tmp_path, env=prefect_env)  # corpus runs on the way, as in the flow
-    cli("preprocess", "--config", demo, cwd=tmp_path, env=prefect_env)
+    said = cli("ingest", cwd=tmp_path, env=prefect_env).stderr
+    assert f"no --config: using the demo's settings ({DEMO_CONFIG})" in said, said
+    cli("extend-bpe", cwd=tmp_path, env=prefect_env)  # corpus runs on the way, as in the flow
+    cli("preprocess", cwd=tmp_path, env=prefect_env)
     assert (tmp_path / "dataset" / "manifest.jsonl").is_file() and (tmp_path / "processed_data").is_dir()
-    cli("run", "--config", demo, "--set", "train.max_steps=2", "--set", "train.val_generate=0", "--set",
+    cli("run", "--set", "train.max_steps=2", "--set", "train.val_generate=0", "--set",
         "evaluate.enabled=false", cwd=tmp_path, env=prefect_env)
     summary = json.loads((tmp_path / "runs" / "demo" / "summary.json").read_text())
     status = {s["stage"]: s["status"] for s in summary["stages"]}

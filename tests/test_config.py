@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from indextts_core.config import PipelineConfig, dump_config, load_config, parse_overrides
+from indextts_core.config import DEMO_CONFIG, PipelineConfig, dump_config, load_config, parse_overrides
 from indextts_core.errors import ConfigError
 
 
@@ -116,10 +116,11 @@ def test_secrets_are_masked_and_dump_round_trips(tmp_path: Path):
     assert load_config(path) == load_config(overrides=["train.epochs=4"])
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                                  DEMO_CONFIG], ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path):
-    """Every configuration under configs/ is valid as shipped (a stale example fails here, not at a user's desk)."""
+    """Every configuration under configs/, and the demo's in the package, is valid as shipped (a stale example
+    fails here, not at a user's desk)."""
     cfg = load_config(path)
     assert cfg.run.name and cfg.train.epochs >= 1
 

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: Top-level folders of the repository: a code span starting with one of these names a file or folder of ours.
 TOP = ("indextts_core/", "tasks/", "flows/", "tests/", "docs/", "configs/", "benchmarks/", "deployments/", "docker/",
-       "examples/", ".ci/")
+       ".ci/")
 
 
 def _repo_paths(text: str) -> set[str]:

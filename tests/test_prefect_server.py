@@ -50,12 +50,12 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
         # the UI validates parameters against the PipelineConfig schema before creating a run
         bad = httpx.post(url, json={"parameters": {"cfg": {"train": {"epochs": 0}}}}, timeout=30)
         assert bad.status_code in (409, 422) and "epochs" in bad.text
-        # the run YAML as a parameter (relative to the checkout the worker runs in), a few settings on top
+        # the run YAML as a parameter (`demo`: the one shipped in the package), a few settings on top
         overrides = {"run.name": "from-ui", "run.output_dir": str(tmp_path / "runs" / "from-ui"),
                      "storage.uri": str(tmp_path / "store"), "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                      "train.max_steps": 6, "train.val_audio_samples": 0, "train.val_generate": 0,
                      "evaluate.max_items": 1, "evaluate.diffusion_steps": 2, "evaluate.resamples": 50}
-        created = httpx.post(url, json={"parameters": {"config": "configs/demo.yaml", "overrides": overrides},
+        created = httpx.post(url, json={"parameters": {"config": "demo", "overrides": overrides},
                                         "tags": ["ui"]}, timeout=30)
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]

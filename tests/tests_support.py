@@ -17,7 +17,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 #: The virtual environment's scripts (prefect, indextts-train, ...).
 BIN = Path(sys.executable).parent
-DEMO_DIR = REPO / "examples" / "demo"
+#: The bundled demo dataset (shipped inside the package, next to the demo's run YAML).
+DEMO_DIR = REPO / "indextts_core" / "demo" / "dataset"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -18,9 +18,6 @@ from flows.printing import console, err_console, print_summary
 from indextts_core.config import dump_config
 from indextts_core.errors import InputError
 
-#: The configuration `run` uses without --config: the bundled demo, training sized for 60 clips.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-
 
 @config_flags("language", "run", "orchestration")
 def run(
@@ -28,14 +25,11 @@ def run(
     overrides: SetOpt = None,
     flags: dict | None = None,
 ) -> None:
-    """Run the pipeline as the Prefect flow 'finetune' (no --config: configs/demo.yaml, the bundled demo).
+    """Run the pipeline as the Prefect flow 'finetune' (no --config: the bundled demo's settings).
 
     Without PREFECT_API_URL, Prefect starts a temporary local server for the run; with it, the run
     is recorded on that server.  Stages whose inputs did not change are taken from the cache.
     """
-    if config is None and DEMO_CONFIG.is_file():
-        config = DEMO_CONFIG
-        err_console.print(f"no --config: running the demo ({DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[1])})")
     try:
         cfg = load_run_config(config, overrides, flags)
     except InputError as e:

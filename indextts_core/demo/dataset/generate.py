@@ -3,7 +3,7 @@
 Needs the Debian packages ``espeak-ng`` and ``sox`` (not needed to *use* the dataset)::
 
     apt-get install espeak-ng sox
-    python examples/demo/generate.py
+    python indextts_core/demo/dataset/generate.py
 
 Each "speaker" is an espeak-ng voice variant with its own pitch and rate, so clips of one
 speaker sound alike and speakers differ.  Every speaker reads 12 Amharic and 3 English
