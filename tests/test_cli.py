@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from indextts_core.config import DEMO_CONFIG
-from tests_support import DEMO_DIR, cli, expect
+from indextts_core.config import DEMO_CONFIG, dump_config, load_config
+from tests_support import DEMO_DIR, cli, expect, install_wheel, installed_env
 
 def test_help_lists_every_stage():
     out = cli("--help").stdout
@@ -36,9 +39,15 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     talks to another Prefect server, the session's, with a database of its own, and still takes
     every stage from the cache: the first run persisted it in the local artifact store, not in
     Prefect (and one temporary server less is seconds less).
+
+    Every command runs the installed wheel (built here, offline), from a folder outside the checkout:
+    the demo's settings and dataset are those shipped in the package.
     """
-    env = {"PREFECT_HOME": str(tmp_path / "prefect-home")}
-    out = cli("run", cwd=tmp_path, env=env).stdout
+    site = install_wheel(tmp_path / "install").resolve()
+    env = {"PREFECT_HOME": str(tmp_path / "prefect-home"), **installed_env(site)}
+    ran = cli("run", cwd=tmp_path, env=env)
+    out = ran.stdout
+    assert f"no --config: using the demo's settings ({site / 'indextts_core' / 'demo' / 'demo.yaml'})" in ran.stderr
     assert "rows read: 60, accepted: 60, 0 rejected" in out
     assert "language am" in out and "split val" in out
     run_dir = tmp_path / "runs" / "demo"
@@ -106,7 +115,7 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
         "--hf-cache", str(hf_cache), cwd=tmp_path, env=env)
     _assert_wavs(tmp_path / "syn", 2)
 
-    cli("run", cwd=tmp_path, env=prefect_env)
+    cli("run", cwd=tmp_path, env={**prefect_env, **installed_env(site)})
     second = json.loads((run_dir / "summary.json").read_text())
     assert {s["stage"]: s["status"] for s in second["stages"]} == expect("cached", download="reused", evaluate="cached")
     assert second["flow_run_id"] != first["flow_run_id"]
@@ -178,9 +187,46 @@ def test_config_errors_exit_2_naming_field_and_file(tmp_path: Path):
     assert proc.returncode == 2 and "ingest.val_fraction" in proc.stderr
 
 
-def test_config_command_prints_resolved_yaml():
+def test_config_command_prints_resolved_yaml(tmp_path: Path):
     out = cli("config", "--set", "train.epochs=5", "--set", "storage.secret_access_key=hush").stdout
     assert "epochs: 5" in out and "hush" not in out
+    # no --config: the demo's settings (as `run` has them), said on stderr; stdout stays the YAML alone
+    shown = cli("config")
+    assert yaml.safe_load(shown.stdout) == yaml.safe_load(dump_config(load_config(DEMO_CONFIG)))
+    assert f"no --config: using the demo's settings ({DEMO_CONFIG})" in shown.stderr
+    # a file replaces the demo's: what it leaves out is the built-in default (training sized for a real corpus)
+    empty = tmp_path / "run.yaml"
+    empty.write_text("language: am\n", encoding="utf-8")
+    real = yaml.safe_load(cli("config", "--config", str(empty)).stdout)
+    assert real["train"]["learning_rate"] == 2e-5 and real["train"]["warmup_steps"] == 1000
+
+
+def test_every_command_without_config_loads_the_demos_settings(monkeypatch: pytest.MonkeyPatch):
+    """One set of defaults: each command reads its configuration through `load_run_config`, which without
+    --config loads the demo's file, as `run` does (found in use: the stage commands trained at 2e-5 with 1000
+    warm-up steps into the same runs/demo/ the demo's `run` trained at 1e-3 with 5)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.cli_support import load_run_config
+    from flows.commands import model
+
+    assert load_run_config(None, None) == load_config(DEMO_CONFIG)
+    commands = Path(__file__).resolve().parent.parent / "flows" / "commands"
+    for path in commands.glob("*.py"):
+        assert not re.search(r"\bload_config\(", path.read_text(encoding="utf-8")), path.name
+    got: dict[str, Any] = {}
+
+    def stage(cfg: Any, name: str, given: dict | None = None) -> dict:
+        got["cfg"] = cfg
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(model, "run_stage", stage)
+    result = CliRunner().invoke(app, ["train", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    train = got["cfg"].train
+    assert (train.learning_rate, train.warmup_steps, train.epochs) == (1e-3, 5, 2)
 
 
 @pytest.mark.slow

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,30 @@ def cli(*args: str, cwd: Path | None = None, check: bool = True,
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def install_wheel(dest: Path) -> Path:
+    """Build the project's wheel and install it into ``dest/site`` (what ``pip install --no-deps --target`` does
+    for a pure-Python wheel: unpack it); the folder to put first on ``PYTHONPATH``.
+
+    The build is offline: ``uv build --offline`` takes hatchling from uv's cache, where ``uv sync`` left it
+    when it installed the project (so a clean clone after ``uv sync --locked --extra dev`` has it).
+    """
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
+    if uv is None:
+        import pytest
+
+        pytest.skip("uv is not on PATH: the wheel is built with `uv build`")
+    built = subprocess.run([uv, "build", "--offline", "--wheel", "--out-dir", str(dest / "dist"), str(REPO)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, f"uv build failed:\n{built.stdout}\n{built.stderr}"
+    (wheel,) = (dest / "dist").glob("indextts_train-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(dest / "site")
+    return dest / "site"
+
+
+def installed_env(site: Path) -> dict[str, str]:
+    """The environment that runs the copy installed in ``site`` (first on ``PYTHONPATH``: ahead of the checkout's
+    editable install), for :func:`cli` or a ``python`` subprocess."""
+    return {"PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
