@@ -21,7 +21,7 @@ from typing import Any
 from indextts_core.config import AssetSource, ManifestSource, PipelineConfig
 from indextts_core.data.manifest import FIELD_ALIASES
 from indextts_core.errors import InputError
-from indextts_core.model.bundle import BIGVGAN_DIR, CAMPPLUS_FILE, CODEC_FILE, HF_CACHE, W2V_DIR
+from indextts_core.layout import BIGVGAN_DIR, CAMPPLUS_FILE, CODEC_FILE, HF_CACHE, W2V_DIR
 from indextts_core.store.objects import DIR_MANIFEST, ArtifactStore, open_store
 from indextts_core.utils.fileio import atomic_copy
 from tasks.artifacts import ArtifactRef, fetch_dir, publish_dir

@@ -541,6 +541,9 @@ class OrchestrationConfig(_Section):
     retries: int = Field(2, ge=0, description="Retries of a stage after a transient fault (network, S3, GPU OOM).")
     retry_delay_s: list[float] = Field([10.0, 60.0], description="Delay before each retry (the last repeats).")
     refresh_cache: bool = Field(False, description="Recompute every stage even when a cached result exists.")
+    cached_answers: bool = Field(True, description="A stage command whose result an earlier command or run "
+                                 "already stored answers from it without starting Prefect or MLflow (no flow run is "
+                                 "recorded); off: every command runs its flow.")
 
 
 class TrackingConfig(_Section):

@@ -23,10 +23,9 @@ from typing import Any
 
 from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.utilities.hashing import hash_objects
-from pydantic import BaseModel
-
 from indextts_core.errors import InputError, StorageError
 from indextts_core.utils.oom import BackoffEvent, GpuOOM, batch_for_attempt
+from tasks.keys import config_subset, stable
 from tasks.result_storage import ResultJSON
 
 log = logging.getLogger(__name__)
@@ -80,43 +79,6 @@ STAGE_TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-def _dotted(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _stable(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, BaseModel):
-        digest = getattr(value, "digest", None)  # an ArtifactRef is identified by its content
-        if isinstance(digest, str) and hasattr(value, "prefix"):
-            return {"digest": digest}
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {str(k): _stable(v) for k, v in sorted(value.items())}
-    if isinstance(value, list | tuple):
-        return [_stable(v) for v in value]
-    return value
-
-
-def config_subset(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:
-    """``{"ingest.min_duration_s": 0.5, ...}``: the named config fields as plain data.
-
-    A key naming a whole section (``"ingest"``) stands for every field of it that is in the cache
-    key (all but the section's ``NOT_IN_KEY``), so a field added to a section is keyed by default.
-    """
-    out: dict[str, Any] = {}
-    for k in keys:
-        value = _dotted(cfg, k)
-        if hasattr(value, "key_fields"):
-            out |= {f"{k}.{name}": _stable(v) for name, v in value.key_fields().items()}
-        else:
-            out[k] = _stable(value)
-    return out
-
-
 @dataclass
 class StageCache(CachePolicy):
     """Cache key = stage name + code version + declared config fields + input artifact digests.
@@ -137,7 +99,7 @@ class StageCache(CachePolicy):
             "stage": self.stage,
             "version": self.version,
             "config": config_subset(cfg, self.config_keys),
-            "inputs": {k: _stable(v) for k, v in sorted(inputs.items()) if k not in self.ignore},
+            "inputs": {k: stable(v) for k, v in sorted(inputs.items()) if k not in self.ignore},
         }
 
     def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any],

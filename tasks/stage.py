@@ -17,7 +17,7 @@ evidence of a failed run: rejects, partial reports).
 
 :func:`stage_task` is Prefect's ``@task`` with the shared policies: retries of transient faults,
 persisted results, and the cache key built from the named config sections (see
-:func:`tasks.policies.config_subset`), the input digests, the stage's code version and the task's
+:func:`tasks.keys.config_subset`), the input digests, the stage's code version and the task's
 source.
 """
 
@@ -36,33 +36,17 @@ from indextts_core.config import PipelineConfig
 from indextts_core.store.objects import ArtifactStore, open_store
 from tasks.artifacts import ArtifactRef, StageResult, fetch_dir, publish_dir
 from tasks.context import RunContext
-from tasks.policies import STAGE_TASK_OPTIONS, config_subset, stage_cache
+from tasks.keys import STAGE_KEYS, run_params
+from tasks.policies import STAGE_TASK_OPTIONS, stage_cache
 from tasks.tracking import StageRun, attach_stage_run, close_stage_run, open_stage_run, system_metrics
 
 #: The long stages whose MLflow runs also record the machine's load (``tracking.system_metrics_s``).
 SYSTEM_METRICS_STAGES = ("train", "evaluate")
 
-#: The config fields (or whole sections) each stage's output depends on: its cache key and the
-#: parameters of its MLflow run.  A section stands for all its fields but its ``NOT_IN_KEY``.
-STAGE_KEYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("language", "extra_languages", "run.seed", "ingest"),
-    "corpus": ("corpus",),
-    "extend-bpe": ("language", "run.seed", "extend_bpe"),
-    "preprocess": ("preprocess", "ingest.min_duration_s", "ingest.max_duration_s"),
-    "pairs": ("run.seed", "pairs"),
-    "train": ("run.seed", "pairs", "extend_bpe.output_name", "train"),
-    "evaluate": ("run.seed", "generation", "evaluate"),
-}
-
-
 def stage_task(name: str, version: str, ignore: tuple[str, ...] = ("cfg", "ctx")) -> Callable[[Any], Any]:
     """``@task`` for a deterministic stage: cached on its config keys, inputs, version and source."""
     return task(name=name, cache_policy=stage_cache(name, version, STAGE_KEYS[name], ignore=ignore),
                 **STAGE_TASK_OPTIONS)
-
-
-def run_params(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
-    return config_subset(cfg, STAGE_KEYS.get(stage, ()))
 
 
 class Stage:

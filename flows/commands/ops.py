@@ -41,6 +41,11 @@ def run(
         summary = finetune(cfg)
     except InputError as e:
         raise fail(e) from None
+    from flows.cached_answers import ANSWERABLE, remember
+
+    for stage in ANSWERABLE:  # so that each stage's command answers from what this run computed
+        if stage in summary.results:
+            remember(cfg, stage, {}, summary.results[stage])
     print_summary(summary)
 
 

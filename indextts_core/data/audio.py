@@ -25,7 +25,6 @@ import torchaudio.functional as AF
 
 from indextts_core.errors import AudioDecodeError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 _PEAK_LIMIT = 0.999
 
 

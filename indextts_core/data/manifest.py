@@ -31,8 +31,10 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from indextts_core.data.audio import AUDIO_EXTENSIONS
 from indextts_core.errors import ManifestError
+
+#: Files a dataset folder's audio is read from (what soundfile decodes).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 

@@ -35,13 +35,9 @@ from indextts_core.model.codec import CodecConfig, SemanticCodec, load_codec
 from indextts_core.model.config import GPTConfig
 from indextts_core.model.features import HIDDEN_LAYER, SemanticFeatures
 from indextts_core.model.unified_voice import UnifiedVoice
+from indextts_core.layout import BIGVGAN_DIR, CAMPPLUS_FILE, CODEC_FILE, HF_CACHE, W2V_DIR  # noqa: F401
 
 BUNDLE_META = "indextts-bundle.json"
-HF_CACHE = Path("hf_cache")
-W2V_DIR = HF_CACHE / "w2v-bert-2.0"
-CODEC_FILE = HF_CACHE / "semantic_codec_model.safetensors"
-CAMPPLUS_FILE = HF_CACHE / "campplus_cn_common.bin"
-BIGVGAN_DIR = HF_CACHE / "bigvgan"
 #: IndexTTS-2.5's codec, in the checkpoint folder itself (``infer_v2_5``: ``model_dir/codec.pth``).
 CODEC_V25_FILE = "codec.pth"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"

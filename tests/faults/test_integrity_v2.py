@@ -241,8 +241,8 @@ def test_a_moved_store_reuses_the_ingest_output(tmp_path: Path):
     from tasks.artifacts import asset_ref
     from tasks.context import RunContext
     from tasks.ingest import ingest_task
-    from tasks.policies import config_subset
-    from tasks.stage import STAGE_KEYS
+    from tasks.keys import config_subset
+    from tasks.keys import STAGE_KEYS
     from tests_support import DEMO_DIR
 
     def cfg_at(store: Path):

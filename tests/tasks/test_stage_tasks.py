@@ -19,8 +19,8 @@ from tasks.context import RunContext
 from tasks.corpus import corpus_task
 from tasks.extend_bpe import extend_bpe_task
 from tasks.ingest import ingest_task
-from tasks.policies import config_subset
-from tasks.stage import STAGE_KEYS
+from tasks.keys import config_subset
+from tasks.keys import STAGE_KEYS
 from tests_support import DEMO_DIR
 
 
