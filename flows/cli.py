@@ -7,20 +7,41 @@ local files they read or write.  ``run`` runs the ``finetune`` flow; each stage 
 stage's task as a flow run of its own (:mod:`flows.stage`): the same code, cache, artifact store
 and MLflow tracking as the flow.  The commands live in :mod:`flows.commands`; what they print in
 :mod:`flows.printing`.
+
+Every command writes a full log file (tracebacks, library warnings, DEBUG lines) and keeps the
+console to one line per failure (:mod:`flows.cli_logging`): a command that fails ends with
+``error: <message>`` and ``full log: <path>``, whatever the exception (one nobody expected: exit
+code 1, ``error: <Type>: <message>``; ``--verbose`` shows its traceback).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.logging import RichHandler
+from typer.core import TyperGroup
 
+from flows import cli_logging
 from flows.commands import data, model, ops, speech
-from flows.printing import err_console
+
+
+class Commands(TyperGroup):
+    """The command group: an exception a command did not expect ends as one ``error:`` line, exit code 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            result = super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, Ctrl-C, usage errors: click's own
+            raise
+        except Exception as e:  # noqa: BLE001 - the traceback goes to the log file, not the user's screen
+            cli_logging.report_error(cli_logging.unexpected_error(e), e)
+            raise typer.Exit(code=1) from None
+        cli_logging.report_success()
+        return result
+
 
 app = typer.Typer(
+    cls=Commands,
     name="indextts-train",
     help="Teach IndexTTS2 a new language: ingest -> corpus -> tokenizer -> preprocess -> pairs -> train -> export -> "
          "evaluate -> promote.",
@@ -33,15 +54,12 @@ app = typer.Typer(
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Debug logging on the console, tracebacks and library warnings included.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-                        force=True)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "matplotlib", "PIL", "httpx", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cli_logging.setup(ctx.invoked_subcommand, verbose=verbose, quiet=quiet)
 
 
 app.command()(ops.run)

@@ -1,19 +1,21 @@
 """What the ``indextts-train`` commands share: the common options, loading the run configuration,
 running one stage as its own flow run, error lines, and the model-folder helpers of the one-off
 commands (``generate``, ``synthesize``).
+
+Loading the run configuration moves the command's log file into ``<run.output_dir>/logs/``;
+:func:`fail` ends a command on one ``error:`` line and the log's path (:mod:`flows.cli_logging`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
+from flows.cli_logging import report_error, use_run_folder
 from flows.printing import err_console
 from indextts_core.config import DEMO_CONFIG, PipelineConfig, load_config, parse_overrides
 from indextts_core.errors import InputError
@@ -55,47 +57,16 @@ def load_run_config(config: Path | None, overrides: list[str] | None, flags: dic
     merged = {k: v for k, v in {**(flags or {}), **more}.items() if v is not None}
     set_ = parse_overrides(overrides or [])
     labels = {k: name for k, name in getattr(flags, "names", {}).items() if k in merged and k not in set_}
-    return load_config(config, {**merged, **set_}, labels)
+    cfg = load_config(config, {**merged, **set_}, labels)
+    use_run_folder(cfg.run.output_dir)  # the command's log file moves into <run.output_dir>/logs/
+    return cfg
 
 
 def fail(e: Exception) -> typer.Exit:
-    """Print ``error: <message>`` and give the exit (code 2) for the command to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)
+    """Print ``error: <message>`` and ``full log: <path>`` (the traceback is in that file) and give the
+    exit (code 2) for the command to raise."""
+    report_error(str(e), e)
     return typer.Exit(code=2)
-
-
-RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
-
-
-class _InputErrorTracebacks(logging.Filter):
-    """Drops the traceback of a run that failed on the user's input (an :class:`InputError`), keeping its line.
-
-    Prefect logs a failed task, then its failed flow, each with a traceback of some 200 lines, before
-    the command's own ``error:`` line says the same in one.  A bad input is not a bug: its ERROR line
-    (which carries the message) is enough.  Any other exception keeps its full traceback.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
-        seen: set[int] = set()
-        while exc is not None and id(exc) not in seen:
-            if isinstance(exc, InputError):
-                record.exc_info, record.exc_text = None, None
-                break
-            seen.add(id(exc))
-            exc = exc.__cause__ or exc.__context__
-        return True
-
-
-_INPUT_ERROR_TRACEBACKS = _InputErrorTracebacks()
-
-
-def quiet_input_error_tracebacks() -> None:
-    """Install :class:`_InputErrorTracebacks` on Prefect's run loggers (once)."""
-    for name in RUN_LOGGERS:
-        logger = logging.getLogger(name)
-        if _INPUT_ERROR_TRACEBACKS not in logger.filters:
-            logger.addFilter(_INPUT_ERROR_TRACEBACKS)
 
 
 def prefect_defaults() -> None:
@@ -108,7 +79,6 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "indextts_core,tasks")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # core logs after a stage flow
-    quiet_input_error_tracebacks()
     from flows.api_server import start_temporary_api
 
     try:

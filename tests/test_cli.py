@@ -433,4 +433,5 @@ def test_evaluate_without_a_trained_model_says_how_to_get_one(tmp_path: Path, mo
     assert result.exit_code == 1, result.output
     said = " ".join(result.stderr.split())
     assert "error: no trained model in runs/demo/train: train one first (indextts-train run" in said
-    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+    assert "Traceback" not in result.output and not (tmp_path / "runs" / "demo" / "train").exists()
+    assert [p.parent.name for p in (tmp_path / "runs").rglob("*") if p.is_file()] == ["logs"]  # only its log

@@ -159,8 +159,10 @@ def test_an_empty_lines_file_fails_before_any_model_loads(tmp_path: Path, monkey
     assert not (tmp_path / "out").exists()
 
 
-def test_a_stage_that_fails_on_its_input_logs_one_line_not_a_traceback(caplog: pytest.LogCaptureFixture):
-    from flows.cli_support import RUN_LOGGERS, _INPUT_ERROR_TRACEBACKS, quiet_input_error_tracebacks
+def test_a_failed_stage_is_one_console_line_and_keeps_its_traceback_for_the_log(caplog: pytest.LogCaptureFixture):
+    """Whatever the exception: the console shows one ERROR line for it, no traceback; the log file's records
+    (the same records: the console shows copies) keep every traceback."""
+    from flows.cli_logging import ConsoleHandler
 
     @task(retries=0)
     def load(kind: str) -> None:
@@ -172,23 +174,16 @@ def test_a_stage_that_fails_on_its_input_logs_one_line_not_a_traceback(caplog: p
     def stage(kind: str) -> None:
         load(kind)
 
-    quiet_input_error_tracebacks()
-    quiet_input_error_tracebacks()  # once is enough: installed a single time
-    try:
-        assert logging.getLogger("prefect.task_runs").filters.count(_INPUT_ERROR_TRACEBACKS) == 1
+    for kind, error in (("input", InputError), ("bug", RuntimeError)):
         caplog.clear()
-        with pytest.raises(InputError):
-            stage("input")
-        failed = [r for r in caplog.records if r.name in RUN_LOGGERS and r.levelno >= logging.ERROR]
-        assert any("gpt.pth not found" in r.getMessage() for r in failed)  # the line is kept ...
-        assert all(r.exc_info is None for r in failed)  # ... its traceback is not
-        assert "Traceback" not in caplog.text
-
-        caplog.clear()
-        with pytest.raises(RuntimeError):
-            stage("bug")
-        failed = [r for r in caplog.records if r.name in RUN_LOGGERS and r.levelno >= logging.ERROR]
-        assert sum(bool(r.exc_info) for r in failed) == 2  # an unexpected error keeps its tracebacks (task, flow)
-    finally:
-        for name in RUN_LOGGERS:
-            logging.getLogger(name).removeFilter(_INPUT_ERROR_TRACEBACKS)
+        with pytest.raises(error):
+            stage(kind)
+        runs = [r for r in caplog.records if r.name.startswith("prefect.")]
+        console = ConsoleHandler()
+        shown = [s for s in (console.shown(r) for r in runs) if s is not None]
+        failed = [s for s in shown if s.levelno >= logging.ERROR]
+        assert len(failed) == 1, [s.getMessage() for s in failed]  # one line for the failure ...
+        assert ("gpt.pth not found" if kind == "input" else "a bug") in failed[0].getMessage()
+        assert all(not s.exc_info and not s.exc_text for s in shown)  # ... without its traceback
+        assert not any(s.getMessage().startswith("Finished in state Failed") for s in shown)
+        assert sum(bool(r.exc_info) for r in runs) >= 1  # the log file still gets the traceback
