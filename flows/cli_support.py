@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,13 +89,27 @@ def prefect_defaults() -> None:
 
 
 def run_stage(cfg: PipelineConfig, stage: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run ``stage`` as its own flow run (the flow's task, cache, store and MLflow); its result."""
+    """Run ``stage`` as its own flow run (the flow's task, cache, store and MLflow); its result.
+
+    When an earlier command or run already stored this stage's answer for the same code, settings,
+    sources and inputs (:mod:`flows.cached_answers`), that is the result: nothing is started.
+    """
+    from flows.cached_answers import answer, remember
+
+    given = given or {}
+    started = time.monotonic()
+    known = answer(cfg, stage, given)
+    if known is not None:
+        err_console.print(f"{stage}: cached, answered in {time.monotonic() - started:.1f} s without a flow run "
+                          "(nothing changed since; --set orchestration.cached_answers=false runs it)", highlight=False)
+        return known
     prefect_defaults()
     from flows.stage import stage_flow
 
-    summary = stage_flow(cfg, stage, given or {})
+    summary = stage_flow(cfg, stage, given)
     for row in summary.stages:
         err_console.print(f"{row.stage}: {row.status} in {row.seconds:.1f} s", highlight=False)
+    remember(cfg, stage, given, summary.results[stage])
     return summary.results[stage]
 
 
@@ -129,20 +144,25 @@ def checked_language(code: str, cfg: PipelineConfig | None = None) -> str:
 
 def hf_cache_for(model: Path, given: Path | None, cfg: PipelineConfig) -> Path:
     """The folder of encoders and synthesis models for ``model``: given, the model's own ``hf_cache/``, or that
-    of the run config's checkpoint (through the download stage, as preprocessing got them)."""
-    from indextts_core.model.bundle import HF_CACHE
+    of the run config's checkpoint (fetched into the store as the download stage does: when the store already
+    holds it unchanged at its source, nothing is fetched, and no flow run is started for it)."""
+    from indextts_core.layout import HF_CACHE
 
     if given is not None:
         return given
     if (model / HF_CACHE).is_dir():
         return model / HF_CACHE
     from flows.local_inputs import store_for
-    from tasks.artifacts import ArtifactRef, fetch_dir
+    from indextts_core.store.download import fetch_asset
+    from indextts_core.store.materialize import materialize_dir
 
-    err_console.print(f"{model} holds no {HF_CACHE}/: using the one of the run config's checkpoint")
-    assets = run_stage(cfg, "download")["assets"]
-    return fetch_dir(store_for(cfg), ArtifactRef.model_validate(assets["checkpoint"]), cfg.storage.cache_dir) \
-        / HF_CACHE
+    err_console.print(f"{model} holds no {HF_CACHE}/: using the one of the run config's checkpoint "
+                      f"({cfg.download.checkpoint.source})")
+    store = store_for(cfg)
+    d = cfg.download
+    asset = fetch_asset("checkpoint", d.checkpoint, store, hf_cache_dir=d.hf_cache_dir, offline=d.offline,
+                        storage=cfg.storage)
+    return materialize_dir(store, asset.prefix, cfg.storage.cache_dir) / HF_CACHE
 
 
 def open_model(model: Path, hf_cache: Path | None, cfg: PipelineConfig, w2v_bert: Path | None = None) -> Any:
