@@ -99,10 +99,11 @@ class ConsoleHandler(RichHandler):
             return None
         exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
         if prefect and record.levelno >= logging.ERROR and exc is not None:
-            keys = _exception_keys(exc)
-            if keys & self.failures:
-                return None  # the flow run failing on its task's exception: said already
-            self.failures |= keys
+            # a task or flow run failing on an exception: the command ends on its ``error:`` line, which says
+            # the same (and a retried attempt that then succeeds is no failure of the command): the file's
+            self.failures |= _exception_keys(exc)
+            self.hid_tracebacks = True
+            return None
         if record.exc_info or record.exc_text or record.stack_info:
             record = copy.copy(record)
             record.exc_info, record.exc_text, record.stack_info = None, None, None

@@ -62,8 +62,9 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except Exception as e:  # noqa: BLE001 - the point is to look at it
         retry = is_transient(e)
-        log.info("%s failed with %s: %s", getattr(task_run, "name", "task"), type(e).__name__,
-                 "retrying" if retry else "not retrying (deterministic)")
+        # a retry is news on the console; a deterministic failure is said by the command's error line (DEBUG: the log's)
+        log.log(logging.INFO if retry else logging.DEBUG, "%s failed with %s: %s", getattr(task_run, "name", "task"),
+                type(e).__name__, "retrying" if retry else "not retrying (deterministic)")
         return retry
     return False
 
