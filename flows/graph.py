@@ -19,7 +19,7 @@ from tasks.extend_bpe import extend_bpe_task
 from tasks.ingest import ingest_task
 from tasks.pairs import pairs_task
 from tasks.promote import Champion
-from tasks.train import train_task
+from tasks.train import resumes_a_file, train_task
 
 #: The stages a command can run, in pipeline order.
 STAGES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate")
@@ -77,10 +77,10 @@ class StageGraph:
                                     self.asset("w2v_bert"), self.asset("semantic_codec"))
         if stage == "pairs":
             return run.stage(pairs_task, self.artifact("preprocess"))
-        if stage == "train":
+        if stage == "train":  # resuming from a given checkpoint file asks for training: never the cached result
             return run.stage(train_task, self.artifact("pairs"), self.artifact("extend-bpe"), checkpoint(),
                              self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("campplus"),
-                             self.asset("bigvgan"))
+                             self.asset("bigvgan"), refresh=resumes_a_file(run.cfg))
         if stage == "evaluate":
             return evaluate_stage(run, self.artifact("train"), checkpoint(), self.artifact("pairs"),
                                   self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("asr"),

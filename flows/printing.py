@@ -76,6 +76,7 @@ def print_summary(summary: Any) -> None:
                           f"{m['final.mel_top1']:.3f}; export verified: {bool(m.get('export_verified'))}; "
                           f"registered version {trained['outputs'].get('registered_version') or '-'}")
         print_generation(m)
+        print_checkpoints(trained["outputs"].get("checkpoints"))
     if results.get("evaluate"):
         print_evaluation(results["evaluate"]["data"])
     promoted = results.get("promote")
@@ -111,6 +112,25 @@ def print_generation(m: dict[str, Any]) -> None:
                       f"{pair('length_ratio')}, repeated 4-grams {pair('repeated_4gram')}", highlight=False)
 
 
+def print_checkpoints(folder: str | None) -> None:
+    """One line: where the training folder is and what it holds (``latest.pth``, ``best.pth``, the
+    ``model_stepN.pth`` kept, ``export/``), to resume from or to point ``--model`` at."""
+    if not folder:
+        return
+    path = Path(folder)
+    if not path.is_dir():  # trained on another machine (a worker): the store keeps latest.pth and best.pth
+        console.print(f"checkpoints: {folder}/ on the machine that trained them (not on this one)", highlight=False,
+                      soft_wrap=True)
+        return
+    steps = sorted((p.name for p in path.glob("model_step*.pth") if p.stem.removeprefix("model_step").isdigit()),
+                   key=lambda name: int(name.removeprefix("model_step").removesuffix(".pth")))
+    held = [n for n in ("latest.pth", "best.pth") if (path / n).is_file()] + steps
+    if (path / "export").is_dir():
+        held.append("export/ (the exported model, official layout)")
+    console.print(f"checkpoints: {folder}/ holds {', '.join(held) or 'no checkpoint'}", highlight=False,
+                  soft_wrap=True)
+
+
 def print_training(result: dict[str, Any]) -> None:
     m = result["metrics"]
     base = {k.removeprefix("baseline."): v for k, v in m.items() if k.startswith("baseline.")}
@@ -141,6 +161,7 @@ def print_training(result: dict[str, Any]) -> None:
                                     f"base rows unchanged: {bool(m.get('base_rows_unchanged', True))})",
         "registered version": result["outputs"].get("registered_version") or "-",
     })
+    print_checkpoints(ckpts)
 
 
 def print_evaluation(data: dict[str, Any]) -> None:

@@ -198,16 +198,18 @@ class PipelineRun:
         return task.with_options(retries=o.retries, retry_delay_seconds=o.retry_delay_s)(self.cfg, *inputs,
                                                                                           ctx=self.ctx)
 
-    def stage(self, task: Any, *inputs: Any, since: float | None = None) -> Any:
+    def stage(self, task: Any, *inputs: Any, since: float | None = None, refresh: bool = False) -> Any:
         """Run one stage task; returns its result (from the cache when nothing changed).
 
         The stage's output is (or, when cached, is checked out to) ``<run.output_dir>/<stage>``.
-        ``since``: when the stage's helper tasks started (its row then times them too).
+        ``since``: when the stage's helper tasks started (its row then times them too).  ``refresh``:
+        run the task even when its result is cached (and cache what it returns), as
+        ``orchestration.refresh_cache`` does for every stage.
         """
         name = task.name
         o = self.cfg.orchestration
         options = dict(result_storage=self._storage_block, retries=o.retries,
-                       retry_delay_seconds=o.retry_delay_s, refresh_cache=o.refresh_cache or None)
+                       retry_delay_seconds=o.retry_delay_s, refresh_cache=(o.refresh_cache or refresh) or None)
         start = since if since is not None else time.monotonic()
         state = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx, return_state=True)
         if state.is_failed() or state.is_crashed():

@@ -171,6 +171,13 @@ def processes(cfg: PipelineConfig) -> int:
     return max(1, int(n))
 
 
+def resumes_a_file(cfg: PipelineConfig) -> bool:
+    """``train.resume`` names a checkpoint file (not None, not ``auto``): the stage must train from it, so the flow
+    never takes its result from the cache (the resume setting is not in the cache key: it does not change the
+    weights an exact resume arrives at, but a run the user asked for must run, or fail saying why)."""
+    return cfg.train.resume not in (None, "auto")
+
+
 def stage_settings(cfg: PipelineConfig) -> TrainConfig:
     """The ``train`` settings the stage trains with: ``resume`` is ``auto`` unless set, so a retry (or the same flow
     run again) continues the run in its folder."""

@@ -42,7 +42,9 @@ def train(
 
     Batch size, accumulation, loader workers and AMP are chosen automatically; an out-of-memory
     step is re-run with half-size micro-batches; base-token rows are frozen for real.  --resume
-    auto continues an interrupted run on exactly the next batch.  Multi-GPU: set
+    auto continues an interrupted run on exactly the next batch; --resume FILE (a model_stepN.pth,
+    latest.pth or best.pth) trains from that checkpoint, even when this training is cached.  Prints
+    where the checkpoints are (run.output_dir/trained_ckpts/KEY/ unless --output-dir).  Multi-GPU: set
     train.nproc_per_node (default: one process per GPU), or run each rank yourself with
     torchrun --nproc-per-node N --no-python indextts-train train ... (then nothing is tracked).
     """
@@ -50,6 +52,7 @@ def train(
 
     try:
         cfg = load_run_config(config, overrides, flags)
+        check_resume_file(cfg.train.resume)  # before anything runs
         if "LOCAL_RANK" in os.environ:  # one rank of a torchrun job: the core trainer, nothing else
             return _train_rank(cfg, train_manifest, val_manifest, tokenizer, checkpoint, features)
         store = store_for(cfg)
@@ -65,6 +68,24 @@ def train(
     except InputError as e:
         raise fail(e) from None
     print_training(result)
+
+
+def check_resume_file(resume: str | None) -> None:
+    """A ``--resume FILE`` (not ``auto``) names an existing file, or the command stops with one line saying so.
+
+    The rest is checked when training starts, each refusal one line naming the file: not a training
+    checkpoint of this platform (another trainer's needs ``--warm-start``), or made by a run with other
+    inputs.  Once accepted, the train stage runs from it even when its result is cached.
+    """
+    if resume in (None, "auto"):
+        return
+    path = Path(resume)
+    if path.is_dir():
+        raise InputError(f"--resume {resume}: a folder, not a checkpoint file; give one of its checkpoints "
+                         "(latest.pth, model_stepN.pth, best.pth), or --resume auto")
+    if not path.is_file():
+        raise InputError(f"--resume {resume}: no such checkpoint file (the train command prints where a run's "
+                         "checkpoints are; --resume auto continues the run of these inputs and settings)")
 
 
 def _train_rank(cfg: PipelineConfig, train_manifest: Path | None, val_manifest: Path | None,

@@ -8,7 +8,8 @@ Three AdamW groups, always in this order (a checkpoint's optimizer state depends
   decay (they start from a decomposition mean and have the most to learn).
 
 Frozen tensors are not parameters at all, so no group holds them and weight decay cannot shrink them.
-The schedule is a linear warm-up to the peak, then a cosine down to ``min_lr_ratio`` of it.
+The schedule is a linear warm-up to the peak, then a cosine down to ``min_lr_ratio`` of it; a
+run no longer than its ``warmup_steps`` gets a short warm-up instead (:func:`clipped_warmup`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,37 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float) -> C
     return factor
 
 
+def clipped_warmup(warmup_steps: int, total_steps: int) -> int:
+    """The warm-up a run of ``total_steps`` optimizer steps uses: ``warmup_steps``, unless that is the whole run.
+
+    A warm-up as long as the run or longer means the learning rate never reaches its peak: the
+    seed's ``warmup_steps: 1000`` on a six-step run trains at a thousandth of it at most, and the
+    loss does not move.  Such a run warms up for a tenth of its steps instead (rounded down, at
+    least one): about the share a warm-up takes of a real run (1000 of some 10^4 steps), which
+    leaves nine tenths of the run at and after the peak; under twenty steps that is one step, the
+    peak from the first step (too few steps to warm up gradually).  A warm-up shorter than the run
+    is kept as set.
+
+    A function of the setting and the planned step count only (itself a function of the data, the
+    seed, ``batch_tokens``, ``epochs`` and ``max_steps``), so a resumed run computes the same value;
+    the trainer also records it in ``train.json`` and in every checkpoint, and a resumed run keeps
+    the recorded one.
+    """
+    if total_steps <= 0 or warmup_steps < total_steps:
+        return warmup_steps
+    return max(1, total_steps // 10)  # integers: the same on every machine
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                     min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     # a closure, not an object: LambdaLR would save an object's fields and restore a stale total on resume
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps, min_lr_ratio))
+
+
+def set_warmup(scheduler: torch.optim.lr_scheduler.LambdaLR, warmup_steps: int, total_steps: int,
+               min_lr_ratio: float) -> None:
+    """Give a :func:`build_scheduler` schedule another warm-up, keeping its position and the current learning
+    rates: the next ``scheduler.step()`` follows the new curve (a resumed run keeps the warm-up its
+    checkpoint recorded)."""
+    factor = warmup_cosine(warmup_steps, total_steps, min_lr_ratio)
+    scheduler.lr_lambdas = [factor] * len(scheduler.optimizer.param_groups)

@@ -48,6 +48,9 @@ class Progress:
     # them: the validation before any update (the baseline) and the validation of the best checkpoint
     baseline: dict[str, float] = field(default_factory=dict)
     best_metrics: dict[str, float] = field(default_factory=dict)
+    # the warm-up the run's schedule uses (after :func:`~indextts_core.training.optim.clipped_warmup`), so a resumed
+    # run keeps it; None in checkpoints written before it was recorded
+    warmup_steps: int | None = None
 
 
 @dataclass(frozen=True)

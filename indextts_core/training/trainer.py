@@ -59,7 +59,7 @@ from indextts_core.training.autosize import loader_workers, micro_budget, probe_
 from indextts_core.training.lora import lora_spec
 from indextts_core.training.metrics import JsonlSink, MetricSink, TensorBoardSink
 from indextts_core.training.objective import loss_sums
-from indextts_core.training.optim import build_optimizer, build_scheduler, param_groups
+from indextts_core.training.optim import build_optimizer, build_scheduler, clipped_warmup, param_groups, set_warmup
 from indextts_core.training.records import (
     Hook,
     Progress,
@@ -144,9 +144,10 @@ class Trainer:
         self.total_steps = sum(len(p) for p in self.plans)
         if c.max_steps is not None:
             self.total_steps = min(self.total_steps, c.max_steps)
-        if c.warmup_steps >= self.total_steps > 0:
-            log.warning("warmup_steps=%d >= total steps %d: the learning rate never reaches its peak",
-                        c.warmup_steps, self.total_steps)
+        self.warmup_steps = clipped_warmup(c.warmup_steps, self.total_steps)
+        if self.warmup_steps != c.warmup_steps:  # else the learning rate would never reach its peak
+            log.warning("warmup_steps %d is longer than the run (%d steps): using %d", c.warmup_steps,
+                        self.total_steps, self.warmup_steps)
 
         self.model = self.setup.model.to(self.device)
         self.amp_dtype, use_scaler = resolve_amp(c.amp, self.device)
@@ -155,13 +156,24 @@ class Trainer:
                                    c.new_rows_weight_decay)
         self.params = [p for g in self.groups for p in g["params"]]
         self.optimizer = build_optimizer(self.groups, self.device)
-        self.scheduler = build_scheduler(self.optimizer, c.warmup_steps, self.total_steps, c.min_lr_ratio)
+        self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, c.min_lr_ratio)
         sampling = {"seed": self.seed, "batch_tokens": c.batch_tokens, "fresh_prompts": self.source.fresh,
                     "pad_at_end": c.pad_at_end}
         if self.source.fresh:
             sampling["pairing"] = asdict(self.policy)
         self.fingerprint = ck.fingerprint(self.setup, self.data, i, self.groups, sampling)
         self.base_digest = base_rows_digest(self.model, self.setup.base_vocab, self.setup.trained_base_rows)
+
+    def _keep_warmup(self, progress: Progress, resumed: bool) -> None:
+        """A resumed run warms up as it did before: the warm-up its checkpoint recorded (a checkpoint written before
+        warm-ups were recorded: its run used the setting unclipped).  A new run records its own."""
+        if progress.warmup_steps is None:
+            progress.warmup_steps = self.cfg.warmup_steps if resumed else self.warmup_steps
+        if progress.warmup_steps != self.warmup_steps:
+            log.info("resumed run: keeping the warm-up of %d steps it started with (these settings give %d)",
+                     progress.warmup_steps, self.warmup_steps)
+            self.warmup_steps = progress.warmup_steps
+            set_warmup(self.scheduler, self.warmup_steps, self.total_steps, self.cfg.min_lr_ratio)
 
     def _probe(self) -> int:
         rows = self.data.rows
@@ -191,6 +203,7 @@ class Trainer:
                                                                       self.device, self._probe)
         self.workers = loader_workers(c.workers, d.world)
         resumed_at = progress.step if (c.resume and not c.warm_start and progress.step) else None
+        self._keep_warmup(progress, resumed_at is not None)
         sinks: list[MetricSink] = []
         if d.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -437,6 +450,7 @@ class Trainer:
             "amp": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else "off",
             "micro_batch_tokens": progress.micro_tokens, "loader_workers": self.workers,
             "steps_per_epoch": [len(p) for p in self.plans], "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
             "samples_per_epoch": [len(s) for s in self.epoch_samples], "val_samples": len(self.val.samples),
             "planned_padding_share": round(planned_padding, 4),
         })
