@@ -95,3 +95,15 @@ def test_the_second_corpus_command_answers_without_a_flow_run(tmp_path: Path, pr
     second = cli(*args, cwd=tmp_path, env=prefect_env)
     assert "corpus: cached, answered" in second.stderr and "Beginning flow run" not in second.stderr
     assert second.stdout == first.stdout and (tmp_path / "corpus" / "am.txt").is_file()
+
+
+def test_the_answering_path_imports_no_prefect_mlflow_or_torch():
+    """What a stage command runs before it knows whether it can answer: the CLI, the config, the local inputs
+    and the answers.  Importing Prefect, MLflow or torch there costs seconds on every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flows.cli, flows.cached_answers, flows.local_inputs, flows.cli_support; "
+            "print(sorted(m for m in ('prefect', 'mlflow', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
