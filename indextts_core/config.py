@@ -387,7 +387,8 @@ class TrainConfig(_Section):
                                           "tokenizer added.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay of the backbone's matrices.")
     new_rows_weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of the new text rows.")
-    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up steps, then a cosine decay.")
+    warmup_steps: int = Field(1000, ge=0, description="Linear warm-up steps, then a cosine decay (a warm-up as "
+                              "long as the run or longer is clipped to a tenth of its steps, and logged).")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="The cosine ends at this share of the peak.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (0 = off).")
     text_loss_weight: float = Field(0.2, ge=0)
