@@ -215,8 +215,9 @@ class DownloadConfig(_Section):
     bigvgan: AssetSource | None = Field(None, description="BigVGAN vocoder folder for synthesis and evaluation "
                                         "(hf://nvidia/bigvgan_v2_22khz_80band_256x: config.json, "
                                         "bigvgan_generator.pt).")
-    asr: AssetSource | None = Field(None, description="Whisper folder (Hugging Face layout, e.g. hf://openai/"
-                                    "whisper-large-v3) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
+    asr: AssetSource | None = Field(None, description="ASR folder (Hugging Face layout: Whisper, e.g. hf://openai/"
+                                    "whisper-large-v3, or a CTC model, e.g. hf://facebook/mms-1b-all; see "
+                                    "evaluate.asr_backend) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
                                     "one (the demo; its transcripts are noise).")
     hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
     offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
@@ -498,18 +499,25 @@ class EvaluateConfig(_Section):
     Every model (the base, the fine-tuned one, the current champion) says the same fixed set with
     the same seeds: held-out clips of trained speakers and of unseen speakers, prompted with another
     clip of the same speaker, and the optional sentence file.  Scores: CER/WER through the ASR model
-    (Whisper, language forced), CAMPPlus speaker similarity to the prompt, duration ratio, stop
-    failures; means with bootstrap intervals per language in an HTML report with audio players.
+    (Whisper or a CTC model such as MMS, language forced), CAMPPlus speaker similarity to the
+    prompt, duration ratio, stop failures; means with bootstrap intervals per language in an HTML
+    report with audio players.
     """
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend"})
 
     enabled: bool = Field(True, description="Run the evaluation stage after training.")
     max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers).")
     sentences: Path | None = Field(None, description="Extra sentences to say (UTF-8, one per line, "
                                    "'<language><TAB><text>' or just text in the run's language).")
-    asr_model: Path | None = Field(None, description="Local Whisper folder (Hugging Face layout) for CER/WER; "
-                                   "default: the download.asr asset; none: no CER/WER.")
+    asr_model: Path | None = Field(None, description="Local ASR folder (Hugging Face layout: Whisper, or a CTC "
+                                   "model such as wav2vec2/MMS) for CER/WER; default: the download.asr asset; none: "
+                                   "no CER/WER.")
+    asr_backend: Literal["auto", "whisper", "ctc"] = Field(
+        "auto", description="Which judge reads the ASR folder: auto reads its config.json (model_type whisper -> "
+        "Whisper; an architectures entry ending in ForCTC -> CTC, e.g. wav2vec2 or MMS with per-language "
+        "adapters; anything else is an error naming the file); whisper or ctc must match the folder.")
     asr_batch_size: PositiveInt = Field(8, description="Clips transcribed at once.")
     speaker_model: Path | None = Field(None, description="CAMPPlus weights for speaker similarity (release "
                                        "widths); default: the checkpoint's campplus_cn_common.bin.")

@@ -68,3 +68,15 @@ def canonical_language(code: str, extra: Iterable[str] = ()) -> str:
 def whisper_language(language: str) -> str:
     """Whisper's code for a language: its ISO 639-1 code (the part before a region: ``pt-BR`` -> ``pt``)."""
     return language.split("-")[0].split("_")[0].lower()
+
+
+def iso639_3(language: str) -> str:
+    """The ISO 639-3 code of a language (``am`` -> ``amh``, ``pt-BR`` -> ``por``); MMS names its adapters so."""
+    base = whisper_language(language)
+    _, three, _ = _tables()
+    if len(base) == 3 and base in three:
+        return base
+    for alpha3, canon in three.items():
+        if canon == base:
+            return alpha3
+    return base

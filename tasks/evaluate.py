@@ -23,7 +23,7 @@ from prefect import get_run_logger
 from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
 from indextts_core.evaluation import STAGE_VERSION
-from indextts_core.evaluation.asr import WhisperTranscriber
+from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.report import write_report
 from indextts_core.evaluation.run import SpeakerEmbedder, evaluate_models
@@ -93,7 +93,8 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                              f"({evalset.skipped}); raise ingest.val_fraction or add clips")
         device = device_of(e.device)
         folder = asr_folder(cfg, s, asr)
-        transcriber = WhisperTranscriber(folder, device, e.asr_batch_size) if folder is not None else None
+        transcriber = (open_transcriber(folder, e.asr_backend, device, e.asr_batch_size)
+                       if folder is not None else None)
         speaker_model = load_campplus(e.speaker_model) if e.speaker_model else load_campplus(
             base.campplus_path, base.campplus_config)
         logger.info("evaluating %s on %d items (%s); ASR: %s", ", ".join(models), len(evalset.items),

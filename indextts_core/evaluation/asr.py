@@ -9,6 +9,9 @@ fine-tuned one for the language.
 
 :func:`indextts_core.tiny.write_tiny_whisper` writes a tiny random Whisper folder of the same layout:
 the tests and the laptop demo load it through the same code as a real one (its transcripts are noise).
+
+:func:`open_transcriber` picks the backend for a folder (``evaluate.asr_backend``): Whisper, or the CTC
+judge of :mod:`indextts_core.evaluation.ctc` (wav2vec2 / MMS, for languages Whisper cannot read).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 #: What a Whisper folder must hold besides the weights.
 WHISPER_FILES = ("config.json", "generation_config.json", "preprocessor_config.json")
+#: ``evaluate.asr_backend``'s choices.
+BACKENDS = ("auto", "whisper", "ctc")
 
 
 class Transcriber(Protocol):
@@ -99,6 +104,47 @@ class WhisperTranscriber:
                                       max_new_tokens=self.max_new_tokens)
             texts += [t.strip() for t in self.processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
         return texts
+
+
+def backend_of(folder: str | Path) -> str:
+    """Which backend reads a folder, from its ``config.json``: ``whisper`` or ``ctc``; an InputError otherwise."""
+    from indextts_core.evaluation.ctc import is_ctc_config
+
+    path = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: ASR model folder not found (evaluate.asr_model or download.asr)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; not an ASR model folder in the Hugging Face layout") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot be read ({_first_line(e)})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a model configuration (a JSON object)")
+    if config.get("model_type") == "whisper":
+        return "whisper"
+    if is_ctc_config(config):
+        return "ctc"
+    raise InputError(f"{path}: neither a Whisper model (model_type {config.get('model_type')!r}) nor a CTC one "
+                     f"(architectures {config.get('architectures')!r}, none ending in ForCTC); "
+                     "evaluate.asr_backend reads only these")
+
+
+def open_transcriber(folder: str | Path, backend: str = "auto", device: str | torch.device = "cpu",
+                     batch_size: int = 8) -> Transcriber:
+    """The judge for an ASR folder: ``auto`` reads its ``config.json``; ``whisper``/``ctc`` must match it."""
+    if backend not in BACKENDS:
+        raise InputError(f"evaluate.asr_backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    found = backend_of(folder)
+    if backend != "auto" and backend != found:
+        raise InputError(f"{Path(folder) / 'config.json'}: evaluate.asr_backend is {backend}, but this folder holds "
+                         f"a {'Whisper' if found == 'whisper' else 'CTC'} model; set evaluate.asr_backend: "
+                         f"{found} (or auto)")
+    if found == "whisper":
+        return WhisperTranscriber(folder, device, batch_size)
+    from indextts_core.evaluation.ctc import CTCTranscriber
+
+    return CTCTranscriber(folder, device, batch_size)
 
 
 def _first_line(e: BaseException) -> str:
