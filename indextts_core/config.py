@@ -501,7 +501,9 @@ class EvaluateConfig(_Section):
     clip of the same speaker, and the optional sentence file.  Scores: CER/WER through the ASR model
     (Whisper or a CTC model such as MMS, language forced), CAMPPlus speaker similarity to the
     prompt, duration ratio, stop failures; means with bootstrap intervals per language in an HTML
-    report with audio players.
+    report with audio players.  The judge is judged first: its CER on the real recordings decides, per
+    language, whether its CER/WER are trusted (``max_judge_cer``); every model's CER is also reported as
+    its excess over the recordings' CER.
     """
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
@@ -519,6 +521,10 @@ class EvaluateConfig(_Section):
         "Whisper; an architectures entry ending in ForCTC -> CTC, e.g. wav2vec2 or MMS with per-language "
         "adapters; anything else is an error naming the file); whisper or ctc must match the folder.")
     asr_batch_size: PositiveInt = Field(8, description="Clips transcribed at once.")
+    max_judge_cer: float = Field(0.25, ge=0, description="The judge is judged first: a language whose real held-out "
+                                 "recordings the ASR model reads with a higher CER than this gets its CER/WER marked "
+                                 "'judge unreliable' (report, console, MLflow), and promotion does not decide on them "
+                                 "(it falls back to validation loss and says why).")
     speaker_model: Path | None = Field(None, description="CAMPPlus weights for speaker similarity (release "
                                        "widths); default: the checkpoint's campplus_cn_common.bin.")
     compare_base: bool = Field(True, description="Also evaluate the base checkpoint (its own tokenizer).")

@@ -6,7 +6,9 @@ model), the pairs artifact (its manifests give the evaluation set), the ASR asse
 champion's export (optional).  Outputs: the report folder (``report.html`` with every sample's
 audio, ``report.md``, ``plots.png``, ``evaluation.json``, ``items.jsonl``, ``audio/``) as the stage
 artifact and in MLflow (artifacts ``evaluation/``; metrics ``eval.<model>.<metric>`` over all items
-and ``eval.<model>.<language>.<group>.<metric>``).  Cached on its inputs, the ``generation`` and
+and ``eval.<model>.<language>.<group>.<metric>``, ``cer_excess`` among them; the judge's own CER on the real
+recordings ``judge.reference_cer.<language>`` and the tag ``judge.unreliable``: the languages above
+``evaluate.max_judge_cer``, comma-separated, empty when none).  Cached on its inputs, the ``generation`` and
 ``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
 ``hf_cache/``'s CAMPPlus, BigVGAN and encoders) skips the evaluation with a warning naming the missing
 file, rather than failing a run whose training succeeded; the promotion then decides on validation loss.
@@ -25,7 +27,7 @@ from indextts_core.errors import InputError
 from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
-from indextts_core.evaluation.report import write_report
+from indextts_core.evaluation.report import caveats, write_report
 from indextts_core.evaluation.run import SpeakerEmbedder, evaluate_models
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.campplus import load_campplus
@@ -112,8 +114,14 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
         for row in summary["table"]:
             if row["language"] != "all":
                 metrics[f"eval.{row['model']}.{row['language']}.{row['group']}.{row['metric']}"] = row["mean"]
+        judge = summary["judge"]  # the judge judged first: its CER on the real recordings, per language
+        if judge:
+            metrics |= {f"judge.reference_cer.{lang}": x for lang, x in judge["reference_cer"].items()}
+            for line in caveats({"judge": judge}):
+                logger.warning("%s", line)
         staged = s.publish(metrics, {"report": "report.html", "summary": "evaluation.json"},
-                           reports=[paths["markdown"]], data={"headline": summary["headline"],
+                           tags={"judge.unreliable": ",".join(judge["unreliable"])} if judge else None,
+                           reports=[paths["markdown"]], data={"judge": judge, "headline": summary["headline"],
                                                               "differences": [d for d in summary["differences"]
                                                                               if d["language"] == "all"],
                                                               "asr": summary["asr"], "models": list(models),

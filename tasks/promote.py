@@ -9,7 +9,12 @@
 
 With ``promotion.metric: auto`` and an evaluation that could not score a model because its outputs
 were not speech (silent or runaway: the demo's tiny random models), the decision falls back to the
-validation loss and its reason says why.
+validation loss and its reason says why.  So does a decision on CER/WER from a judge that is not trusted:
+the judge is judged first (``evaluate.max_judge_cer`` against its CER on the real recordings, per
+language); when it is unreliable for the run's language (or every language), validation loss decides
+and the reason says "judge unreliable for ..."; when only for other languages, CER over the trusted
+languages decides.  Both reasons apply to the demo (silent outputs, a tiny random judge): "cer not
+measured: ..." comes first.
 
 On validation loss the candidate's number is the loss of the checkpoint that was exported (the
 best one, ``exported.loss``), never the last validation; it is recorded as ``eval.val_loss``.  A missing
@@ -88,15 +93,48 @@ def exported_loss(trained: StageResult) -> float | None:
 
 def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
               champion: Champion | None) -> Decision:
-    decision = _decide_on(choose_metric(cfg.promotion.metric, bool(evaluation and evaluation.data.get("asr"))),
-                          cfg, trained, evaluation, champion)
+    metric = choose_metric(cfg.promotion.metric, bool(evaluation and evaluation.data.get("asr")))
+    untrusted, trusted = _judge(cfg, evaluation, champion) if metric in ("cer", "wer") else ("", None)
+    decision = _decide_on(metric, cfg, trained, evaluation, champion, trusted)
     unscored = _not_speech(evaluation)
+    why = []
     if cfg.promotion.metric == "auto" and decision.metric != "val_loss" and unscored and (
             decision.candidate is None or decision.incumbent is None):
+        why.append(f"{decision.metric} not measured: {unscored}")
+    if untrusted and (trusted is None or why):  # the judge cannot read the languages that matter: they decide nothing
+        why.append(untrusted)
+    if why:
         fallback = _decide_on("val_loss", cfg, trained, evaluation, champion)
-        return replace(fallback, reason=f"{decision.metric} not measured: {unscored}; decided on validation loss "
-                                        f"instead: {fallback.reason}")
+        return replace(fallback, reason=f"{'; '.join(why)}; decided on validation loss instead: {fallback.reason}")
+    if untrusted:
+        return replace(decision, reason=f"{untrusted}; {metric} over the trusted languages "
+                                        f"({', '.join(trusted['languages'])}) only: {decision.reason}")
     return decision
+
+
+def _judge(cfg: PipelineConfig, evaluation: StageResult | None,
+           champion: Champion | None) -> tuple[str, dict[str, Any] | None]:
+    """Whether the ASR judge may decide: ``(why not, trusted figures)``.
+
+    ``("", None)``: it may (or the evaluation recorded no judge).  The judge judged first: a language whose
+    real recordings it reads with a CER above ``evaluate.max_judge_cer`` is unreliable.  When the run's
+    language is among them, or every scored language is, the phrase says so and there are no trusted
+    figures (fall back); when only other languages are, the figures over the trusted languages
+    (``judge["trusted"]``) decide, unless the champion was not evaluated next to the candidate (its recorded
+    number covers every language: no like-for-like comparison, so fall back too)."""
+    judge = (evaluation.data.get("judge") if evaluation is not None else None) or {}
+    unreliable = judge.get("unreliable") or []
+    if not unreliable:
+        return "", None
+    said = ", ".join(f"{lang}: CER {judge['reference_cer'][lang]:.2f}" for lang in unreliable)
+    why = (f"judge unreliable for {said} on the real recordings > evaluate.max_judge_cer "
+           f"{judge['max_judge_cer']:g}")
+    trusted = judge.get("trusted")
+    if cfg.language in unreliable or not trusted:
+        return why, None
+    if champion is not None and "champion" not in trusted["headline"]:
+        return why + " (and the recorded champion has no figure over the trusted languages alone)", None
+    return why, trusted
 
 
 def _not_speech(evaluation: StageResult | None) -> str:
@@ -109,7 +147,9 @@ def _not_speech(evaluation: StageResult | None) -> str:
 
 
 def _decide_on(metric: str, cfg: PipelineConfig, trained: StageResult, evaluation: StageResult | None,
-               champion: Champion | None) -> Decision:
+               champion: Champion | None, figures: dict[str, Any] | None = None) -> Decision:
+    """Decide on ``metric``: the evaluation's headline and differences over all items, or ``figures``'
+    (the trusted languages' ``headline`` and ``differences``) when given."""
     p = cfg.promotion
     rule = {"min_improvement": p.min_improvement, "require_significant": p.require_significant}
     if metric == "val_loss":
@@ -120,7 +160,8 @@ def _decide_on(metric: str, cfg: PipelineConfig, trained: StageResult, evaluatio
         return decide(metric, candidate, trained.metrics.get("baseline.loss"), "base model", **rule)
     if evaluation is None:
         return decide(metric, None, None, "incumbent", **rule)
-    headline = evaluation.data["headline"]
+    figures = figures or evaluation.data
+    headline = figures["headline"]
     candidate = headline.get("fine-tuned", {}).get(metric)
     if champion is not None and "champion" in headline:
         incumbent, name, key = headline["champion"].get(metric), f"champion v{champion.version}", "champion"
@@ -129,7 +170,7 @@ def _decide_on(metric: str, cfg: PipelineConfig, trained: StageResult, evaluatio
                        f"champion v{champion.version} (recorded)", **rule)
     else:
         incumbent, name, key = headline.get("base", {}).get(metric), "base model", "base"
-    interval = next((d for d in evaluation.data.get("differences", [])
+    interval = next((d for d in figures.get("differences", [])
                      if d["model"] == "fine-tuned" and d["versus"] == key and d["metric"] == metric), None)
     return decide(metric, candidate, incumbent, name, interval=interval, **rule)
 

@@ -2,7 +2,9 @@
 
 ``report.md``: per language and group, each metric's mean and 95% interval for the real recordings,
 the base model and the fine-tuned one (and any other model evaluated), and the paired difference of
-the last model against each other.  ``plots.png``: the same means with their intervals, one panel
+the last model against each other; CER also as excess over the real recordings' CER on the same items,
+and the judge's own CER on the real recordings per language, trusted or not (``evaluate.max_judge_cer``:
+the CER/WER of a language it is unreliable for are marked, and a caveat says they do not decide).  ``plots.png``: the same means with their intervals, one panel
 per metric.  ``report.html``: the tables, the plot, and one row per item with audio players for the
 prompt, the real recording, and every model's output, with the transcripts.  Everything refers to
 files in the same folder, so the folder can be copied, logged to MLflow or served as it is.
@@ -16,16 +18,37 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from indextts_core.evaluation.run import METRICS, REFERENCE, TINY_RANDOM_NOTE
+from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_RANDOM_NOTE
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
-LABELS = {"cer": "CER", "wer": "WER", "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio",
-          "stop_failure": "stop failures", "speech_failure": "not speech"}
+LABELS = {"cer": "CER", "cer_excess": "CER excess over the recordings", "wer": "WER",
+          "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio", "stop_failure": "stop failures",
+          "speech_failure": "not speech"}
+
+
+def judge_caveats(judge: Mapping[str, Any] | None) -> list[str]:
+    """One line per language whose real recordings the judge reads worse than ``max_judge_cer``."""
+    if not judge:
+        return []
+    return [f"judge unreliable for {lang}: CER {judge['reference_cer'][lang]:.2f} on the real recordings "
+            f"(> {judge['max_judge_cer']:g}); its CER/WER for {lang} are not used to decide."
+            for lang in judge["unreliable"]]
+
+
+def judge_line(judge: Mapping[str, Any] | None) -> str:
+    """The judge's own CER on the real recordings per language, and whether it is trusted."""
+    if not judge:
+        return ""
+    said = ", ".join(f"{lang} {x:.3f} ({'unreliable' if lang in judge['unreliable'] else 'trusted'})"
+                     for lang, x in judge["reference_cer"].items())
+    return f"The judge's CER on the real recordings: {said}; trusted up to {judge['max_judge_cer']:g}."
 
 
 def caveats(summary: Mapping[str, Any]) -> list[str]:
-    """What a reader must know before the numbers: tiny random models, outputs that were not speech (not scored)."""
+    """What a reader must know before the numbers: tiny random models, an unreliable judge, outputs that were
+    not speech (not scored)."""
     lines = [TINY_RANDOM_NOTE] if summary.get("tiny_random") else []
+    lines += judge_caveats(summary.get("judge"))
     for model, counts in (summary.get("not_speech") or {}).items():
         if counts:
             said = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
@@ -55,6 +78,7 @@ def result_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list
     diffs = {(d["language"], d["group"], d["versus"], d["metric"]): d for d in summary["differences"]
              if d["model"] == last}
     header = ["metric", *models, *(f"{last} - {o}" for o in others)]
+    unreliable = list((summary.get("judge") or {}).get("unreliable") or [])
     tables = []
     for (lang, group), cells in sorted(_grouped(summary).items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
         rows = []
@@ -63,7 +87,11 @@ def result_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list
             if not any(row):
                 continue
             row += [_cell(diffs.get((lang, group, o, metric))) for o in others]
-            rows.append([LABELS[metric] + (" (lower is better)" if METRICS[metric] else ""), *row])
+            label = LABELS[metric] + (" (lower is better)" if METRICS[metric] else "")
+            if metric in ASR_METRICS and unreliable and (lang in unreliable or lang == "all"):
+                label += (" (judge unreliable)" if lang != "all" else
+                          f" (includes judge-unreliable {', '.join(unreliable)})")
+            rows.append([label, *row])
         tables.append((f"{lang} / {group}" if lang != "all" else "all items", header, rows))
     return tables
 
@@ -73,6 +101,8 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
              f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
              f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
              f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
+    if judge_line(summary.get("judge")):
+        lines += [judge_line(summary.get("judge")), ""]
     lines += [f"> {line}" for line in caveats(summary)] + ([""] if caveats(summary) else [])
     for name, header, rows in result_tables(summary):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -161,7 +191,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p>ASR: {html.escape(str(summary['asr'] or 'none'))}; "
-            f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings.</p>"
+            f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings. "
+            f"{html.escape(judge_line(summary.get('judge')))}</p>"
             f"{''.join(f'<p><b>{html.escape(line)}</b></p>' for line in caveats(summary))}{''.join(tables)}"
             f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"
             f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")

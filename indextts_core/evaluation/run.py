@@ -18,7 +18,10 @@ sampling and the decoder's noise), so differences come from the weights.  Each o
 
 The real recordings are scored the same way (``reference``: the ASR's own error on real speech,
 and the speaker similarity two real clips of a speaker reach), the floor and ceiling to read the
-models against.  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
+models against.  The judge is judged first (:func:`judge_of`): a language whose real recordings it
+reads with a CER above ``evaluate.max_judge_cer`` has its CER/WER marked unreliable (and promotion
+does not decide on them); every model's CER is also given as ``cer_excess``, its excess over the real
+recording's CER on the same items.  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
 with bootstrap intervals per language and group, paired differences between models, headline
 numbers), and the audio under ``audio/``.
 """
@@ -52,9 +55,15 @@ from indextts_core.utils.progress import track
 log = logging.getLogger(__name__)
 
 #: Metrics, and whether lower is better.
-METRICS: dict[str, bool] = {"cer": True, "wer": True, "speaker_sim": False, "duration_ratio": False,
-                            "stop_failure": True, "speech_failure": True}
+METRICS: dict[str, bool] = {"cer": True, "cer_excess": True, "wer": True, "speaker_sim": False,
+                            "duration_ratio": False, "stop_failure": True, "speech_failure": True}
+#: The metrics the ASR judge gives (untrusted for a language whose real recordings it reads badly).
+ASR_METRICS = ("cer", "cer_excess", "wer")
+#: Computed by :func:`summarise` from the rows: a model's CER minus the real recording's CER on the same item.
+DERIVED = frozenset({"cer_excess"})
 REFERENCE = "reference"
+#: The pseudo-language of the figures over the languages whose judge is trusted (``summary["judge"]["trusted"]``).
+TRUSTED = "trusted"
 #: The ``kind`` of the tiny random models of the tests and the demo (their output is not speech).
 TINY_RANDOM = "tiny-random"
 #: What an evaluation of those says about itself, in the report and on the console.
@@ -234,7 +243,7 @@ def evaluate_models(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "items.jsonl", rows)
-    summary = summarise(rows, list(models), options, opts.seed)
+    summary = summarise(rows, list(models), options, opts.seed, asr=asr.name if asr else None)
     summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
                 "tiny_random": any(b.kind == TINY_RANDOM for b in models.values()),
                 "not_speech": {name: info["not_speech"] for name, info in model_info.items()}
@@ -257,13 +266,43 @@ def _item_fields(item: Any) -> dict[str, Any]:
             "text": item.text, "prompt_id": item.prompt_id}
 
 
+def judge_of(rows: Sequence[Mapping[str, Any]], max_cer: float, name: str | None) -> dict[str, Any] | None:
+    """The judge judged first: its mean CER on the real recordings per language (the ``reference`` rows it
+    scored), and the languages where that exceeds ``max_cer`` (its CER/WER there are not trusted).
+    None when no real recording was scored (no ASR, or none of the set's languages)."""
+    by_lang: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["model"] == REFERENCE and r.get("cer") is not None:
+            by_lang[r["language"]].append(float(r["cer"]))
+    if not by_lang:
+        return None
+    reference_cer = {lang: float(np.mean(v)) for lang, v in sorted(by_lang.items())}
+    return {"name": name, "reference_cer": reference_cer, "max_judge_cer": max_cer,
+            "unreliable": [lang for lang, x in reference_cer.items() if x > max_cer]}
+
+
+def _with_excess(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows with ``cer_excess``: each model's CER minus the real recording's CER on the same item."""
+    ref = {r["id"]: r["cer"] for r in rows if r["model"] == REFERENCE and r.get("cer") is not None}
+    return [r if r["model"] == REFERENCE or r.get("cer") is None or r["id"] not in ref
+            else {**r, "cer_excess": float(r["cer"]) - float(ref[r["id"]])} for r in rows]
+
+
 def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options: EvaluateConfig,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, *, asr: str | None = None) -> dict[str, Any]:
     """Means with intervals per (language, group, model, metric) and overall; paired differences vs the first model.
 
     ``headline[model][metric]`` is the mean over every item; ``differences`` compare each later model with
     every earlier one on the items both have a value for (the same items, resampled together).
+    ``cer_excess`` is a model's CER minus the real recording's on the same item.  ``judge``
+    (:func:`judge_of`, with ``asr`` its name): the judge's CER on the real recordings per language and the
+    languages it is unreliable for; when some (not all) are, ``judge["trusted"]`` holds the ASR figures over
+    the trusted languages only (``languages``, ``headline``, ``differences``), what promotion may decide on.
     """
+    rows = _with_excess(rows)
+    judge = judge_of(rows, options.max_judge_cer, asr)
+    unreliable = set(judge["unreliable"]) if judge else set()
+    trusted = sorted(set(judge["reference_cer"]) - unreliable) if judge and unreliable else []
     names = [REFERENCE, *models]
     values: dict[tuple[str, str, str, str], dict[str, float]] = defaultdict(dict)
     for r in rows:
@@ -271,11 +310,17 @@ def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options:
             v = r.get(metric)
             if v is None:
                 continue
-            for lang, group in ((r["language"], r["group"]), ("all", "all")):
+            keys = [(r["language"], r["group"]), ("all", "all")]
+            if metric in ASR_METRICS and r["language"] in trusted:
+                keys.append((TRUSTED, "all"))
+            for lang, group in keys:
                 values[(lang, group, r["model"], metric)][r["id"]] = float(v)
-    table, headline = [], {m: {} for m in names}
+    table, headline, trusted_headline = [], {m: {} for m in names}, {m: {} for m in names}
     for (lang, group, model, metric), by_id in sorted(values.items()):
         est = bootstrap_mean(list(by_id.values()), options.resamples, options.confidence, seed)
+        if lang == TRUSTED:
+            trusted_headline[model][metric] = est.mean
+            continue
         table.append({"language": lang, "group": group, "model": model, "metric": metric, **est.as_dict()})
         if lang == "all":
             headline[model][metric] = est.mean
@@ -283,7 +328,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options:
     for i, a in enumerate(models):
         for b in models[:i]:
             for (lang, group, model, metric), by_id in sorted(values.items()):
-                if model != a or (lang, group, b, metric) not in values:
+                if model != a or metric in DERIVED or (lang, group, b, metric) not in values:
                     continue
                 other = values[(lang, group, b, metric)]
                 common = sorted(set(by_id) & set(other))
@@ -293,5 +338,8 @@ def summarise(rows: Sequence[Mapping[str, Any]], models: Sequence[str], options:
                                         options.confidence, seed)
                 diffs.append({"language": lang, "group": group, "model": a, "versus": b, "metric": metric,
                               **est.as_dict()})
-    return {"table": table, "differences": diffs, "headline": {k: v for k, v in headline.items() if v},
-            "lower_is_better": METRICS}
+    if judge and trusted:
+        judge["trusted"] = {"languages": trusted, "headline": {k: v for k, v in trusted_headline.items() if v},
+                            "differences": [d for d in diffs if d["language"] == TRUSTED]}
+    return {"table": table, "differences": [d for d in diffs if d["language"] != TRUSTED],
+            "headline": {k: v for k, v in headline.items() if v}, "lower_is_better": METRICS, "judge": judge}

@@ -94,6 +94,55 @@ def test_outputs_that_are_not_speech_leave_the_decision_to_validation_loss():
     assert not by_hand.promote and by_hand.metric == "cer" and "not measured" in by_hand.reason
 
 
+def _judge(unreliable: list[str], trusted: dict | None = None) -> dict:
+    judge = {"name": "ctc:x", "reference_cer": {"am": 0.73, "en": 0.1 if "en" not in unreliable else 0.4},
+             "unreliable": unreliable, "max_judge_cer": 0.25}
+    return judge | ({"trusted": trusted} if trusted else {})
+
+
+def test_an_unreliable_judge_leaves_the_decision_to_validation_loss():
+    """The judge is judged first: it reads the real Amharic recordings with CER 0.73 (> evaluate.max_judge_cer), so
+    its CER says nothing about the models; by CER the candidate would win, but validation loss (worse) decides
+    and the reason says why, for a metric chosen by hand too.  When only another language is unreliable, CER over
+    the trusted languages decides; with silent outputs as well, "cer not measured" comes first (the demo)."""
+    cfg = load_config()  # language am
+    trained = _result("train", {"exported.loss": 4.5, "baseline.loss": 4.0})
+    headline = {"reference": {"cer": 0.4}, "base": {"cer": 0.9}, "fine-tuned": {"cer": 0.5}}
+    untrusted = _result("evaluate", data={"asr": "ctc:x", "headline": headline, "judge": _judge(["am"])})
+    d = _decision(cfg, trained, untrusted, None)
+    assert not d.promote and d.metric == "val_loss" and (d.candidate, d.incumbent) == (4.5, 4.0)
+    assert d.reason.startswith("judge unreliable for am: CER 0.73 on the real recordings > evaluate.max_judge_cer "
+                               "0.25; decided on validation loss instead: val_loss 4.5000 vs base model 4.0000")
+    for metric in ("cer", "wer"):
+        assert _decision(load_config(overrides={"promotion.metric": metric}), trained, untrusted, None).metric == \
+            "val_loss"
+    trusted_everywhere = _result("evaluate", data={"asr": "ctc:x", "headline": headline, "judge": _judge([])})
+    assert _decision(cfg, trained, trusted_everywhere, None).metric == "cer"
+    assert _decision(cfg, trained, _result("evaluate", data={"asr": "ctc:x", "headline": headline}), None).metric == \
+        "cer"  # an evaluation recorded before the judge was judged
+
+    # only English is unreliable: Amharic's CER (the trusted languages' figures) decides
+    trusted = {"languages": ["am"], "headline": {"base": {"cer": 0.8}, "fine-tuned": {"cer": 0.6}}, "differences": []}
+    partial = _result("evaluate", data={"asr": "ctc:x", "headline": headline, "judge": _judge(["en"], trusted)})
+    d = _decision(cfg, trained, partial, None)
+    assert d.promote and d.metric == "cer" and (d.candidate, d.incumbent) == (0.6, 0.8)
+    assert d.reason.startswith("judge unreliable for en: CER 0.40 on the real recordings > evaluate.max_judge_cer "
+                               "0.25; cer over the trusted languages (am) only: cer 0.6000 vs base model 0.8000")
+    # ... but not against a champion known only by its number over every language
+    d = _decision(cfg, trained, partial, Champion(version="3", tags={"eval.cer": "0.9", "eval.val_loss": "4.2"}))
+    assert d.metric == "val_loss" and "no figure over the trusted languages alone" in d.reason
+
+    # the demo: silent outputs and a tiny random judge; "cer not measured" first, the judge's verdict after it
+    silent = _result("evaluate", data={"asr": "whisper:tiny", "judge": _judge(["am", "en"]), "headline": {
+        "reference": {"cer": 7.0}, "base": {"speech_failure": 1.0}, "fine-tuned": {"speech_failure": 1.0}},
+        "not_speech": {"base": {"silent": 8}, "fine-tuned": {"silent": 8}}})
+    d = _decision(cfg, _result("train", {"exported.loss": 3.0, "baseline.loss": 4.0}), silent, None)
+    assert d.promote and d.metric == "val_loss"
+    assert d.reason.startswith("cer not measured: base: 8 silent output(s) not speech; fine-tuned: 8 silent")
+    assert ("; judge unreliable for am: CER 0.73, en: CER 0.40 on the real recordings > evaluate.max_judge_cer 0.25; "
+            "decided on validation loss instead: val_loss 3.0000 vs base model 4.0000") in d.reason
+
+
 def test_encoders_as_separate_assets_and_a_folder_that_cannot_synthesize(tmp_path: Path, tiny_bundle):
     """The checkpoint's encoders from their own assets still reach the audio samples and the evaluation; a
     checkpoint without S2Mel (the four files fine-tuning needs) trains, skips the evaluation saying which

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from mlflow import MlflowClient
 
 from flows.finetune import finetune
 from indextts_core.model.checkpoint import load_gpt, read_state_dict
@@ -72,3 +74,13 @@ def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
     assert evaluation["data"]["headline"]["fine-tuned"]["speech_failure"] == 1.0
     assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["reference"])
     assert (run / "evaluate" / "report.html").read_text(encoding="utf-8").count("<audio") >= 4
+    # the tiny random judge is judged first and found unreliable (MLflow says so); promotion says why it did not
+    # decide on CER after saying the outputs were not speech
+    judge = evaluation["data"]["judge"]
+    assert judge["unreliable"] == sorted(judge["reference_cer"]) and "am" in judge["unreliable"]
+    logged = MlflowClient(cfg.tracking.tracking_uri).get_run(evaluation["mlflow_run_id"]).data
+    assert logged.tags["judge.unreliable"] == ",".join(judge["unreliable"])
+    assert logged.metrics["judge.reference_cer.am"] == pytest.approx(judge["reference_cer"]["am"])
+    decision = summary.results["promote"]["decision"]
+    assert decision["metric"] == "val_loss" and decision["reason"].startswith("cer not measured: ")
+    assert "; judge unreliable for am: CER " in decision["reason"]
