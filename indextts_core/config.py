@@ -507,7 +507,7 @@ class EvaluateConfig(_Section):
     """
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
-    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend"})
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend", "asr_secondary"})
 
     enabled: bool = Field(True, description="Run the evaluation stage after training.")
     max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers).")
@@ -521,6 +521,9 @@ class EvaluateConfig(_Section):
         "Whisper; an architectures entry ending in ForCTC -> CTC, e.g. wav2vec2 or MMS with per-language "
         "adapters; anything else is an error naming the file); whisper or ctc must match the folder.")
     asr_batch_size: PositiveInt = Field(8, description="Clips transcribed at once.")
+    asr_secondary: Path | None = Field(None, description="A second opinion: a local ASR folder (any backend, chosen "
+                                       "from its config.json) that re-transcribes the items above 50% CER under the "
+                                       "first judge; the report shows both judges' CER on them.")
     max_judge_cer: float = Field(0.25, ge=0, description="The judge is judged first: a language whose real held-out "
                                  "recordings the ASR model reads with a higher CER than this gets its CER/WER marked "
                                  "'judge unreliable' (report, console, MLflow), and promotion does not decide on them "

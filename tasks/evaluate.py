@@ -8,8 +8,10 @@ audio, ``report.md``, ``plots.png``, ``evaluation.json``, ``items.jsonl``, ``aud
 artifact and in MLflow (artifacts ``evaluation/``; metrics ``eval.<model>.<metric>`` over all items
 and ``eval.<model>.<language>.<group>.<metric>``, ``cer_excess`` among them; the judge's own CER on the real
 recordings ``judge.reference_cer.<language>`` and the tag ``judge.unreliable``: the languages above
-``evaluate.max_judge_cer``, comma-separated, empty when none).  Cached on its inputs, the ``generation`` and
-``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
+``evaluate.max_judge_cer``, comma-separated, empty when none; the tags ``judge.name``, ``judge.revision``,
+``judge.licence``, and ``judge_secondary.*`` with the metrics ``judge_secondary.items`` /
+``judge_secondary.mean_cer_first`` / ``judge_secondary.mean_cer_second`` when ``evaluate.asr_secondary`` is
+set).  Cached on its inputs, the ``generation`` and ``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
 ``hf_cache/``'s CAMPPlus, BigVGAN and encoders) skips the evaluation with a warning naming the missing
 file, rather than failing a run whose training succeeded; the promotion then decides on validation loss.
 """
@@ -27,6 +29,7 @@ from indextts_core.errors import InputError
 from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
+from indextts_core.evaluation.judges import judge_info
 from indextts_core.evaluation.report import caveats, write_report
 from indextts_core.evaluation.run import SpeakerEmbedder, evaluate_models
 from indextts_core.model.bundle import ModelBundle, open_bundle
@@ -58,6 +61,17 @@ def asr_folder(cfg: PipelineConfig, s: Stage, asr: ArtifactRef | None) -> Path |
     if cfg.evaluate.asr_model is not None:
         return cfg.evaluate.asr_model
     return s.fetch(asr) if asr is not None else None
+
+
+def asr_revision(cfg: PipelineConfig, s: Stage, asr: ArtifactRef | None) -> str | None:
+    """The judge's revision: the hub commit the download stage recorded for the ``download.asr`` asset (its store
+    record), else that asset's content digest; None for a local ``evaluate.asr_model`` (its config's sha256)."""
+    if cfg.evaluate.asr_model is not None or asr is None:
+        return None
+    key = f"{asr.prefix}.json"  # the download stage's record of the asset (a tiny:// asset may keep none)
+    record = s.store.get_json(key) if s.store.exists(key) else None
+    commit = record.get("commit") if isinstance(record, dict) else None
+    return commit or f"sha256:{asr.digest}"
 
 
 def like_base(folder: Path, base: ModelBundle) -> ModelBundle:
@@ -97,6 +111,12 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
         folder = asr_folder(cfg, s, asr)
         transcriber = (open_transcriber(folder, e.asr_backend, device, e.asr_batch_size)
                        if folder is not None else None)
+        judges = [{"role": "first", **judge_info(folder, transcriber.name, asr_revision(cfg, s, asr))}
+                  ] if folder is not None and transcriber is not None else []
+        secondary = None
+        if e.asr_secondary is not None:
+            secondary = open_transcriber(e.asr_secondary, "auto", device, e.asr_batch_size)
+            judges.append({"role": "secondary", **judge_info(e.asr_secondary, secondary.name)})
         speaker_model = load_campplus(e.speaker_model) if e.speaker_model else load_campplus(
             base.campplus_path, base.campplus_config)
         logger.info("evaluating %s on %d items (%s); ASR: %s", ", ".join(models), len(evalset.items),
@@ -104,7 +124,8 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                     transcriber.name if transcriber else "none (no CER/WER)")
         result = evaluate_models(
             models, evalset, s.out, cfg.generation, asr=transcriber, embedder=SpeakerEmbedder(speaker_model.to(device)),
-            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device, options=e)
+            read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device, options=e,
+            secondary=secondary, judges=judges)
         paths = write_report(s.out, title=f"{cfg.run.name}: {cfg.language} evaluation")
         summary = result.summary
         metrics: dict[str, float | int] = {"items": result.items, "eval_seconds": result.seconds,
@@ -117,14 +138,25 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
         judge = summary["judge"]  # the judge judged first: its CER on the real recordings, per language
         if judge:
             metrics |= {f"judge.reference_cer.{lang}": x for lang, x in judge["reference_cer"].items()}
-            for line in caveats({"judge": judge}):
-                logger.warning("%s", line)
+        for line in caveats({"judge": judge, "judges": judges}):
+            logger.warning("%s", line)
+        tags = {"judge.unreliable": ",".join(judge["unreliable"])} if judge else {}
+        for j in judges:  # who judged: name, revision and licence of each judge
+            prefix = "judge" if j["role"] == "first" else "judge_secondary"
+            tags |= {f"{prefix}.{k}": str(j[k]) for k in ("name", "revision", "licence")}
+        second = summary.get("judge_secondary")
+        if second:
+            metrics["judge_secondary.items"] = second["items"]
+            metrics |= {f"judge_secondary.{k}": second[k] for k in ("mean_cer_first", "mean_cer_second")
+                        if second[k] is not None}
         staged = s.publish(metrics, {"report": "report.html", "summary": "evaluation.json"},
-                           tags={"judge.unreliable": ",".join(judge["unreliable"])} if judge else None,
+                           tags=tags or None,
                            reports=[paths["markdown"]], data={"judge": judge, "headline": summary["headline"],
                                                               "differences": [d for d in summary["differences"]
                                                                               if d["language"] == "all"],
                                                               "asr": summary["asr"], "models": list(models),
+                                                              "judges": judges,
+                                                              "judge_secondary": summary.get("judge_secondary"),
                                                               "tiny_random": summary["tiny_random"],
                                                               "not_speech": summary["not_speech"]})
         if s.run is not None:

@@ -8,6 +8,9 @@ the CER/WER of a language it is unreliable for are marked, and a caveat says the
 per metric.  ``report.html``: the tables, the plot, and one row per item with audio players for the
 prompt, the real recording, and every model's output, with the transcripts.  Everything refers to
 files in the same folder, so the folder can be copied, logged to MLflow or served as it is.
+The header names each judge with its revision and licence (a caveat for a non-commercial one); with a
+second judge (``evaluate.asr_secondary``) a table compares both judges' CER on the items the first read
+above 50% CER, and the HTML shows the second transcript under the first.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from indextts_core.evaluation.judges import judges_line, licence_caveats
 from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_RANDOM_NOTE
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
@@ -49,12 +53,33 @@ def caveats(summary: Mapping[str, Any]) -> list[str]:
     not speech (not scored)."""
     lines = [TINY_RANDOM_NOTE] if summary.get("tiny_random") else []
     lines += judge_caveats(summary.get("judge"))
+    lines += licence_caveats(summary.get("judges"))
     for model, counts in (summary.get("not_speech") or {}).items():
         if counts:
             said = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
             lines.append(f"{model}: {said} output(s) not speech: counted as failures, no CER, WER or speaker "
                          "similarity computed on them.")
     return lines
+
+
+def secondary_table(summary: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
+    """The second opinion (``evaluate.asr_secondary``): per model, how many items above 50% CER the second judge
+    re-read and both judges' mean CER on them; None without a second judge."""
+    second = summary.get("judge_secondary")
+    if not second:
+        return None
+    first = (summary.get("judge") or {}).get("name") or summary.get("asr") or "first judge"
+    title = (f"Second opinion: items above {second['above_cer']:.0%} CER under {first}, re-read by "
+             f"{second['name']}")
+    header = ["model", "items", f"mean CER ({first})", f"mean CER ({second['name']})"]
+
+    def fmt(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    rows = [[m, str(v["items"]), fmt(v["mean_cer_first"]), fmt(v["mean_cer_second"])]
+            for m, v in second["by_model"].items()]
+    rows.append(["all", str(second["items"]), fmt(second["mean_cer_first"]), fmt(second["mean_cer_second"])])
+    return title, header, rows
 
 
 def _cell(e: Mapping[str, Any] | None) -> str:
@@ -101,6 +126,8 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
              f"ASR: {summary['asr'] or 'none configured (no CER/WER)'}; items: {summary['evalset']['items']} "
              f"({', '.join(f'{k}: {v}' for k, v in sorted(summary['evalset']['by_language_group'].items()))}); "
              f"mean [95% bootstrap interval]; `{REFERENCE}` = the real recordings.", ""]
+    if judges_line(summary.get("judges")):
+        lines += [judges_line(summary.get("judges")), ""]
     if judge_line(summary.get("judge")):
         lines += [judge_line(summary.get("judge")), ""]
     lines += [f"> {line}" for line in caveats(summary)] + ([""] if caveats(summary) else [])
@@ -108,6 +135,11 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    second = secondary_table(summary)
+    if second:
+        name, header, rows = second
+        lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return "\n".join(lines)
 
 
@@ -162,7 +194,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             order.append(r["id"])
         by_item[r["id"]][r["model"]] = r
     tables = []
-    for name, header, rows in result_tables(summary):
+    second = secondary_table(summary)
+    for name, header, rows in result_tables(summary) + ([second] if second else []):
         cells = "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         tables.append(f"<h3>{html.escape(name)}</h3><table><tr>{cells}</table>")
@@ -181,6 +214,9 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
                      if r.get(k) is not None] + ([f"not speech ({r['not_speech']}): not scored"]
                                                  if r.get("not_speech") else [])
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""
+            if r.get("cer_secondary") is not None:
+                transcript += (f"<div class='t'>second judge (CER {r['cer_secondary']:.3f}): "
+                               f"{html.escape(r.get('transcript_secondary') or '')}</div>")
             cells.append(f"<td>{_audio(r['wav'])}<div class='m'>{html.escape(', '.join(facts))}</div>{transcript}</td>")
         items.append(f"<tr><td><b>{html.escape(item_id)}</b> ({html.escape(any_row['language'])}, "
                      f"{html.escape(any_row['group'])})<div>{html.escape(any_row['text'])}</div></td>"
@@ -192,7 +228,7 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             f"<style>{style}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p>ASR: {html.escape(str(summary['asr'] or 'none'))}; "
             f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings. "
-            f"{html.escape(judge_line(summary.get('judge')))}</p>"
+            f"{html.escape(judges_line(summary.get('judges')))} {html.escape(judge_line(summary.get('judge')))}</p>"
             f"{''.join(f'<p><b>{html.escape(line)}</b></p>' for line in caveats(summary))}{''.join(tables)}"
             f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"
             f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")

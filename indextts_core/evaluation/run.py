@@ -21,7 +21,10 @@ and the speaker similarity two real clips of a speaker reach), the floor and cei
 models against.  The judge is judged first (:func:`judge_of`): a language whose real recordings it
 reads with a CER above ``evaluate.max_judge_cer`` has its CER/WER marked unreliable (and promotion
 does not decide on them); every model's CER is also given as ``cer_excess``, its excess over the real
-recording's CER on the same items.  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
+recording's CER on the same items.  With a second judge (``evaluate.asr_secondary``), the items the first
+read above 50% CER are re-read (:func:`second_opinion`: ``transcript_secondary``, ``cer_secondary``,
+``wer_secondary``; ``summary["judge_secondary"]``), and ``summary["judges"]`` records each judge's name,
+revision and licence (:mod:`~indextts_core.evaluation.judges`).  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
 with bootstrap intervals per language and group, paired differences between models, headline
 numbers), and the audio under ``audio/``.
 """
@@ -129,6 +132,46 @@ def _transcribe(asr: Transcriber | None, waves: Mapping[str, np.ndarray],
     return out
 
 
+#: Items whose CER under the first judge is above this get a second opinion (``evaluate.asr_secondary``).
+SECOND_OPINION_CER = 0.5
+
+
+def second_opinion(rows: Sequence[dict[str, Any]], waves: Mapping[str, np.ndarray], asr: Transcriber | None,
+                   above: float = SECOND_OPINION_CER) -> int:
+    """Re-transcribe with the second judge the rows whose first-judge CER is above ``above`` (their wave, by item
+    id, in ``waves``): each gets ``transcript_secondary``, ``cer_secondary`` and ``wer_secondary`` (in place).
+    Rows of a language the second judge does not know keep none.  Returns how many rows got a second opinion."""
+    if asr is None:
+        return 0
+    doubtful = [r for r in rows if r.get("cer") is not None and float(r["cer"]) > above and r["id"] in waves]
+    texts = _transcribe(asr, {r["id"]: waves[r["id"]] for r in doubtful}, {r["id"]: r["language"] for r in doubtful})
+    n = 0
+    for r in doubtful:
+        if r["id"] in texts:
+            scores = _scores(r["text"], r["language"], texts[r["id"]])
+            r |= {"transcript_secondary": texts[r["id"]], "cer_secondary": scores["cer"],
+                  "wer_secondary": scores["wer"]}
+            n += 1
+    return n
+
+
+def secondary_summary(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any],
+                      above: float = SECOND_OPINION_CER) -> dict[str, Any]:
+    """``summary["judge_secondary"]``: the second judge (``info``: name, revision, licence), the items it
+    re-read, and both judges' mean CER on them, over all rows and per model (the reference included)."""
+    seconded = [r for r in rows if r.get("cer_secondary") is not None]
+
+    def means(rs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {"items": len(rs), "mean_cer_first": float(np.mean([r["cer"] for r in rs])) if rs else None,
+                "mean_cer_second": float(np.mean([r["cer_secondary"] for r in rs])) if rs else None}
+
+    by_model: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in seconded:
+        by_model[r["model"]].append(r)
+    return {**{k: info.get(k) for k in ("name", "revision", "licence")}, "above_cer": above, **means(seconded),
+            "by_model": {m: means(rs) for m, rs in by_model.items()}}
+
+
 def _scores(text: str, language: str, transcript: str | None) -> dict[str, float | None]:
     if transcript is None:
         return {"cer": None, "wer": None}
@@ -144,6 +187,8 @@ def evaluate_models(
     *,
     asr: Transcriber | None,
     embedder: SpeakerEmbedder,
+    secondary: Transcriber | None = None,
+    judges: Sequence[Mapping[str, Any]] | None = None,
     read_audio: Callable[[str], bytes],
     options: EvaluateConfig | None = None,
     device: str | torch.device = "cpu",
@@ -151,7 +196,9 @@ def evaluate_models(
     """Speak and score every item with every model; write the results to ``out_dir``.
 
     ``options``: the ``evaluate`` section (decoder steps, guidance, duration limit, intervals); item ``k``
-    is spoken with seed ``opts.seed + k`` (the generation section's seed)."""
+    is spoken with seed ``opts.seed + k`` (the generation section's seed).  ``secondary``: the second judge
+    (:func:`second_opinion` on the items above 50% CER); ``judges``: their provenance (name, revision, licence;
+    ``role`` first / secondary), recorded as ``summary["judges"]``."""
     options = options or EvaluateConfig()
     from indextts_core.synthesis.run import Synthesizer
 
@@ -197,6 +244,7 @@ def evaluate_models(
                      "speaker_sim": embedder.similarity(ref_waves[item.id], prompt_vec[item.prompt_audio])
                      if speech else None, "not_speech": ref_failed.get(item.id), "speech_failure": float(not speech),
                      "duration_ratio": 1.0, "stop_failure": 0.0, "audio_s": item.reference_duration, "seconds": 0.0})
+    second_opinion(rows, {k: w for k, w in ref_waves.items() if k not in ref_failed}, secondary)
 
     model_info: dict[str, Any] = {}
     for name, bundle in models.items():
@@ -235,6 +283,7 @@ def evaluate_models(
         for row in made:
             row["transcript"] = texts.get(row["id"])
             row |= _scores(row["text"], row["language"], texts.get(row["id"]) if asr else None)
+        second_opinion(made, waves, secondary)
         rows += made
         failed = Counter(row["not_speech"] for row in made if row["not_speech"])
         model_info[name] |= {"seconds": round(time.monotonic() - t0, 2), "not_speech": dict(failed)}
@@ -244,7 +293,12 @@ def evaluate_models(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "items.jsonl", rows)
     summary = summarise(rows, list(models), options, opts.seed, asr=asr.name if asr else None)
+    judges = [dict(j) for j in judges or ()]
+    if secondary is not None:
+        info = next((j for j in judges if j.get("role") == "secondary"), {"name": secondary.name})
+        summary["judge_secondary"] = secondary_summary(rows, info)
     summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
+                "judges": judges,
                 "tiny_random": any(b.kind == TINY_RANDOM for b in models.values()),
                 "not_speech": {name: info["not_speech"] for name, info in model_info.items()}
                 | ({REFERENCE: dict(Counter(ref_failed.values()))} if ref_failed else {}),
