@@ -11,7 +11,8 @@ recordings ``judge.reference_cer.<language>`` and the tag ``judge.unreliable``: 
 ``evaluate.max_judge_cer``, comma-separated, empty when none; the tags ``judge.name``, ``judge.revision``,
 ``judge.licence``, and ``judge_secondary.*`` with the metrics ``judge_secondary.items`` /
 ``judge_secondary.mean_cer_first`` / ``judge_secondary.mean_cer_second`` when ``evaluate.asr_secondary`` is
-set).  Cached on its inputs, the ``generation`` and ``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
+set).  Cached on its inputs, the ``generation`` and ``evaluate`` settings and the seed.  A base folder
+without the synthesis models (``s2mel.pth`` and
 ``hf_cache/``'s CAMPPlus, BigVGAN and encoders) skips the evaluation with a warning naming the missing
 file, rather than failing a run whose training succeeded; the promotion then decides on validation loss.
 """

@@ -24,7 +24,8 @@ does not decide on them); every model's CER is also given as ``cer_excess``, its
 recording's CER on the same items.  With a second judge (``evaluate.asr_secondary``), the items the first
 read above 50% CER are re-read (:func:`second_opinion`: ``transcript_secondary``, ``cer_secondary``,
 ``wer_secondary``; ``summary["judge_secondary"]``), and ``summary["judges"]`` records each judge's name,
-revision and licence (:mod:`~indextts_core.evaluation.judges`).  Results: ``items.jsonl`` (one row per model and item), ``evaluation.json`` (means
+revision and licence (:mod:`~indextts_core.evaluation.judges`).  Results: ``items.jsonl`` (one row per model
+and item), ``evaluation.json`` (means
 with bootstrap intervals per language and group, paired differences between models, headline
 numbers), and the audio under ``audio/``.
 """
