@@ -86,11 +86,10 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def answer_key(cfg: PipelineConfig, stage: str, given: Mapping[str, ArtifactRef]) -> str:
-    """The key of ``stage``'s answer for this configuration, these sources (as they are now) and ``given``."""
+def question(cfg: PipelineConfig, given: Mapping[str, ArtifactRef]) -> str:
+    """The digest of everything but the stage that an answer depends on (the sources are listed once here)."""
     every_field = sorted({k for keys in STAGE_KEYS.values() for k in keys})
     material = {
-        "stage": stage,
         "code": code_digest(),
         "config": config_subset(cfg, every_field),
         "sources": {name: {"source": src.model_dump(mode="json"),
@@ -99,6 +98,11 @@ def answer_key(cfg: PipelineConfig, stage: str, given: Mapping[str, ArtifactRef]
         "given": {name: ref.digest for name, ref in sorted(given.items())},
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def answer_key(stage: str, asked: str) -> str:
+    """The key of ``stage``'s answer to the :func:`question` ``asked``."""
+    return hashlib.sha256(f"{stage}\0{asked}".encode()).hexdigest()
 
 
 def _answerable(cfg: PipelineConfig, stage: str) -> bool:
@@ -111,17 +115,22 @@ def _location(stage: str, key: str) -> str:
     return f"{PREFIX}/{stage}/{key[:32]}.json"
 
 
-def remember(cfg: PipelineConfig, stage: str, given: Mapping[str, ArtifactRef], result: Any) -> None:
-    """Store ``result`` as the answer of ``stage`` for this question (never fails the command that ran)."""
-    if not _answerable(cfg, stage):
+def remember(cfg: PipelineConfig, results: Mapping[str, Any], given: Mapping[str, ArtifactRef]) -> None:
+    """Store each answerable stage's result (``stage -> result``) as its answer to this question (never fails the
+    command that ran)."""
+    stages = [stage for stage in results if _answerable(cfg, stage)]
+    if not stages:
         return
     try:
-        found = StageResult.model_validate(result)
-        key = answer_key(cfg, stage, given)
-        answer = Answer(stage=stage, key=key, result=found, written_at=time.time())
-        open_store(cfg.storage.uri, cfg.storage).put_json(answer.model_dump(mode="json"), _location(stage, key))
+        asked = question(cfg, given)
+        store = open_store(cfg.storage.uri, cfg.storage)
+        for stage in stages:
+            key = answer_key(stage, asked)
+            found = Answer(stage=stage, key=key, result=StageResult.model_validate(results[stage]),
+                           written_at=time.time())
+            store.put_json(found.model_dump(mode="json"), _location(stage, key))
     except (InputError, StorageError, ValidationError, OSError) as e:
-        log.debug("no cached answer stored for %s: %s", stage, e)
+        log.debug("no cached answers stored for %s: %s", ", ".join(stages), e)
 
 
 def answer(cfg: PipelineConfig, stage: str, given: Mapping[str, ArtifactRef]) -> dict[str, Any] | None:
@@ -133,7 +142,7 @@ def answer(cfg: PipelineConfig, stage: str, given: Mapping[str, ArtifactRef]) ->
     if not _answerable(cfg, stage):
         return None
     try:
-        key = answer_key(cfg, stage, given)
+        key = answer_key(stage, question(cfg, given))
         store = open_store(cfg.storage.uri, cfg.storage)
         where = _location(stage, key)
         if not store.exists(where):

@@ -109,7 +109,7 @@ def run_stage(cfg: PipelineConfig, stage: str, given: dict[str, Any] | None = No
     summary = stage_flow(cfg, stage, given)
     for row in summary.stages:
         err_console.print(f"{row.stage}: {row.status} in {row.seconds:.1f} s", highlight=False)
-    remember(cfg, stage, given, summary.results[stage])
+    remember(cfg, {stage: summary.results[stage]}, given)
     return summary.results[stage]
 
 

@@ -41,11 +41,9 @@ def run(
         summary = finetune(cfg)
     except InputError as e:
         raise fail(e) from None
-    from flows.cached_answers import ANSWERABLE, remember
+    from flows.cached_answers import remember
 
-    for stage in ANSWERABLE:  # so that each stage's command answers from what this run computed
-        if stage in summary.results:
-            remember(cfg, stage, {}, summary.results[stage])
+    remember(cfg, summary.results, {})  # so that each stage's command answers from what this run computed
     print_summary(summary)
 
 

@@ -106,10 +106,8 @@ class WhisperTranscriber:
         return texts
 
 
-def backend_of(folder: str | Path) -> str:
-    """Which backend reads a folder, from its ``config.json``: ``whisper`` or ``ctc``; an InputError otherwise."""
-    from indextts_core.evaluation.ctc import is_ctc_config
-
+def read_model_config(folder: str | Path) -> tuple[Path, dict]:
+    """An ASR folder's ``config.json`` (its path and content); an InputError naming the folder or file otherwise."""
     path = Path(folder) / "config.json"
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: ASR model folder not found (evaluate.asr_model or download.asr)")
@@ -121,6 +119,14 @@ def backend_of(folder: str | Path) -> str:
         raise InputError(f"{path}: cannot be read ({_first_line(e)})") from None
     if not isinstance(config, dict):
         raise InputError(f"{path}: not a model configuration (a JSON object)")
+    return path, config
+
+
+def backend_of(folder: str | Path) -> str:
+    """Which backend reads a folder, from its ``config.json``: ``whisper`` or ``ctc``; an InputError otherwise."""
+    from indextts_core.evaluation.ctc import is_ctc_config
+
+    path, config = read_model_config(folder)
     if config.get("model_type") == "whisper":
         return "whisper"
     if is_ctc_config(config):

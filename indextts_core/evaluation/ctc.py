@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from indextts_core.errors import InputError
-from indextts_core.evaluation.asr import SAMPLE_RATE, _first_line
+from indextts_core.evaluation.asr import SAMPLE_RATE, _first_line, read_model_config
 from indextts_core.languages import UnknownLanguage, canonical_language, iso639_3, whisper_language
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,7 @@ class CTCTranscriber:
         from transformers.utils import logging as hf_logging
 
         folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"{folder}: ASR model folder not found (evaluate.asr_model or download.asr)")
-        config_path = folder / "config.json"
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{config_path}: missing; not a CTC model folder in the Hugging Face layout") from None
-        except (OSError, ValueError) as e:
-            raise InputError(f"{config_path}: cannot be read ({_first_line(e)})") from None
-        if not isinstance(config, dict):
-            raise InputError(f"{config_path}: not a model configuration (a JSON object)")
+        config_path, config = read_model_config(folder)
         if not is_ctc_config(config):
             raise InputError(f"{config_path}: not a CTC model (architectures {config.get('architectures')!r}, "
                              f"model_type {config.get('model_type')!r}); the CTC backend reads *ForCTC models")

@@ -32,7 +32,7 @@ def _setup(tmp_path: Path) -> tuple[PipelineConfig, StageResult]:
 def test_a_remembered_stage_is_answered_and_checked_out_once(tmp_path: Path):
     cfg, result = _setup(tmp_path)
     assert answer(cfg, "corpus", {}) is None  # nothing stored yet
-    remember(cfg, "corpus", {}, result.model_dump(mode="json"))
+    remember(cfg, {"corpus": result.model_dump(mode="json")}, {})
 
     got = answer(cfg, "corpus", {})
     assert got is not None and StageResult.model_validate(got) == result
@@ -48,8 +48,7 @@ def test_a_remembered_stage_is_answered_and_checked_out_once(tmp_path: Path):
 
 def test_any_change_in_what_the_stage_depends_on_asks_the_flow(tmp_path: Path):
     cfg, result = _setup(tmp_path)
-    for stage in ("corpus", "train"):
-        remember(cfg, stage, {}, result.model_dump(mode="json"))
+    remember(cfg, {"corpus": result.model_dump(mode="json"), "train": result.model_dump(mode="json")}, {})
     assert answer(cfg, "corpus", {}) is not None
 
     changed = cfg.model_copy(update={"pairs": cfg.pairs.model_copy(update={"pairs_per_target": 7})})
@@ -78,11 +77,11 @@ def test_any_change_in_what_the_stage_depends_on_asks_the_flow(tmp_path: Path):
 
 def test_a_damaged_answer_is_no_answer(tmp_path: Path):
     cfg, result = _setup(tmp_path)
-    remember(cfg, "corpus", {}, result.model_dump(mode="json"))
+    remember(cfg, {"corpus": result.model_dump(mode="json")}, {})
     (record,) = (tmp_path / "store" / "answers" / "corpus").glob("*.json")
     record.write_text(json.dumps({"format": 1, "stage": "corpus"}))
     assert answer(cfg, "corpus", {}) is None
-    remember(cfg, "corpus", {}, result.model_dump(mode="json"))
+    remember(cfg, {"corpus": result.model_dump(mode="json")}, {})
     assert answer(cfg, "corpus", {}) is not None
     assert check_out(open_store(cfg.storage.uri, cfg.storage), cfg, result).is_dir()
 
