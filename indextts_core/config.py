@@ -219,6 +219,10 @@ class DownloadConfig(_Section):
                                     "whisper-large-v3, or a CTC model, e.g. hf://facebook/mms-1b-all; see "
                                     "evaluate.asr_backend) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
                                     "one (the demo; its transcripts are noise).")
+    speaker_verifier: AssetSource | None = Field(
+        None, description="An independent speaker verification model for the evaluation's speaker similarity (Hugging "
+        "Face layout, e.g. hf://microsoft/wavlm-base-plus-sv, a WavLMForXVector); tiny://<seed>: a tiny random one (the "
+        "demo; its scores are noise).  Without one, only the checkpoint's own CAMPPlus scores similarity.")
     hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
     offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
 
@@ -474,6 +478,8 @@ class GenerationConfig(_Section):
     sampling.
     """
 
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"max_text_tokens_per_segment", "max_segment_s"})
+
     do_sample: bool = Field(True, description="Sample (with beams: beam sampling); false = argmax / beam search.")
     temperature: float = Field(0.8, gt=0, description="Divides the logits before sampling (sampling only).")
     top_k: int = Field(30, ge=0, description="Keep the k most likely codes when sampling (0 = off).")
@@ -491,6 +497,13 @@ class GenerationConfig(_Section):
                               "conditioning, one random stream per item); false = the official batching, padding "
                               "leak and one shared random stream included.")
     seed: int = Field(0, description="Seed of the sampling (item i of a batch uses seed + i).")
+    max_text_tokens_per_segment: PositiveInt | None = Field(
+        None, description="Most text tokens per spoken segment (a long line is cut into segments); default: the "
+        "model's measured text tokens per second of speech for the language (indextts-export.json: segments) times "
+        "max_segment_s, else infer_v2's 120 (tuned for Chinese, about 28 s of speech).")
+    max_segment_s: float = Field(20.0, gt=0, description="Seconds of speech a segment may hold when the segment "
+                                 "budget comes from the model's measured tokens per second (alignment holds to "
+                                 "about 25-30 s).")
 
 
 class EvaluateConfig(_Section):
@@ -507,10 +520,13 @@ class EvaluateConfig(_Section):
     """
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
-    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend", "asr_secondary"})
+    KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend", "asr_secondary",
+                                                                   "speaker_verifier"})
 
     enabled: bool = Field(True, description="Run the evaluation stage after training.")
-    max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers).")
+    max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers), "
+                                   "drawn round-robin across speakers (stratified, not the first N); the chosen ids are "
+                                   "recorded in evaluation.json.")
     sentences: Path | None = Field(None, description="Extra sentences to say (UTF-8, one per line, "
                                    "'<language><TAB><text>' or just text in the run's language).")
     asr_model: Path | None = Field(None, description="Local ASR folder (Hugging Face layout: Whisper, or a CTC "
@@ -529,7 +545,18 @@ class EvaluateConfig(_Section):
                                  "'judge unreliable' (report, console, MLflow), and promotion does not decide on them "
                                  "(it falls back to validation loss and says why).")
     speaker_model: Path | None = Field(None, description="CAMPPlus weights for speaker similarity (release "
-                                       "widths); default: the checkpoint's campplus_cn_common.bin.")
+                                       "widths); default: the checkpoint's campplus_cn_common.bin (the model's own "
+                                       "speaker encoder: its scores flatter the model, see speaker_verifier).")
+    speaker_verifier: Path | None = Field(None, description="An independent speaker verification model (local "
+                                          "Hugging Face folder: WavLMForXVector) scoring similarity next to the "
+                                          "model's own CAMPPlus; default: the download.speaker_verifier asset; none: "
+                                          "CAMPPlus only.")
+    naturalness: bool = Field(True, description="DNSMOS (P.835 SIG/BAK/OVRL and P.808) per item for every model and "
+                              "the real recordings (the speechmos package's ONNX models, offline; trained on English "
+                              "speech).")
+    paragraph_sentences: int = Field(4, ge=0, description="The long-text probe: this many held-out sentences of a "
+                                     "language joined into one paragraph, spoken by every model; the report gives the "
+                                     "CER of its last sentence (is the end spoken?); 0 = no probe.")
     compare_base: bool = Field(True, description="Also evaluate the base checkpoint (its own tokenizer).")
     diffusion_steps: PositiveInt = Field(25, description="Flow-matching steps (infer_v2: 25).")
     cfg_rate: float = Field(0.7, ge=0, description="Classifier-free guidance of the decoder (infer_v2: 0.7).")
