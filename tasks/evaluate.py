@@ -85,10 +85,12 @@ def like_base(folder: Path, base: ModelBundle) -> ModelBundle:
 def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactRef, pairs: ArtifactRef,
                   w2v: ArtifactRef | None, codec: ArtifactRef | None, asr: ArtifactRef | None,
                   champion: ArtifactRef | None, sentences: str | None, campplus: ArtifactRef | None = None,
-                  bigvgan: ArtifactRef | None = None, *, ctx: RunContext) -> StageResult:
+                  bigvgan: ArtifactRef | None = None, verifier: ArtifactRef | None = None, *,
+                  ctx: RunContext) -> StageResult:
     logger = get_run_logger()
     e = cfg.evaluate
-    inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion}
+    inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion,
+              **({"speaker-verifier": verifier} if verifier is not None else {})}
     with Stage("evaluate", cfg, ctx, inputs) as s:
         base = checkpoint_bundle(cfg, s.store, checkpoint, w2v, codec, campplus, bigvgan)
         missing = missing_synthesis_models(base)
