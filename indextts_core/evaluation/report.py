@@ -4,9 +4,11 @@
 the base model and the fine-tuned one (and any other model evaluated), and the paired difference of
 the last model against each other; CER also as excess over the real recordings' CER on the same items,
 and the judge's own CER on the real recordings per language, trusted or not (``evaluate.max_judge_cer``:
-the CER/WER of a language it is unreliable for are marked, and a caveat says they do not decide).  ``plots.png``: the same means with their intervals, one panel
-per metric.  ``report.html``: the tables, the plot, and one row per item with audio players for the
-prompt, the real recording, and every model's output, with the transcripts.  Everything refers to
+the CER/WER of a language it is unreliable for are marked, and a caveat says they do not decide), and
+the medians and failure counts per model and language (:mod:`~indextts_core.evaluation.robust`).
+``plots.png``: the same means with their intervals, one panel per metric.  ``report.html``: the
+tables, the plot, and one row per item with audio players for the prompt, the real recording, and
+every model's output, with the transcripts, the worst items of the last model first.  Everything refers to
 files in the same folder, so the folder can be copied, logged to MLflow or served as it is.
 The header names each judge with its revision and licence (a caveat for a non-commercial one); with a
 second judge (``evaluate.asr_secondary``) a table compares both judges' CER on the items the first read
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from indextts_core.evaluation.judges import judges_line, licence_caveats
+from indextts_core.evaluation.robust import BAD_CER, worst_first
 from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_RANDOM_NOTE
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
@@ -82,6 +85,24 @@ def secondary_table(summary: Mapping[str, Any]) -> tuple[str, list[str], list[li
     return title, header, rows
 
 
+def robust_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Medians and failures per model and language (``summary["robust"]``): what a mean hides."""
+    entries = summary.get("robust") or []
+    if not entries:
+        return []
+    header = ["model", "language", "items", "scored", "median CER", f"share above {BAD_CER:.0%} CER", "silent",
+              "runaway", "stop failures"]
+
+    def fmt(x: float | None, pct: bool = False) -> str:
+        return "" if x is None else (f"{x:.0%}" if pct else f"{x:.3f}")
+
+    rows = [[e["model"], e["language"], str(e["items"]), str(e["scored"]), fmt(e["median_cer"]),
+             fmt(e["over_half_cer"], pct=True), str(e["silent"]), str(e["runaway"]), str(e["stop_failures"])]
+            for e in entries]
+    return [("Medians and failures (silent: below the RMS floor or under 0.3 s; runaway: never stopped)",
+             header, rows)]
+
+
 def _cell(e: Mapping[str, Any] | None) -> str:
     if e is None:
         return ""
@@ -136,8 +157,7 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     second = secondary_table(summary)
-    if second:
-        name, header, rows = second
+    for name, header, rows in robust_tables(summary) + ([second] if second else []):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return "\n".join(lines)
@@ -188,14 +208,12 @@ def _audio(src: str | None) -> str:
 def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], title: str) -> str:
     models = list(summary["models"])
     by_item: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
-    order: list[str] = []
     for r in rows:
-        if r["id"] not in by_item:
-            order.append(r["id"])
         by_item[r["id"]][r["model"]] = r
+    order = worst_first(rows, models[-1]) if models else list(by_item)  # the worst of the last model first
     tables = []
     second = secondary_table(summary)
-    for name, header, rows in result_tables(summary) + ([second] if second else []):
+    for name, header, rows in result_tables(summary) + robust_tables(summary) + ([second] if second else []):
         cells = "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         tables.append(f"<h3>{html.escape(name)}</h3><table><tr>{cells}</table>")
@@ -230,7 +248,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             f"mean [95% bootstrap interval]; <i>reference</i> = the real recordings. "
             f"{html.escape(judges_line(summary.get('judges')))} {html.escape(judge_line(summary.get('judge')))}</p>"
             f"{''.join(f'<p><b>{html.escape(line)}</b></p>' for line in caveats(summary))}{''.join(tables)}"
-            f"<img src='plots.png' alt='metrics per language'><h2>Every sample</h2><table><tr><th>item</th>"
+            f"<img src='plots.png' alt='metrics per language'><h2>Every sample, the worst of "
+            f"{html.escape(models[-1] if models else '')} first</h2><table><tr><th>item</th>"
             f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")
 
 

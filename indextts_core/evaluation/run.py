@@ -47,6 +47,7 @@ from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
 from indextts_core.evaluation.evalset import EvalSet
+from indextts_core.evaluation.robust import robust_table
 from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, word_error_rate
 from indextts_core.evaluation.speech import not_speech
 from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
@@ -294,6 +295,7 @@ def evaluate_models(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "items.jsonl", rows)
     summary = summarise(rows, list(models), options, opts.seed, asr=asr.name if asr else None)
+    summary["robust"] = robust_table(rows, [REFERENCE, *models])
     judges = [dict(j) for j in judges or ()]
     if secondary is not None:
         info = next((j for j in judges if j.get("role") == "secondary"), {"name": secondary.name})

@@ -4,8 +4,9 @@ A random or broken model can give exact digital silence (the demo's tiny random 
 about 6e-9 of full scale, zero in 16-bit audio) or never stop (its codes run to the evaluation's
 length limit).  An error rate or a speaker similarity computed on such audio measures how the judge
 behaves on silence or babble, not the model: an item whose output is not speech carries the failure
-instead (``not_speech``: ``"silent"`` or ``"runaway"``, and ``speech_failure`` 1, a metric of its
-own), and no CER, WER or similarity.  The real recordings go through the same check.
+instead (``not_speech``: ``"silent"``, below the RMS floor or shorter than 0.3 s, or ``"runaway"``, and
+``speech_failure`` 1, a metric of its own), and no CER, WER or similarity.  The real recordings go
+through the same check.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ def level_dbfs(wave: np.ndarray) -> float:
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
-def not_speech(wave: np.ndarray, stopped: bool = True) -> str | None:
-    """Why an output cannot be scored as speech: ``"silent"``, ``"runaway"`` (it never stopped), or None."""
-    if level_dbfs(wave) < SILENT_DBFS:
+#: A clip shorter than this (seconds) is too short to hold a word: counted as silent.
+MIN_SPEECH_S = 0.3
+
+
+def not_speech(wave: np.ndarray, stopped: bool = True, sample_rate: int = 16000) -> str | None:
+    """Why an output cannot be scored as speech: ``"silent"`` (below the RMS floor, or shorter than
+    :data:`MIN_SPEECH_S`), ``"runaway"`` (it never stopped), or None."""
+    if level_dbfs(wave) < SILENT_DBFS or np.asarray(wave).size < MIN_SPEECH_S * sample_rate:
         return "silent"
     if not stopped:
         return "runaway"
