@@ -20,12 +20,13 @@ def current_champion(run: PipelineRun) -> Champion | None:
 def evaluate_stage(run: PipelineRun, model: ArtifactRef, checkpoint: ArtifactRef, pairs: ArtifactRef,
                    w2v: ArtifactRef | None, codec: ArtifactRef | None, asr: ArtifactRef | None,
                    champion: Champion | None, campplus: ArtifactRef | None = None,
-                   bigvgan: ArtifactRef | None = None) -> StageResult:
+                   bigvgan: ArtifactRef | None = None, verifier: ArtifactRef | None = None) -> StageResult:
+    """The ``evaluate`` stage; ``verifier``: the independent speaker verifier asset (``download.speaker_verifier``)."""
     other = champion.artifact if champion is not None else None
     if other is not None and other.digest == model.digest:
         other = None  # the champion is this model: nothing to compare
     return run.stage(evaluate_task, model, checkpoint, pairs, w2v, codec, asr, other, sentences_digest(run.cfg),
-                     campplus, bigvgan)
+                     campplus, bigvgan, verifier)
 
 
 def promote_stage(run: PipelineRun, trained: StageResult, evaluation: StageResult | None,

@@ -84,5 +84,6 @@ class StageGraph:
         if stage == "evaluate":
             return evaluate_stage(run, self.artifact("train"), checkpoint(), self.artifact("pairs"),
                                   self.asset("w2v_bert"), self.asset("semantic_codec"), self.asset("asr"),
-                                  self.champion(), self.asset("campplus"), self.asset("bigvgan"))
+                                  self.champion(), self.asset("campplus"), self.asset("bigvgan"),
+                                  self.asset("speaker_verifier"))
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")

@@ -89,8 +89,8 @@ def _tiny_seed(src: AssetSource) -> tuple[int, str]:
 def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
     """tiny://<seed>: a tiny random model folder written on the spot (nothing is downloaded).
 
-    The ``asr`` asset gets a tiny Whisper, every other asset a tiny IndexTTS-2 checkpoint folder
-    (``tiny://<seed>@2.5``: the IndexTTS-2.5 layout).
+    The ``asr`` asset gets a tiny Whisper, the ``speaker_verifier`` asset a tiny WavLM x-vector model,
+    every other asset a tiny IndexTTS-2 checkpoint folder (``tiny://<seed>@2.5``: the IndexTTS-2.5 layout).
     """
     seed, version = _tiny_seed(src)
     tag = f"tiny:{seed}:{TINY_VERSION}" + (f":{version}" if version != "2.0" else "")
@@ -99,12 +99,13 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
     record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
     reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
     if not reused:
-        from indextts_core.tiny import write_tiny_whisper
-        from indextts_core.tiny import write_tiny_bundle
+        from indextts_core.tiny import write_tiny_bundle, write_tiny_whisper, write_tiny_xvector
 
         with tempfile.TemporaryDirectory(prefix="indextts-tiny-") as staging:
             if name == "asr":
                 write_tiny_whisper(staging, seed=seed)
+            elif name == "speaker_verifier":
+                write_tiny_xvector(staging, seed=seed)
             else:
                 write_tiny_bundle(staging, seed=seed, version=version)
             files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
@@ -186,6 +187,7 @@ def configured_assets(cfg: PipelineConfig) -> dict[str, AssetSource]:
         "campplus": cfg.download.campplus,
         "bigvgan": cfg.download.bigvgan,
         "asr": cfg.download.asr,
+        "speaker_verifier": cfg.download.speaker_verifier,
         "dataset": cfg.ingest.source,
     }
     return {k: v for k, v in assets.items() if v is not None}
