@@ -106,7 +106,8 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
         data = s.fetch(pairs)
         said = read_sentences(e.sentences, cfg.language) if sentences is not None and e.sentences else []
         evalset = build_eval_set(read_jsonl(data / "train_manifest.jsonl"), read_jsonl(data / "val_manifest.jsonl"),
-                                 max_items=e.max_items, seed=cfg.run.seed, sentences=said)
+                                 max_items=e.max_items, seed=cfg.run.seed, sentences=said,
+                                 paragraph_sentences=e.paragraph_sentences)
         if not evalset.items:
             raise InputError(f"nothing to evaluate: no validation clip has another clip of its speaker to prompt with "
                              f"({evalset.skipped}); raise ingest.val_fraction or add clips")

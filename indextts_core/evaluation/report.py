@@ -29,6 +29,7 @@ from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_R
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
 LABELS = {"cer": "CER", "cer_excess": "CER excess over the recordings", "wer": "WER",
+          "last_sentence_cer": "CER of the paragraph's last sentence",
           "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio", "stop_failure": "stop failures",
           "speech_failure": "not speech"}
 
@@ -228,7 +229,7 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             if r is None:
                 cells.append("<td></td>")
                 continue
-            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "speaker_sim", "duration_ratio")
+            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "last_sentence_cer", "speaker_sim", "duration_ratio")
                      if r.get(k) is not None] + ([f"not speech ({r['not_speech']}): not scored"]
                                                  if r.get("not_speech") else [])
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""

@@ -48,7 +48,7 @@ from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
 from indextts_core.evaluation.evalset import EvalSet
 from indextts_core.evaluation.robust import robust_table
-from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, word_error_rate
+from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, last_sentence_cer, word_error_rate
 from indextts_core.evaluation.speech import not_speech
 from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
 from indextts_core.model.bundle import ModelBundle
@@ -60,10 +60,11 @@ from indextts_core.utils.progress import track
 log = logging.getLogger(__name__)
 
 #: Metrics, and whether lower is better.
-METRICS: dict[str, bool] = {"cer": True, "cer_excess": True, "wer": True, "speaker_sim": False,
-                            "duration_ratio": False, "stop_failure": True, "speech_failure": True}
+METRICS: dict[str, bool] = {"cer": True, "cer_excess": True, "wer": True, "last_sentence_cer": True,
+                            "speaker_sim": False, "duration_ratio": False, "stop_failure": True,
+                            "speech_failure": True}
 #: The metrics the ASR judge gives (untrusted for a language whose real recordings it reads badly).
-ASR_METRICS = ("cer", "cer_excess", "wer")
+ASR_METRICS = ("cer", "cer_excess", "wer", "last_sentence_cer")
 #: Computed by :func:`summarise` from the rows: a model's CER minus the real recording's CER on the same item.
 DERIVED = frozenset({"cer_excess"})
 REFERENCE = "reference"
@@ -282,9 +283,11 @@ def evaluate_models(
                          "audio_s": round(spoken.seconds, 3), "seconds": round(time.monotonic() - t, 3)})
         del synth
         texts = _transcribe(asr, waves, {i.id: i.language for i in items})  # speech only
-        for row in made:
+        for row, item in zip(made, items):
             row["transcript"] = texts.get(row["id"])
             row |= _scores(row["text"], row["language"], texts.get(row["id"]) if asr else None)
+            if item.sentences and row["cer"] is not None:  # the paragraph probe: is its last sentence spoken?
+                row["last_sentence_cer"] = last_sentence_cer(item.sentences, row["transcript"] or "")
         second_opinion(made, waves, secondary)
         rows += made
         failed = Counter(row["not_speech"] for row in made if row["not_speech"])
@@ -305,7 +308,8 @@ def evaluate_models(
                 "tiny_random": any(b.kind == TINY_RANDOM for b in models.values()),
                 "not_speech": {name: info["not_speech"] for name, info in model_info.items()}
                 | ({REFERENCE: dict(Counter(ref_failed.values()))} if ref_failed else {}),
-                "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped},
+                "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped,
+                            "speakers": evalset.speakers(), "digest": evalset.digest(), "ids": evalset.ids()},
                 "options": {"seed": opts.seed, **options.model_dump(mode="json", include=SUMMARY_OPTIONS),
                             "generation": opts.model_dump(mode="json")},
                 "seconds": round(time.monotonic() - start, 2),
