@@ -125,3 +125,28 @@ def test_tiny_speaker_verifier_asset_is_a_loadable_xvector_folder(tmp_path: Path
     assert fetch_asset("speaker_verifier", AssetSource(source="tiny://0"), store).reused
     verifier = open_speaker_verifier(materialize_dir(store, asset.prefix))
     assert verifier.architecture == "WavLMForXVector"
+
+
+def test_the_graph_hands_the_speaker_verifier_asset_to_the_evaluate_task():
+    import inspect
+    from types import SimpleNamespace
+
+    from flows.graph import StageGraph
+    from indextts_core.config import load_config
+    from tasks.artifacts import ArtifactRef
+    from tasks.evaluate import evaluate_task
+
+    def ref(stage: str) -> ArtifactRef:
+        return ArtifactRef(stage=stage, uri=f"/x/{stage}", prefix=stage, digest=stage * 4, files=1, bytes=1)
+
+    calls: list[tuple] = []
+    run = SimpleNamespace(cfg=load_config(), call=lambda task: None,
+                          stage=lambda task, *inputs, **kw: calls.append((task, inputs)))
+    given = {name: ref(name) for name in ("train", "pairs", "checkpoint", "speaker_verifier")}
+    graph = StageGraph(run, given)
+    graph._assets = SimpleNamespace(get=lambda name: None)  # no other asset was downloaded
+    graph.result("evaluate")
+    (task, inputs), = calls
+    bound = inspect.signature(evaluate_task.fn).bind_partial(run.cfg, *inputs)
+    assert task is evaluate_task and bound.arguments["verifier"] == given["speaker_verifier"]
+    assert bound.arguments["model"] == given["train"] and bound.arguments["asr"] is None
