@@ -31,8 +31,10 @@ from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.judges import judge_info
+from indextts_core.evaluation.naturalness import open_naturalness
 from indextts_core.evaluation.report import caveats, write_report
 from indextts_core.evaluation.run import SpeakerEmbedder, evaluate_models
+from indextts_core.evaluation.speaker import open_speaker_verifier
 from indextts_core.model.bundle import ModelBundle, open_bundle
 from indextts_core.model.campplus import load_campplus
 from indextts_core.store.objects import read_uri_bytes
@@ -123,13 +125,16 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
             judges.append({"role": "secondary", **judge_info(e.asr_secondary, secondary.name)})
         speaker_model = load_campplus(e.speaker_model) if e.speaker_model else load_campplus(
             base.campplus_path, base.campplus_config)
+        verifier_folder = e.speaker_verifier or (s.fetch(verifier) if verifier is not None else None)
+        speaker_verifier = open_speaker_verifier(verifier_folder, device) if verifier_folder is not None else None
+        naturalness = open_naturalness(e.naturalness, threads=0)
         logger.info("evaluating %s on %d items (%s); ASR: %s", ", ".join(models), len(evalset.items),
                     ", ".join(f"{k}: {v}" for k, v in sorted(evalset.counts().items())),
                     transcriber.name if transcriber else "none (no CER/WER)")
         result = evaluate_models(
             models, evalset, s.out, cfg.generation, asr=transcriber, embedder=SpeakerEmbedder(speaker_model.to(device)),
             read_audio=lambda uri: read_uri_bytes(uri, cfg.storage), device=device, options=e,
-            secondary=secondary, judges=judges)
+            secondary=secondary, judges=judges, verifier=speaker_verifier, naturalness=naturalness)
         paths = write_report(s.out, title=f"{cfg.run.name}: {cfg.language} evaluation")
         summary = result.summary
         metrics: dict[str, float | int] = {"items": result.items, "eval_seconds": result.seconds,
@@ -142,9 +147,15 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
         judge = summary["judge"]  # the judge judged first: its CER on the real recordings, per language
         if judge:
             metrics |= {f"judge.reference_cer.{lang}": x for lang, x in judge["reference_cer"].items()}
+        for enc, scale in summary["speaker_scale"].items():  # what a similarity reads against, per language
+            for lang, entry in scale["by_language"].items():
+                metrics |= {f"speaker_scale.{enc}.{lang}.{bound}": entry[bound]["mean"]
+                            for bound in ("ceiling", "floor") if entry[bound]["mean"] is not None}
         for line in caveats({"judge": judge, "judges": judges}):
             logger.warning("%s", line)
         tags = {"judge.unreliable": ",".join(judge["unreliable"])} if judge else {}
+        if speaker_verifier is not None:
+            tags["speaker_verifier.name"] = speaker_verifier.name
         for j in judges:  # who judged: name, revision and licence of each judge
             prefix = "judge" if j["role"] == "first" else "judge_secondary"
             tags |= {f"{prefix}.{k}": str(j[k]) for k in ("name", "revision", "licence")}

@@ -26,12 +26,21 @@ from typing import Any
 from indextts_core.evaluation.judges import judges_line, licence_caveats
 from indextts_core.evaluation.robust import BAD_CER, worst_first
 from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_RANDOM_NOTE
+from indextts_core.evaluation.speaker import OWN_ENCODER_LABEL
 from indextts_core.utils.fileio import atomic_write, read_jsonl
 
 LABELS = {"cer": "CER", "cer_excess": "CER excess over the recordings", "wer": "WER",
           "last_sentence_cer": "CER of the paragraph's last sentence",
-          "speaker_sim": "speaker similarity", "duration_ratio": "duration ratio", "stop_failure": "stop failures",
-          "speech_failure": "not speech"}
+          "speaker_sim": "speaker similarity (the model's own CAMPPlus)",
+          "speaker_sim_verifier": "speaker similarity (independent verifier)",
+          "dnsmos_ovrl": "DNSMOS overall (P.835 OVRL)", "dnsmos_sig": "DNSMOS signal (P.835 SIG)",
+          "dnsmos_bak": "DNSMOS background (P.835 BAK)", "dnsmos_p808": "DNSMOS P.808",
+          "duration_ratio": "duration ratio", "stop_failure": "stop failures", "speech_failure": "not speech"}
+
+
+#: Shorter names for the per-item facts under each audio player.
+SHORT = {"speaker_sim": "similarity (own encoder)", "speaker_sim_verifier": "similarity (verifier)",
+         "dnsmos_ovrl": "DNSMOS OVRL", "last_sentence_cer": "last sentence CER"}
 
 
 def judge_caveats(judge: Mapping[str, Any] | None) -> list[str]:
@@ -57,6 +66,13 @@ def caveats(summary: Mapping[str, Any]) -> list[str]:
     not speech (not scored)."""
     lines = [TINY_RANDOM_NOTE] if summary.get("tiny_random") else []
     lines += judge_caveats(summary.get("judge"))
+    scale = summary.get("speaker_scale") or {}
+    if scale and "verifier" not in scale:
+        lines.append(f"Speaker similarity is scored only by {OWN_ENCODER_LABEL}, which flatters the model (on "
+                     "IndexTTS-2.5 it is the model's speaker input): set download.speaker_verifier for an independent "
+                     "verifier.")
+    if summary.get("naturalness"):
+        lines.append(summary["naturalness"]["note"])
     lines += licence_caveats(summary.get("judges"))
     for model, counts in (summary.get("not_speech") or {}).items():
         if counts:
@@ -102,6 +118,33 @@ def robust_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list
             for e in entries]
     return [("Medians and failures (silent: below the RMS floor or under 0.3 s; runaway: never stopped)",
              header, rows)]
+
+
+def scale_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Speaker similarity on a scale, per encoder: per language the real recordings' same-speaker ceiling and
+    different-speaker floor, and each model's mean with its place between them (0 = floor, 1 = ceiling)."""
+    tables = []
+
+    def fmt(x: float | None) -> str:
+        return "" if x is None else f"{x:.3f}"
+
+    for scale in (summary.get("speaker_scale") or {}).values():
+        models = [m for m in [REFERENCE, *summary.get("models", [])]
+                  if any(m in e.get("models", {}) for e in scale["by_language"].values())]
+        header = ["language", "same-speaker ceiling (pairs)", "different-speaker floor (pairs)",
+                  *(f"{m}: mean (scaled)" for m in models)]
+        rows = []
+        for lang, e in scale["by_language"].items():
+            cells = []
+            for m in models:
+                v = e.get("models", {}).get(m)
+                cells.append("" if v is None else fmt(v["mean"]) + (f" ({v['scaled']:.2f})" if v["scaled"] is not None
+                                                                     else ""))
+            rows.append([lang, f"{fmt(e['ceiling']['mean'])} ({e['ceiling']['n']})",
+                         f"{fmt(e['floor']['mean'])} ({e['floor']['n']})", *cells])
+        if rows:
+            tables.append((f"Speaker similarity scale: {scale['label']} ({scale['name']})", header, rows))
+    return tables
 
 
 def _cell(e: Mapping[str, Any] | None) -> str:
@@ -152,13 +195,15 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
         lines += [judges_line(summary.get("judges")), ""]
     if judge_line(summary.get("judge")):
         lines += [judge_line(summary.get("judge")), ""]
+    if summary.get("naturalness"):
+        lines += [f"Naturalness: {summary['naturalness']['source']}.", ""]
     lines += [f"> {line}" for line in caveats(summary)] + ([""] if caveats(summary) else [])
     for name, header, rows in result_tables(summary):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     second = secondary_table(summary)
-    for name, header, rows in robust_tables(summary) + ([second] if second else []):
+    for name, header, rows in scale_tables(summary) + robust_tables(summary) + ([second] if second else []):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return "\n".join(lines)
@@ -175,9 +220,13 @@ def plot_report(summary: Mapping[str, Any], dest: Path) -> Path:
     table = [e for e in summary["table"] if e["group"] != "all"]
     metrics = [m for m in METRICS if any(e["metric"] == m for e in table)]
     keys = sorted({(e["language"], e["group"]) for e in table})
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(4.2 * max(1, len(metrics)), 3.6), squeeze=False)
+    cols = min(4, max(1, len(metrics)))
+    rows = max(1, -(-len(metrics) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
     width = 0.8 / len(models)
-    for ax, metric in zip(axes[0], metrics):
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metrics):
         cells = {(e["language"], e["group"], e["model"]): e for e in table if e["metric"] == metric}
         for j, model in enumerate(models):
             xs, ys, lo, hi = [], [], [], []
@@ -214,7 +263,8 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     order = worst_first(rows, models[-1]) if models else list(by_item)  # the worst of the last model first
     tables = []
     second = secondary_table(summary)
-    for name, header, rows in result_tables(summary) + robust_tables(summary) + ([second] if second else []):
+    for name, header, rows in (result_tables(summary) + scale_tables(summary) + robust_tables(summary)
+                               + ([second] if second else [])):
         cells = "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         tables.append(f"<h3>{html.escape(name)}</h3><table><tr>{cells}</table>")
@@ -229,7 +279,9 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             if r is None:
                 cells.append("<td></td>")
                 continue
-            facts = [f"{LABELS[k]} {r[k]:.3f}" for k in ("cer", "last_sentence_cer", "speaker_sim", "duration_ratio")
+            facts = [f"{SHORT.get(k, LABELS[k])} {r[k]:.3f}" for k in ("cer", "last_sentence_cer", "speaker_sim",
+                                                                        "speaker_sim_verifier", "dnsmos_ovrl",
+                                                                        "duration_ratio")
                      if r.get(k) is not None] + ([f"not speech ({r['not_speech']}): not scored"]
                                                  if r.get("not_speech") else [])
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""

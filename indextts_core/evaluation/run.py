@@ -46,9 +46,11 @@ import torch
 from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.data.audio import load_audio, resample
 from indextts_core.evaluation.asr import Transcriber
-from indextts_core.evaluation.evalset import EvalSet
+from indextts_core.evaluation.evalset import EvalItem, EvalSet
+from indextts_core.evaluation.naturalness import DNSMOS_NOTE, DNSMOS_SOURCE, NATURALNESS_METRICS, Naturalness
 from indextts_core.evaluation.robust import robust_table
 from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, last_sentence_cer, word_error_rate
+from indextts_core.evaluation.speaker import OWN_ENCODER_LABEL, XVectorEmbedder, speaker_scale
 from indextts_core.evaluation.speech import not_speech
 from indextts_core.evaluation.stats import bootstrap_mean, paired_difference
 from indextts_core.model.bundle import ModelBundle
@@ -61,8 +63,9 @@ log = logging.getLogger(__name__)
 
 #: Metrics, and whether lower is better.
 METRICS: dict[str, bool] = {"cer": True, "cer_excess": True, "wer": True, "last_sentence_cer": True,
-                            "speaker_sim": False, "duration_ratio": False, "stop_failure": True,
-                            "speech_failure": True}
+                            "speaker_sim": False, "speaker_sim_verifier": False,
+                            **{m: False for m in NATURALNESS_METRICS},
+                            "duration_ratio": False, "stop_failure": True, "speech_failure": True}
 #: The metrics the ASR judge gives (untrusted for a language whose real recordings it reads badly).
 ASR_METRICS = ("cer", "cer_excess", "wer", "last_sentence_cer")
 #: Computed by :func:`summarise` from the rows: a model's CER minus the real recording's CER on the same item.
@@ -192,6 +195,8 @@ def evaluate_models(
     embedder: SpeakerEmbedder,
     secondary: Transcriber | None = None,
     judges: Sequence[Mapping[str, Any]] | None = None,
+    verifier: XVectorEmbedder | None = None,
+    naturalness: Naturalness | None = None,
     read_audio: Callable[[str], bytes],
     options: EvaluateConfig | None = None,
     device: str | torch.device = "cpu",
@@ -201,7 +206,10 @@ def evaluate_models(
     ``options``: the ``evaluate`` section (decoder steps, guidance, duration limit, intervals); item ``k``
     is spoken with seed ``opts.seed + k`` (the generation section's seed).  ``secondary``: the second judge
     (:func:`second_opinion` on the items above 50% CER); ``judges``: their provenance (name, revision, licence;
-    ``role`` first / secondary), recorded as ``summary["judges"]``."""
+    ``role`` first / secondary), recorded as ``summary["judges"]``.  ``verifier``: an independent speaker
+    verification model (``speaker_sim_verifier`` next to the own encoder's ``speaker_sim``); ``naturalness``:
+    DNSMOS per item (``dnsmos_*``).  Both encoders' same-speaker ceiling and different-speaker floor on the real
+    recordings go into ``summary["speaker_scale"]``."""
     options = options or EvaluateConfig()
     from indextts_core.synthesis.run import Synthesizer
 
@@ -220,7 +228,19 @@ def evaluate_models(
     # the real recordings: prompts and references, copied next to the report, and scored as a model would be
     rows: list[dict[str, Any]] = []
     prompt_vec: dict[str, torch.Tensor] = {}
+    prompt_vec_verifier: dict[str, torch.Tensor] = {}
     ref_waves: dict[str, np.ndarray] = {}
+    real_clips: dict[str, tuple[str, str, str, np.ndarray]] = {}  # clip id -> (language, speaker, id, wave)
+
+    def extra_scores(wave: np.ndarray, item: EvalItem) -> dict[str, float]:
+        """The independent verifier's similarity to the prompt and DNSMOS, for a clip that is speech."""
+        out: dict[str, float] = {}
+        if verifier is not None:
+            out["speaker_sim_verifier"] = verifier.similarity(wave, prompt_vec_verifier[item.prompt_audio])
+        if naturalness is not None:
+            out |= naturalness.score(wave)
+        return out
+
     for item in items:
         for kind, uri in (("prompt", item.prompt_audio), ("reference", item.reference_audio)):
             if uri is None:
@@ -230,10 +250,14 @@ def evaluate_models(
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(clip(uri))
         if item.prompt_audio not in prompt_vec:
-            prompt_vec[item.prompt_audio] = embedder(load_audio(clip(item.prompt_audio), ASR_SR,
-                                                                name=item.prompt_audio).samples)
+            wave = load_audio(clip(item.prompt_audio), ASR_SR, name=item.prompt_audio).samples
+            prompt_vec[item.prompt_audio] = embedder(wave)
+            if verifier is not None:
+                prompt_vec_verifier[item.prompt_audio] = verifier(wave)
+            real_clips.setdefault(item.prompt_id, (item.language, item.speaker, item.prompt_id, wave))
         if item.reference_audio is not None:
             ref_waves[item.id] = load_audio(clip(item.reference_audio), ASR_SR, name=item.reference_audio).samples
+            real_clips.setdefault(item.id, (item.language, item.speaker, item.id, ref_waves[item.id]))
     ref_failed = {key: why for key, wave in ref_waves.items() if (why := not_speech(wave)) is not None}
     ref_text = _transcribe(asr, {k: w for k, w in ref_waves.items() if k not in ref_failed},
                            {i.id: i.language for i in items})
@@ -246,7 +270,8 @@ def evaluate_models(
                      **_scores(item.text, item.language, ref_text.get(item.id) if asr and speech else None),
                      "speaker_sim": embedder.similarity(ref_waves[item.id], prompt_vec[item.prompt_audio])
                      if speech else None, "not_speech": ref_failed.get(item.id), "speech_failure": float(not speech),
-                     "duration_ratio": 1.0, "stop_failure": 0.0, "audio_s": item.reference_duration, "seconds": 0.0})
+                     "duration_ratio": 1.0, "stop_failure": 0.0, "audio_s": item.reference_duration, "seconds": 0.0,
+                     **(extra_scores(ref_waves[item.id], item) if speech else {})})
     second_opinion(rows, {k: w for k, w in ref_waves.items() if k not in ref_failed}, secondary)
 
     model_info: dict[str, Any] = {}
@@ -276,7 +301,8 @@ def evaluate_models(
                 waves[item.id] = wave
             made.append({"model": name, **_item_fields(item), "wav": wav.relative_to(out_dir).as_posix(),
                          "speaker_sim": embedder.similarity(wave, prompt_vec[item.prompt_audio]) if why is None
-                         else None, "not_speech": why, "speech_failure": float(why is not None),
+                         else None, **(extra_scores(wave, item) if why is None else {}),
+                         "not_speech": why, "speech_failure": float(why is not None),
                          "duration_ratio": (spoken.seconds / item.reference_duration
                                             if item.reference_duration else None),
                          "stop_failure": 0.0 if spoken.stopped else 1.0, "codes": spoken.codes,
@@ -299,6 +325,8 @@ def evaluate_models(
     write_jsonl(out_dir / "items.jsonl", rows)
     summary = summarise(rows, list(models), options, opts.seed, asr=asr.name if asr else None)
     summary["robust"] = robust_table(rows, [REFERENCE, *models])
+    summary["speaker_scale"] = scale_summary(rows, list(real_clips.values()), embedder, verifier, opts.seed)
+    summary["naturalness"] = {"source": DNSMOS_SOURCE, "note": DNSMOS_NOTE} if naturalness is not None else None
     judges = [dict(j) for j in judges or ()]
     if secondary is not None:
         info = next((j for j in judges if j.get("role") == "secondary"), {"name": secondary.name})
@@ -316,6 +344,36 @@ def evaluate_models(
                 "audio_s": round(sum(r["audio_s"] or 0 for r in rows if r["model"] != REFERENCE), 2)}
     write_json(out_dir / "evaluation.json", summary)
     return EvalResult(out_dir, summary, len(items), summary["seconds"])
+
+
+def scale_summary(rows: Sequence[Mapping[str, Any]], clips: Sequence[tuple[str, str, str, np.ndarray]],
+                  embedder: SpeakerEmbedder, verifier: XVectorEmbedder | None, seed: int = 0) -> dict[str, Any]:
+    """Per encoder (``own``: the checkpoint's CAMPPlus; ``verifier``: the independent one, when given) and language:
+    the same-speaker ceiling and different-speaker floor on the real recordings (prompts and references,
+    :func:`~indextts_core.evaluation.speaker.speaker_scale`), each model's mean similarity, and where that mean sits
+    on the scale (``scaled``: 0 at the floor, 1 at the ceiling; None without both)."""
+    out: dict[str, Any] = {}
+    encoders = [("own", "speaker_sim", embedder, OWN_ENCODER_LABEL, "CAMPPlus")]
+    if verifier is not None:
+        encoders.append(("verifier", "speaker_sim_verifier", verifier, verifier.label, verifier.name))
+    for key, metric, encoder, label, name in encoders:
+        scale = speaker_scale(clips, encoder, seed=seed)
+        sims: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in rows:
+            if r.get(metric) is not None:
+                sims[(r["language"], r["model"])].append(float(r[metric]))
+        for lang, entry in scale.items():
+            ceiling, floor = entry["ceiling"]["mean"], entry["floor"]["mean"]
+            entry["models"] = {}
+            for (language, model), values in sorted(sims.items()):
+                if language != lang:
+                    continue
+                mean = float(np.mean(values))
+                scaled = ((mean - floor) / (ceiling - floor) if ceiling is not None and floor is not None
+                          and ceiling > floor else None)
+                entry["models"][model] = {"mean": mean, "n": len(values), "scaled": scaled}
+        out[key] = {"label": label, "name": name, "metric": metric, "by_language": scale}
+    return out
 
 
 def _counts(failed: Mapping[str, int], total: int) -> str:

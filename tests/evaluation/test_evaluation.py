@@ -159,7 +159,7 @@ def test_whisper_folder_errors_name_the_file(tmp_path: Path, tiny_whisper: Path)
 # ----------------------------------------------------------------------------- a whole evaluation
 
 
-def _evaluate(tmp_path: Path, tiny_bundle, tiny_whisper: Path) -> tuple[Any, Path, Any]:
+def _evaluate(tmp_path: Path, tiny_bundle, tiny_whisper: Path, **scorers: Any) -> tuple[Any, Path, Any]:
     clips = {cid: write_audio(tmp_path / "clips" / f"{cid}.wav", seconds=1.2, freq=f)
              for cid, f in (("p1", 220.0), ("t1", 330.0), ("t2", 440.0))}
     rows = lambda ids, lang: [{**_row(c, "s1", lang, "hello world" if lang == "en" else "ሰላም ነው"),  # noqa: E731
@@ -172,7 +172,8 @@ def _evaluate(tmp_path: Path, tiny_bundle, tiny_whisper: Path) -> tuple[Any, Pat
         models, evalset, out, GenerationConfig(num_beams=1, max_mel_tokens=40, seed=5),
         asr=WhisperTranscriber(tiny_whisper, max_new_tokens=8),
         embedder=SpeakerEmbedder(load_campplus(base.campplus_path, base.campplus_config)),
-        read_audio=lambda uri: Path(uri).read_bytes(), options=EvaluateConfig(diffusion_steps=3, resamples=50))
+        read_audio=lambda uri: Path(uri).read_bytes(), options=EvaluateConfig(diffusion_steps=3, resamples=50),
+        **scorers)
     return result, out, evalset
 
 
@@ -234,9 +235,27 @@ def test_outputs_that_are_speech_are_transcribed_and_scored(tmp_path: Path, tiny
         return synthesis.Spoken(pcm, 1, 30, stopped=language == "en")
 
     monkeypatch.setattr(synthesis.Synthesizer, "speak", speak)
-    result, out, _ = _evaluate(tmp_path, tiny_bundle, tiny_whisper)
+    from indextts_core.evaluation.naturalness import NATURALNESS_METRICS, Naturalness
+    from indextts_core.evaluation.speaker import open_speaker_verifier
+    from indextts_core.tiny import write_tiny_xvector
+
+    verifier = open_speaker_verifier(write_tiny_xvector(tmp_path / "xvector"))
+    result, out, _ = _evaluate(tmp_path, tiny_bundle, tiny_whisper, verifier=verifier, naturalness=Naturalness())
     by = {(r["model"], r["language"]): r for r in read_jsonl(out / "items.jsonl")}
     spoke, ran_on = by[("fine-tuned", "en")], by[("fine-tuned", "am")]
     assert spoke["not_speech"] is None and spoke["cer"] is not None and spoke["speaker_sim"] is not None
     assert ran_on["not_speech"] == "runaway" and ran_on["cer"] is None and ran_on["stop_failure"] == 1.0
     assert result.summary["not_speech"]["fine-tuned"] == {"runaway": 1}
+    # speech, and only speech, is scored by the independent verifier and DNSMOS: the models and the recordings
+    for row in (spoke, by[(REFERENCE, "en")], by[(REFERENCE, "am")]):
+        assert -1 <= row["speaker_sim_verifier"] <= 1 and all(1 <= row[m] <= 5 for m in NATURALNESS_METRICS)
+    assert "speaker_sim_verifier" not in ran_on and "dnsmos_ovrl" not in ran_on
+    scale = result.summary["speaker_scale"]
+    assert set(scale) == {"own", "verifier"} and scale["verifier"]["metric"] == "speaker_sim_verifier"
+    # one speaker: a ceiling from the prompt p1 and the recording t2 (p1 prompts the am item first), no floor
+    am = scale["own"]["by_language"]["am"]
+    assert am["ceiling"]["n"] == 1 and am["floor"]["mean"] is None and am["models"][REFERENCE]["scaled"] is None
+    assert result.summary["naturalness"]["note"].startswith("DNSMOS")
+    md = write_report(out, title="tiny")["markdown"].read_text()
+    assert "DNSMOS overall (P.835 OVRL)" in md and "Speaker similarity scale: independent verifier" in md
+    assert "same-speaker ceiling" in md and "trained on English" in md
