@@ -17,8 +17,14 @@ segments and each segment is spoken (:mod:`indextts_core.synthesis.chain`):
   language, or ``lang_code`` when given (e.g. ``ar`` for Amharic text, see
   :func:`~indextts_core.text.encoder.language_choice`).
 
-Outputs: one wav per line and ``synthesize.json`` (options, per-line segments, codes, stop, seconds
-and real-time factor; for 2.5 also the language code and each line's language row).
+The segment budget (``max_text_tokens_per_segment``), when not given, is resolved per line's language
+(:func:`~indextts_core.synthesis.budget.resolve_segment_budget`): ``generation.max_text_tokens_per_segment``
+when set, else the folder's measured text tokens per second (``indextts-export.json``: ``segments``) times
+``generation.max_segment_s``, else infer_v2's 120.
+
+Outputs: one wav per line and ``synthesize.json`` (options, per-line segments, the segment budget and
+its source, codes, stop, seconds and real-time factor; for 2.5 also the language code and each line's
+language row).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from indextts_core.data.prompt_audio import read_emotion_prompt, read_speaker_pr
 from indextts_core.errors import InputError
 from indextts_core.model.bundle import ModelBundle
 from indextts_core.model.unified_voice import UnifiedVoice
+from indextts_core.synthesis.budget import resolve_segment_budget
 from indextts_core.synthesis.chain import SAMPLE_RATE, PromptState, SynthesisModels, join_segments, \
     official_stream, prompt_state, speak_segment, write_wav
 from indextts_core.synthesis.segments import split_segments, v25_segments
@@ -59,6 +66,7 @@ class Spoken:
     codes: int
     stopped: bool
     lang: int | None = None  # 2.5: the lang_embedding row the line was spoken with
+    budget: int | None = None  # the most text tokens per segment the line was cut with
 
     @property
     def seconds(self) -> float:
@@ -70,9 +78,12 @@ class Synthesizer:
 
     def __init__(self, bundle: ModelBundle, opts: GenerationConfig, *, device: str | torch.device = "cpu",
                  diffusion_steps: int = 25, cfg_rate: float = 0.7, interval_silence_ms: int = 200,
-                 max_text_tokens_per_segment: int = 120, gpt: UnifiedVoice | None = None,
+                 max_text_tokens_per_segment: int | None = None, gpt: UnifiedVoice | None = None,
                  tokenizer: Path | None = None, lang_code: str | None = None):
         """``gpt`` / ``tokenizer``: speak with these instead of the folder's (the model being trained).
+
+        ``max_text_tokens_per_segment``: the segment budget for every line; None: resolved per language
+        (:meth:`segment_budget`).
 
         ``lang_code`` (2.5 only): the official ``lang`` code every line is spoken with (its
         ``<|code|>`` prefix and language row), instead of each line's own language.
@@ -91,6 +102,26 @@ class Synthesizer:
                                                                        force_code=lang_code)
         self.diffusion_steps, self.cfg_rate = diffusion_steps, cfg_rate
         self.interval_silence_ms, self.max_text_tokens_per_segment = interval_silence_ms, max_text_tokens_per_segment
+        self._budgets: dict[str, tuple[int, str]] = {}
+
+    def segment_budget(self, language: str) -> tuple[int, str]:
+        """The most text tokens per segment for ``language``'s lines, and where that number came from
+        (``"given"``, or :func:`~indextts_core.synthesis.budget.resolve_segment_budget`'s source), once per language.
+
+        A budget over the GPT's text positions (``max_text_tokens``: a segment and its start/stop
+        tokens must fit) is capped there, and the source says so.
+        """
+        if language not in self._budgets:
+            if self.max_text_tokens_per_segment is not None:
+                budget, source = int(self.max_text_tokens_per_segment), "given"
+            else:
+                budget, source = resolve_segment_budget(self.bundle.checkpoint_dir, language, self.opts)
+            limit = self.models.gpt.cfg.text_positions - 2
+            if budget > limit:
+                budget, source = limit, f"{source}; capped at the GPT's {limit} text positions"
+            self._budgets[language] = (budget, source)
+            log.info("segment budget (%s): %d text tokens (%s)", language, budget, source)
+        return self._budgets[language]
 
     @property
     def is_v25(self) -> bool:
@@ -124,7 +155,7 @@ class Synthesizer:
         """The line's segments as text ids, and its language row (None for 2.0); an empty line is an InputError."""
         if isinstance(self.text, TiktokenText):
             try:
-                ids, lang, dropped = v25_segments(self.text, line, language, self.max_text_tokens_per_segment,
+                ids, lang, dropped = v25_segments(self.text, line, language, self.segment_budget(language)[0],
                                                   self.models.gpt.cfg.text_positions)
             except InputError as e:
                 raise InputError(f"{where}: {e}") from None
@@ -136,7 +167,7 @@ class Synthesizer:
         ids = self.text.frontend.encode(sp, line, language)
         if not ids:
             raise InputError(f"{where}: nothing to say after normalisation: {line!r}")
-        pieces = split_segments([sp.IdToPiece(i) for i in ids], self.max_text_tokens_per_segment)
+        pieces = split_segments([sp.IdToPiece(i) for i in ids], self.segment_budget(language)[0])
         return [[sp.PieceToId(p) for p in piece_list] for piece_list in pieces], None
 
     @torch.no_grad()
@@ -155,7 +186,8 @@ class Synthesizer:
             pcms.append(seg.pcm)
             codes += int(seg.code_lens.sum())
             stopped &= seg.stopped
-        return Spoken(join_segments(pcms, self.interval_silence_ms), len(segments), codes, stopped, lang)
+        return Spoken(join_segments(pcms, self.interval_silence_ms), len(segments), codes, stopped, lang,
+                      self.segment_budget(language)[0])
 
 
 def synthesize_lines(
@@ -171,13 +203,15 @@ def synthesize_lines(
     diffusion_steps: int = 25,
     cfg_rate: float = 0.7,
     interval_silence_ms: int = 200,
-    max_text_tokens_per_segment: int = 120,
+    max_text_tokens_per_segment: int | None = None,
     report: Path | None = None,
     lang_code: str | None = None,
 ) -> SynthesisResult:
     """Speak ``lines[i]`` into ``outputs[i]`` (wav) with the speaker prompt's voice.
 
     ``lang_code``: 2.5 only, the official language code to speak every line with (see :class:`Synthesizer`).
+    ``max_text_tokens_per_segment``: the segment budget; None: resolved for ``language`` (see
+    :meth:`Synthesizer.segment_budget`); the budget and its source go into the report's options and rows.
     """
     if len(lines) != len(outputs):
         raise ValueError("one output path per line")
@@ -195,7 +229,8 @@ def synthesize_lines(
         spoken = synth.speak(line, language, state, stream, emo_feats=emo_feats, where=f"line {n}")
         wavs.append(write_wav(spoken.pcm, out))
         audio_seconds += spoken.seconds
-        rows.append({"line": n, "text": line, "wav": out.name, "segments": spoken.segments, "codes": spoken.codes,
+        rows.append({"line": n, "text": line, "wav": out.name, "segments": spoken.segments,
+                     "segment_budget": spoken.budget, "codes": spoken.codes,
                      "stopped": spoken.stopped, "audio_s": round(spoken.seconds, 3)}
                     | ({"lang": spoken.lang} if spoken.lang is not None else {}))
         if not spoken.stopped:
@@ -203,13 +238,16 @@ def synthesize_lines(
     elapsed = time.monotonic() - start
     if report is not None:
         extra = {"lang_code": synth.lang_code} if synth.is_v25 else {}
+        budget, source = synth.segment_budget(language)
+        options = opts.model_dump(mode="json") | {
+            "diffusion_steps": diffusion_steps, "cfg_rate": cfg_rate, "interval_silence_ms": interval_silence_ms,
+            "segment_budget": budget, "segment_budget_source": source} | extra
         write_json(report, {
             "format": "indextts-synthesize/1", "model": {"folder": bundle.checkpoint_dir.name,
                                                          "gpt_sha256": sha256_file(bundle.gpt_path)},
             "speaker_prompt": speaker_prompt.name, "emotion_prompt": emotion_prompt.name if emotion_prompt else None,
-            "options": opts.model_dump(mode="json") | {"diffusion_steps": diffusion_steps, "cfg_rate": cfg_rate,
-                                                       "interval_silence_ms": interval_silence_ms} | extra,
-            "device": str(synth.device), "lines": rows, "audio_s": round(audio_seconds, 3), "seconds": round(elapsed, 3),
+            "options": options, "device": str(synth.device), "lines": rows, "audio_s": round(audio_seconds, 3),
+            "seconds": round(elapsed, 3),
             "real_time_factor": round(elapsed / audio_seconds, 3) if audio_seconds else None,
         })
     return SynthesisResult(wavs, audio_seconds, elapsed)

@@ -3,7 +3,10 @@
 A LoRA run's adapters are merged into the weights first (the export is a plain official
 ``gpt.pth``); the export is written beside its final place and swapped in whole, so an earlier
 export is never half replaced; ``indextts-export.json`` records what it is (step, metrics,
-tokenizer, dtype, the checks and their results).
+tokenizer, dtype, the checks and their results) and, when the training data's text tokens per
+second were measured, the segment budget per language (``segments``,
+:func:`~indextts_core.synthesis.budget.segments_record`; our synthesis reads it, the official
+inference ignores it).
 """
 
 from __future__ import annotations
@@ -11,13 +14,16 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from indextts_core.model.checkpoint import export_checkpoint, load_gpt, load_state_dict_into, official_state_dict
 from indextts_core.model.vocab import base_rows_digest
+from indextts_core.synthesis.budget import DEFAULT_MAX_SEGMENT_S, segments_record
 from indextts_core.training.checkpointing import load_file
 from indextts_core.training.data import Batch
 from indextts_core.training.lora import check_merged_keys, has_lora, merge_lora
@@ -30,12 +36,16 @@ log = logging.getLogger(__name__)
 
 def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_dir: Path, tokenizer: Path,
            export_dtype: str, base_digest: str | None, check: Batch | None, device: torch.device,
-           pad_at_end: bool = True) -> tuple[Path, bool, bool | None]:
+           pad_at_end: bool = True, segment_rates: Mapping[str, Mapping[str, Any]] | None = None,
+           max_segment_s: float = DEFAULT_MAX_SEGMENT_S) -> tuple[Path, bool, bool | None]:
     """Export ``source`` in the official layout into ``out``, reload it strictly and check it is what was trained.
 
     The reloaded weights must equal the trained ones and, when ``check`` (a validation batch) is
     given and the export is float32, give the same logits.  ``base_digest``: the base rows' digest
     before training (frozen base rows), checked on the export; None skips that check.
+    ``segment_rates``: the training data's text tokens per second per language
+    (:func:`~indextts_core.synthesis.budget.tokens_per_second`), recorded with the segment budget
+    they give at ``max_segment_s`` as the sidecar's ``segments``; None: no such record.
     Returns (folder, verified, base rows unchanged or None).
     """
     ck = load_file(source)
@@ -88,6 +98,7 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
         "files": files, "missing_for_inference": list(result.missing_for_inference),
         **({"lora_merged": {**setup.describe().get("lora", {}), "layers": len(merged),
                             "mel_logits_max_diff": merge_diff}} if merged else {}),
+        **({"segments": segments_record(segment_rates, max_segment_s)} if segment_rates is not None else {}),
     })
     if not same:
         raise RuntimeError(f"{final}: the exported checkpoint does not reproduce the trained model")

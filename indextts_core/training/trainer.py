@@ -71,6 +71,7 @@ from indextts_core.training.records import (
 )
 from indextts_core.training.samples import SampleSource, open_data, validation_samples
 from indextts_core.training.setup import ModelSetup, check_index, check_language_rows, prepare_model
+from indextts_core.synthesis.budget import tokens_per_second
 from indextts_core.synthesis.chain import SAMPLE_RATE
 from indextts_core.training.generation_watch import GenerationWatch
 from indextts_core.training.listening import AudioSamples
@@ -470,7 +471,7 @@ class Trainer:
             export_dir, verified, unchanged = export(
                 self.model, source, self.out / "export", self.setup, self.bundle.checkpoint_dir,
                 Path(self.inputs.tokenizer), c.export_dtype, self.base_digest if c.freeze_base_rows else None,
-                check, self.device, c.pad_at_end)
+                check, self.device, c.pad_at_end, segment_rates=tokens_per_second(self.data.rows))
         summary = {
             "steps": progress.step, "epochs_done": progress.epoch, "samples": progress.samples,
             "tokens": progress.tokens, "best_step": progress.best_step, "best_value": progress.best_value,
