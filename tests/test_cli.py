@@ -76,12 +76,21 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     # the tiny random models say nothing (silence): the demo says so, counts it, and scores only the recordings
     evaluation = first["results"]["evaluate"]
     assert evaluation["data"]["models"] == ["base", "fine-tuned"] and evaluation["data"]["asr"].startswith("whisper")
-    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 8}
+    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 10}
     assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["reference"])
     assert "speaker_sim" not in evaluation["data"]["headline"]["fine-tuned"]
     assert "note: These are the demo's tiny random models" in out
     page = (run_dir / "evaluate" / "report.html").read_text(encoding="utf-8")
-    assert page.count("<audio") == 8 * 4  # 8 items: prompt, real recording, base, fine-tuned
+    # 8 items (prompt, real recording, base, fine-tuned) and a paragraph per language (no real recording)
+    assert page.count("<audio") == 8 * 4 + 2 * 3
+    md = (run_dir / "evaluate" / "report.md").read_text(encoding="utf-8")
+    # the judge's own CER per language, untrusted; the speaker scale of both encoders; DNSMOS of the recordings
+    # (the models' silence is never scored); medians and failure counts; the paragraph probe
+    assert "The judge's CER on the real recordings: am " in md and "(unreliable)" in md
+    assert "## Speaker similarity scale: the model's own speaker encoder (CAMPPlus)" in md
+    assert "## Speaker similarity scale: independent verifier (WavLMForXVector)" in md
+    assert "| DNSMOS overall (P.835 OVRL) |" in md and "trained on English" in md
+    assert "| fine-tuned | am | 5 | 0 |  |  | 5 | 0 | 0 |" in md and "## am / paragraph" in md
     assert "evaluation report" in out and "Evaluation (all items" in out
     # so the promotion decides on what it can trust, the validation loss, and says why: a first run ends with a champion
     promotion = first["results"]["promote"]

@@ -143,7 +143,8 @@ def scale_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[
             rows.append([lang, f"{fmt(e['ceiling']['mean'])} ({e['ceiling']['n']})",
                          f"{fmt(e['floor']['mean'])} ({e['floor']['n']})", *cells])
         if rows:
-            tables.append((f"Speaker similarity scale: {scale['label']} ({scale['name']})", header, rows))
+            named = scale["label"] if scale["name"] in scale["label"] else f"{scale['label']}: {scale['name']}"
+            tables.append((f"Speaker similarity scale: {named}", header, rows))
     return tables
 
 

@@ -107,6 +107,7 @@ def test_report_and_console_say_which_languages_the_judge_cannot_be_trusted_on()
     assert "| CER excess over the recordings (lower is better) (judge unreliable) |" in am
     assert "| CER (lower is better) |" in en and "judge unreliable" not in en
     assert "| CER (lower is better) (includes judge-unreliable am) |" in every
-    assert "speaker similarity |" in am  # the other metrics are the judge's business no more than before
+    # the other metrics are the judge's business no more than before
+    assert "speaker similarity (the model's own CAMPPlus) |" in am
     page = html_report(summary, _rows(), "t")
     assert f"<b>{html.escape(said)}</b>" in page and "am 0.730 (unreliable)" in page
