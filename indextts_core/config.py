@@ -220,9 +220,9 @@ class DownloadConfig(_Section):
                                     "evaluate.asr_backend) for the evaluation's CER/WER; tiny://<seed>: a tiny random "
                                     "one (the demo; its transcripts are noise).")
     speaker_verifier: AssetSource | None = Field(
-        None, description="An independent speaker verification model for the evaluation's speaker similarity (Hugging "
-        "Face layout, e.g. hf://microsoft/wavlm-base-plus-sv, a WavLMForXVector); tiny://<seed>: a tiny random one (the "
-        "demo; its scores are noise).  Without one, only the checkpoint's own CAMPPlus scores similarity.")
+        None, description="An independent speaker verification model for the evaluation's speaker similarity "
+        "(Hugging Face layout, e.g. hf://microsoft/wavlm-base-plus-sv, a WavLMForXVector); tiny://<seed>: a tiny "
+        "random one (the demo; its scores are noise).  Without one, only the checkpoint's own CAMPPlus scores similarity.")
     hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
     offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
 
@@ -376,9 +376,9 @@ class TrainConfig(_Section):
     #: settings that do not change the trained weights (where, how fast, under which names)
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
         "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
-        "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps"})
+        "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps", "forgetting_alarm"})
     KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"lora_rank", "lora_alpha", "lora_dropout",
-                                                                   "lora_targets"})
+                                                                   "lora_targets", "replay_languages", "replay_share"})
 
     epochs: PositiveInt = 2
     batch_tokens: PositiveInt = Field(12288, description="Effective batch: padded tokens per optimizer step, all "
@@ -428,6 +428,16 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less "
                                          "memory, about a third more compute).")
     freeze_base_rows: bool = Field(True, description="Keep the base tokenizer's text rows byte-identical.")
+    replay_languages: list[str] = Field(["zh", "en"], description="Languages the base model already speaks whose "
+                                        "clips in the training data are replay (base-language data that keeps what "
+                                        "the base could do; add them as ingest manifests, they go through the same "
+                                        "stages).")
+    replay_share: float | None = Field(None, ge=0, lt=1, description="Share of each epoch's tokens drawn from the "
+                                       "replay languages' clips (e.g. 0.1-0.2; resampled deterministically per epoch, "
+                                       "resumable); none = the data's natural mix.")
+    forgetting_alarm: float | None = Field(0.1, gt=0, description="Raise the forgetting alarm (log, the validation "
+                                           "table, MLflow tag and metric) when a replay language's validation loss "
+                                           "rises more than this (relative) above its step-0 baseline; none = off.")
     freeze_conditioning: bool = Field(True, description="Also freeze the two speed rows of the prefix (the "
                                       "conditioning encoders are always frozen: their outputs are precomputed).")
     dropout: float = Field(0.1, ge=0, lt=1, description="GPT dropout (the released model trains with 0.1).")
@@ -521,12 +531,13 @@ class EvaluateConfig(_Section):
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"device", "asr_batch_size"})
     KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"asr_backend", "asr_secondary",
-                                                                   "speaker_verifier"})
+                                                                   "speaker_verifier", "emotion_prompt",
+                                                                   "emotion_items"})
 
     enabled: bool = Field(True, description="Run the evaluation stage after training.")
     max_items: PositiveInt = Field(16, description="Most items per language and group (seen / unseen speakers), "
-                                   "drawn round-robin across speakers (stratified, not the first N); the chosen ids are "
-                                   "recorded in evaluation.json.")
+                                   "drawn round-robin across speakers (stratified, not the first N); the chosen ids "
+                                   "are recorded in evaluation.json.")
     sentences: Path | None = Field(None, description="Extra sentences to say (UTF-8, one per line, "
                                    "'<language><TAB><text>' or just text in the run's language).")
     asr_model: Path | None = Field(None, description="Local ASR folder (Hugging Face layout: Whisper, or a CTC "
@@ -554,6 +565,12 @@ class EvaluateConfig(_Section):
     naturalness: bool = Field(True, description="DNSMOS (P.835 SIG/BAK/OVRL and P.808) per item for every model and "
                               "the real recordings (the speechmos package's ONNX models, offline; trained on English "
                               "speech).")
+    emotion_prompt: Path | None = Field(None, description="The emotion probe's emotional prompt (audio, e.g. an angry "
+                                        "or excited clip): a few held-out sentences are said with the speaker prompt "
+                                        "alone and with this as the emotion prompt, by the base and the candidate; "
+                                        "how far the output moves toward it is the emotion transfer; none = no probe "
+                                        "(the demo names its bundled clip).")
+    emotion_items: int = Field(2, ge=0, description="Sentences per language the emotion probe says (0 = no probe).")
     paragraph_sentences: int = Field(4, ge=0, description="The long-text probe: this many held-out sentences of a "
                                      "language joined into one paragraph, spoken by every model; the report gives the "
                                      "CER of its last sentence (is the end spoken?); 0 = no probe.")
@@ -576,6 +593,14 @@ class PromotionConfig(_Section):
                                    "(absolute, in the metric's units).")
     require_significant: bool = Field(False, description="Also require the paired bootstrap interval of the "
                                       "difference to exclude zero.")
+    max_base_regression: float | None = Field(
+        0.05, ge=0, description="The base-language gate: a candidate whose CER on a language the base model already "
+        "speaks (train.replay_languages, evaluated) is more than this above the base model's, or whose speaker "
+        "similarity there is more than this below it, is not promoted, whatever it gained on the new language; "
+        "none = no gate.")
+    max_emotion_loss: float | None = Field(
+        None, ge=0, le=1, description="Refuse a candidate that lost more than this share of the base model's emotion "
+        "transfer (the evaluation's emotion probe); none = reported, not gated.")
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
 
