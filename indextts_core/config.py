@@ -222,7 +222,8 @@ class DownloadConfig(_Section):
     speaker_verifier: AssetSource | None = Field(
         None, description="An independent speaker verification model for the evaluation's speaker similarity "
         "(Hugging Face layout, e.g. hf://microsoft/wavlm-base-plus-sv, a WavLMForXVector); tiny://<seed>: a tiny "
-        "random one (the demo; its scores are noise).  Without one, only the checkpoint's own CAMPPlus scores similarity.")
+        "random one (the demo; its scores are noise).  Without one, only the checkpoint's own CAMPPlus scores "
+        "similarity.")
     hf_cache_dir: Path | None = Field(None, description="Hugging Face cache folder (default: the hub's own).")
     offline: bool = Field(False, description="Never contact the hub; use only what the cache holds.")
 
