@@ -35,6 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from indextts_core.config import PipelineConfig
+from indextts_core.evaluation.gates import Gate, base_language_gate, emotion_gate
 from indextts_core.evaluation.promotion import Decision, choose_metric, decide, finite_number
 from indextts_core.store.objects import open_store
 from tasks.artifacts import ArtifactRef, StageResult, is_present
@@ -57,6 +58,7 @@ class PromotionResult(BaseModel):
     version: str | None
     alias: str | None  # the alias the version got (None: no registry)
     decision: dict[str, Any]
+    gates: list[dict[str, Any]] = []  # the base-language and emotion gates: status, reason, checks
     mlflow_run_id: str | None = None
 
 
@@ -110,6 +112,32 @@ def _decision(cfg: PipelineConfig, trained: StageResult, evaluation: StageResult
         return replace(decision, reason=f"{untrusted}; {metric} over the trusted languages "
                                         f"({', '.join(trusted['languages'])}) only: {decision.reason}")
     return decision
+
+
+def gates_of(cfg: PipelineConfig, evaluation: StageResult | None) -> list[Gate]:
+    """The gates the candidate must pass whatever it gained (:mod:`indextts_core.evaluation.gates`): the base
+    languages (``promotion.max_base_regression`` against the base model on ``train.replay_languages``) and the
+    emotion transfer (``promotion.max_emotion_loss``), each when configured and the evaluation ran."""
+    if evaluation is None or evaluation.data.get("skipped"):
+        return []
+    p, data = cfg.promotion, evaluation.data
+    gates = []
+    if p.max_base_regression is not None:
+        languages = [lang for lang in cfg.train.replay_languages if lang != cfg.language]
+        gates.append(base_language_gate(data.get("by_language") or {}, languages, p.max_base_regression,
+                                        untrusted=(data.get("judge") or {}).get("unreliable") or ()))
+    if p.max_emotion_loss is not None:
+        gates.append(emotion_gate(data.get("emotion"), p.max_emotion_loss))
+    return gates
+
+
+def gated(decision: Decision, gates: list[Gate]) -> Decision:
+    """A promotion the gates refuse is no promotion: the refusing gates' reasons come first."""
+    refused = [g for g in gates if not g.passed]
+    if not decision.promote or not refused:
+        return decision
+    return replace(decision, promote=False, reason="; ".join(g.reason for g in refused)
+                   + f"; without the gate it would have been promoted: {decision.reason}")
 
 
 def _judge(cfg: PipelineConfig, evaluation: StageResult | None,
@@ -185,7 +213,8 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
                             reason=f"version {version} is already the champion (nothing was retrained)")
         return PromotionResult(registered_model=name, version=version, alias=cfg.promotion.champion_alias,
                                decision=decision.as_dict())
-    decision = _decision(cfg, trained, evaluation, champion)
+    gates = gates_of(cfg, evaluation)
+    decision = gated(_decision(cfg, trained, evaluation, champion), gates)
     alias = cfg.promotion.champion_alias if decision.promote else cfg.promotion.challenger_alias
     measured: dict[str, Any] = {"eval.val_loss": exported_loss(trained)}  # the exported checkpoint's, as compared
     if evaluation is not None and not evaluation.data.get("skipped"):
@@ -199,11 +228,15 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
             version = this_registry_version(ctx, name, version, trained, run_id, logger)
             run.log_metrics({"promoted": int(decision.promote), **{k: v for k, v in measured.items()
                                                                    if isinstance(v, int | float)}})
-            run.set_tags(decision.tags() | {"registered_model": name, "registered_model.version": version or "",
-                                            "alias": alias})
-            tag_model_version(ctx.tracking, name, version, decision.tags() | measured)
+            gate_tags = {f"gate.{g.name.split()[0]}": g.status for g in gates} | {
+                f"gate.{g.name.split()[0]}.reason": g.reason[:5000] for g in gates}
+            run.set_tags(decision.tags() | gate_tags | {"registered_model": name,
+                                                        "registered_model.version": version or "", "alias": alias})
+            tag_model_version(ctx.tracking, name, version, decision.tags() | gate_tags | measured)
             set_model_alias(ctx.tracking, name, alias, version)
             logger.info("%s version %s -> alias %r: %s", name, version, alias, decision.reason)
+            for g in gates:
+                logger.info("%s", g.reason)
         else:
             alias = None
             logger.info("promotion (no registry to record it in): %s", decision.reason)
@@ -211,9 +244,10 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
         f"# {'Promoted' if decision.promote else 'Not promoted'}: {name} v{version or '-'}\n\n"
         f"- alias: `{alias or '-'}`\n- metric: `{decision.metric}`\n- candidate: {decision.candidate}\n"
         f"- {decision.incumbent_name}: {decision.incumbent}\n- interval of the difference: "
-        f"[{decision.low}, {decision.high}]\n- reason: {decision.reason}\n"))
+        f"[{decision.low}, {decision.high}]\n- reason: {decision.reason}\n"
+        + "".join(f"- {g.name}: **{g.status}**: {g.reason}\n" for g in gates)))
     return PromotionResult(registered_model=name, version=version, alias=alias, decision=decision.as_dict(),
-                           mlflow_run_id=run_id)
+                           gates=[g.as_dict() | {"status": g.status} for g in gates], mlflow_run_id=run_id)
 
 
 def this_registry_version(ctx: RunContext, name: str, version: str | None, trained: StageResult, run_id: str,

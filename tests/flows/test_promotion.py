@@ -171,3 +171,28 @@ def test_encoders_as_separate_assets_and_a_folder_that_cannot_synthesize(tmp_pat
     assert bare.results["promote"]["decision"]["metric"] == "val_loss"
     (ckpts,) = (tmp_path / "runs" / "bare" / "trained_ckpts").iterdir()
     assert not (ckpts / "samples").exists()
+
+
+def test_a_candidate_that_forgot_a_base_language_is_not_promoted():
+    """Better on Amharic (CER 0.5 vs the base's 0.9), but English, which the base spoke, regressed beyond
+    promotion.max_base_regression: not promoted, and the reason says which gate refused and what it would have
+    been without it.  Within the limit (or with the gate off) the same candidate is promoted."""
+    from tasks.promote import gated, gates_of
+
+    cfg = load_config()  # language am; train.replay_languages zh, en; promotion.max_base_regression 0.05
+    trained = _result("train", {"exported.loss": 3.0, "baseline.loss": 4.0})
+    by_language = {"am": {"base": {"cer": 0.9, "speaker_sim": 0.6}, "fine-tuned": {"cer": 0.5, "speaker_sim": 0.7}},
+                   "en": {"base": {"cer": 0.1, "speaker_sim": 0.8}, "fine-tuned": {"cer": 0.3, "speaker_sim": 0.78}}}
+    evaluation = _result("evaluate", data={"asr": "ctc:x", "by_language": by_language, "headline": {
+        "base": {"cer": 0.5}, "fine-tuned": {"cer": 0.4}}})
+    alone = _decision(cfg, trained, evaluation, None)
+    assert alone.promote and alone.metric == "cer"
+    gates = gates_of(cfg, evaluation)
+    d = gated(alone, gates)
+    assert not d.promote and [g.status for g in gates] == ["refused"]
+    assert d.reason.startswith("base-language gate refused: en cer 0.300 vs base 0.100 (0.200 worse) "
+                               "(promotion.max_base_regression 0.05); without the gate it would have been promoted")
+    lenient = load_config(overrides={"promotion.max_base_regression": 0.25})
+    assert gated(alone, gates_of(lenient, evaluation)).promote
+    off = load_config(overrides={"promotion.max_base_regression": None})
+    assert gates_of(off, evaluation) == [] and gated(alone, gates_of(off, evaluation)).promote
