@@ -91,7 +91,8 @@ def _numbers(result: Any) -> str:
         return ", ".join(f"{k}: {'reused' if v else 'fetched'}" for k, v in result.reused.items())
     if isinstance(result, PromotionResult):
         d = result.decision
-        return f"v{result.version or '-'} -> {result.alias or '-'} ({d['reason']})"
+        gates = "".join(f"; {g['name']}: {g['status']}" for g in result.gates)
+        return f"v{result.version or '-'} -> {result.alias or '-'} ({d['reason']}{gates})"
     return ""
 
 
