@@ -17,6 +17,9 @@ Outputs: the exported checkpoint folder (official layout) as the stage artifact;
 validation metrics, the run's reports and the lineage on the stage's MLflow run; a new version of
 the registered model (``train.registered_model``, default ``indextts2-<language>``) pointing at
 the exported folder, tagged with the base checkpoint, tokenizer, data index, config and flow run.
+The forgetting alarm (``train.forgetting_alarm``) shows as the tag ``forgetting.alarm`` (the replay
+languages that alarmed, comma-separated; empty when none), the ``forgetting/<lang>`` metrics, and
+the ``forgetting`` / ``alarm`` columns of the Prefect validation table.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,7 @@ from indextts_core.utils.fileio import read_json, sha256_file
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.context import RunContext
 from tasks.preprocess import checkpoint_bundle
-from tasks.progress import TrainingReport
+from tasks.progress import TrainingReport, _best_effort, validation_rows
 from tasks.stage import Stage, run_params, stage_task
 from tasks.tracking import MlflowMetricSink, register_model
 
@@ -162,6 +166,46 @@ class CheckpointMirror:
                 part.unlink(missing_ok=True)
 
 
+def mark_forgetting(rows: list[dict[str, Any]], metrics: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The validation table's rows with the forgetting alarm: on each replay language's row its rise above the
+    step-0 baseline (``forgetting``) and ``alarm`` (``ALARM`` or empty); the other rows get the columns empty."""
+    if not any(k.startswith("forgetting/") for k in metrics):
+        return rows
+    for row in rows:
+        rise = metrics.get(f"forgetting/{row['group']}")
+        row["forgetting"] = f"{rise:+.1%}" if rise is not None else ""
+        row["alarm"] = "ALARM" if metrics.get(f"forgetting/alarm/{row['group']}") else ""
+    return rows
+
+
+class ValidationReport(TrainingReport):
+    """The train stage's Prefect report: progress, and a validation table that marks the forgetting alarm."""
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        rows = mark_forgetting(validation_rows(metrics, step), metrics)
+        if not rows:
+            return
+        from prefect.artifacts import create_table_artifact
+
+        _best_effort("validation", create_table_artifact, rows, key=f"{self.key}-validation",
+                     description=f"validation at step {step} (per language and speaker group; forgetting: a replay "
+                     "language's loss above its step-0 baseline)")
+
+
+def result_tags(result: TrainResult) -> dict[str, str]:
+    """The run's tags from its result: ``forgetting.alarm``, the replay languages that alarmed ("" when none)."""
+    return {"forgetting.alarm": ",".join(result.alarmed)}
+
+
+def result_metrics(result: TrainResult) -> dict[str, float]:
+    """The run's forgetting and replay numbers as stage metrics (each replay language's worst rise, each epoch's
+    replay token share)."""
+    out: dict[str, float] = {f"forgetting.{lang}.worst_rise": f["worst_rise"] for lang, f in result.forgetting.items()}
+    if result.replay and result.replay[0]["replay_available"]:
+        out["replay.token_share"] = sum(m["token_share"] for m in result.replay) / len(result.replay)
+    return out
+
+
 def processes(cfg: PipelineConfig) -> int:
     n = cfg.train.nproc_per_node
     if n == "auto":
@@ -250,7 +294,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         def on_checkpoint(path: Path, progress: Any, is_best: bool) -> None:
             mirror.push(out, is_best, getattr(progress, "step", None))
 
-        report = TrainingReport("train")  # the Prefect UI: a progress artifact and a validation table
+        report = ValidationReport("train")  # the Prefect UI: a progress artifact and a validation table
         report.start(f"training {cfg.language}: {key}")
         sinks = [*([MlflowMetricSink(s.run)] if s.run is not None else []), report]
         nproc = processes(cfg)
@@ -270,6 +314,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             **{f"final.{k.removeprefix('val/')}": v for k, v in result.final.items()},
             # the exported (best) checkpoint's validation: what promotion compares, not the last validation
             **{f"exported.{k.removeprefix('val/')}": v for k, v in result.exported.items()},
+            **result_metrics(result),
         }
         if result.base_rows_unchanged is not None:
             metrics["base_rows_unchanged"] = int(result.base_rows_unchanged)
@@ -279,7 +324,8 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
             s.run.log_artifacts(out / "logs", "tensorboard")
         staged = s.publish(metrics, folder=result.export_dir, reports=[
             result.summary_path, out / "train.json", result.export_dir / "indextts-export.json",
-            result.export_dir / "config.yaml"], tags={"train.dir": str(out)}, data={"checkpoints": str(out)},
+            result.export_dir / "config.yaml"], tags={"train.dir": str(out), **result_tags(result)},
+            data={"checkpoints": str(out)},
             outputs={"gpt": "gpt.pth", "config": "config.yaml", "tokenizer": tok_path.name, "checkpoints": str(out)})
         if s.run is not None and ctx.tracking is not None:
             staged.outputs["registered_version"] = register(cfg, ctx, staged, result.fingerprint, result, key,
@@ -316,5 +362,5 @@ def register(cfg: PipelineConfig, ctx: RunContext, staged: StageResult, fp: dict
         "prefect.flow_run_id": ctx.flow_run_id or "", "mlflow.parent_run_id": ctx.tracking.parent_run_id,
         "export.digest": ref.digest, "export.ref": ref.model_dump_json(),
         "export.verified": str(result.export_verified),
-        "language": cfg.language,
+        "language": cfg.language, **result_tags(result),
     })

@@ -20,6 +20,10 @@ A sample's cost is ``conds + (text + 2) + (codes + 2)`` positions (conditioning 
 :func:`conditioning_positions`, framed text, framed codes); a micro-batch costs ``n x`` its longest
 sample (``n x`` its longest text plus its longest codes in the released per-segment layout).
 
+With ``train.replay_share`` set, :func:`mix_replay` resamples each epoch's list first (seed, epoch):
+every new-language sample once, the replay languages' samples (base languages the model already
+speaks) drawn to about that share of the epoch's tokens.
+
 Which files make up the data (pair file or index manifest, and the manifests behind it) is decided
 here too (:func:`is_index`, :func:`manifests_of`).
 
@@ -236,6 +240,98 @@ def fresh_samples(data: TrainingSet, targets: Sequence[int], policy: PairingPoli
 def _rng(seed: int, epoch: int, salt: str) -> random.Random:
     digest = hashlib.sha256(f"{seed}\x00{epoch}\x00{salt}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def language_base(language: str) -> str:
+    """A row's language without its region (``zh-CN`` -> ``zh``), as languages are compared for replay."""
+    return str(language).split("-")[0]
+
+
+def is_replay(language: str, replay: Iterable[str], new: Iterable[str] = ()) -> bool:
+    """True for a language of ``replay`` that is not one of the run's ``new`` languages (base codes compared)."""
+    base = language_base(language)
+    return base in {language_base(x) for x in replay} and base not in {language_base(x) for x in new}
+
+
+@dataclass(frozen=True)
+class ReplayMix:
+    """What one epoch's sample list holds of the replay languages (see :func:`mix_replay`)."""
+
+    epoch: int
+    new_samples: int  # samples of the new language(s), each kept once
+    new_tokens: int
+    replay_available: int  # distinct replay samples in the data's list for this epoch
+    replay_drawn: int  # replay samples in the epoch (repeats counted)
+    replay_tokens: int
+    share: float | None  # the share asked for (None: the data's natural mix)
+
+    @property
+    def token_share(self) -> float:
+        """The replay samples' share of the epoch's tokens (:meth:`TrainingSet.cost`)."""
+        return self.replay_tokens / max(1, self.new_tokens + self.replay_tokens)
+
+    def record(self) -> dict[str, Any]:
+        """Plain values for ``train.json`` and the run summary."""
+        return {"epoch": self.epoch, "new_samples": self.new_samples, "new_tokens": self.new_tokens,
+                "replay_available": self.replay_available, "replay_drawn": self.replay_drawn,
+                "replay_tokens": self.replay_tokens, "token_share": round(self.token_share, 4)}
+
+
+def mix_replay(data: TrainingSet, samples: Sequence[Sample], share: float | None, replay: Sequence[str],
+               new: Sequence[str], seed: int, epoch: int) -> tuple[list[Sample], ReplayMix]:
+    """One epoch's samples with the replay languages at about ``share`` of its tokens.
+
+    Replay samples are those whose target clip's language is in ``replay`` and not in ``new`` (the
+    run's languages).  Every other sample is kept once; replay samples are drawn in a seeded order
+    (seed, epoch), without replacement while any is left, then again in a new order, for as long as
+    a draw brings their tokens closer to ``share / (1 - share)`` of the other samples' tokens (one
+    at least when ``share`` > 0).  ``share`` None keeps the list as it is (the natural mix, still
+    measured).  A pure function of the data, the seed and the epoch, so a resumed run plans the same
+    epochs.  Raises :class:`InputError` when ``share`` is set and the data has no replay sample.
+    """
+    is_rep = [is_replay(data.rows[s.target]["language"], replay, new) for s in samples]
+    kept = [s for s, r in zip(samples, is_rep) if not r]
+    pool = [s for s, r in zip(samples, is_rep) if r]
+    new_tokens = sum(data.cost(s) for s in kept)
+    if share is None:
+        mix = ReplayMix(epoch, len(kept), new_tokens, len(pool), len(pool), sum(data.cost(s) for s in pool), None)
+        return list(samples), mix
+    if not pool or not kept:
+        found = sorted({data.rows[s.target]["language"] for s in samples})
+        what = "no clip of the replay languages" if not pool else "only replay-language clips"
+        raise InputError(f"train.replay_share {share}: the training data has {what} (train.replay_languages: "
+                         f"{', '.join(replay) or 'none'}; the run's language: {', '.join(new) or 'unknown'}; "
+                         f"languages found: {', '.join(found)}); add the base languages' clips as ingest manifests, "
+                         "or leave replay_share unset")
+    target = new_tokens * share / (1 - share)
+    rng = _rng(seed, epoch, "replay")
+    drawn: list[Sample] = []
+    tokens = 0
+    order: list[Sample] = []
+    while target > 0:
+        if not order:  # a new pass over the pool: without replacement within it
+            order = list(pool)
+            rng.shuffle(order)
+        cost = data.cost(order[-1])
+        if drawn and tokens + cost / 2 > target:  # this draw would move the share away from the target
+            break
+        drawn.append(order.pop())
+        tokens += cost
+    return kept + drawn, ReplayMix(epoch, len(kept), new_tokens, len(pool), len(drawn), tokens, share)
+
+
+def mix_line(mixes: Sequence[ReplayMix], share: float | None) -> str | None:
+    """One log line on the replay mix of a run's epochs (None when the data has no replay sample)."""
+    if not mixes or not mixes[0].replay_available:
+        return None
+    shares = ", ".join(f"{100 * m.token_share:.1f}%" for m in mixes)
+    if share is None:
+        return (f"replay: {mixes[0].replay_available} replay-language samples kept as the data has them ({shares} "
+                "of each epoch's tokens; train.replay_share sets a share)")
+    drawn = "/".join(str(m.replay_drawn) for m in mixes)
+    return (f"replay (train.replay_share {share:.2f}): {drawn} samples drawn per epoch from "
+            f"{mixes[0].replay_available} replay-language samples, {shares} of the tokens, beside "
+            f"{mixes[0].new_samples} new-language samples")
 
 
 def _pack(data: TrainingSet, samples: Sequence[Sample], ordered: Sequence[int], budget: int,

@@ -51,6 +51,9 @@ class Progress:
     # the warm-up the run's schedule uses (after :func:`~indextts_core.training.optim.clipped_warmup`), so a resumed
     # run keeps it; None in checkpoints written before it was recorded
     warmup_steps: int | None = None
+    # the largest relative rise of each replay language's validation loss above its baseline so far (the
+    # forgetting alarm's record, kept across a resume)
+    forgetting_worst: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,14 @@ class TrainResult:
     oom_backoffs: int = 0
     model: dict[str, Any] = field(default_factory=dict)  # vocab_size, trainable_parameters, ... (ModelSetup.describe)
     fingerprint: dict[str, Any] = field(default_factory=dict)  # the inputs' digests the run is bound to
+    # per replay language: {"baseline", "last", "worst_rise", "alarm"} (validation.forgetting_summary)
+    forgetting: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replay: list[dict[str, Any]] = field(default_factory=list)  # each epoch's mix (data.ReplayMix.record)
+
+    @property
+    def alarmed(self) -> list[str]:
+        """The replay languages whose forgetting alarm went off during the run."""
+        return sorted(lang for lang, f in self.forgetting.items() if f.get("alarm"))
 
     @classmethod
     def from_summary(cls, path: Path) -> TrainResult:
@@ -93,7 +104,8 @@ class TrainResult:
         return cls(Path(path).parent, s["steps"], s["epochs_done"], s["best_step"], s["best_value"], s["baseline"],
                    s["final"], Path(s["export"]) if s["export"] else None, s["export_verified"],
                    s["base_rows_unchanged"], Path(path), s["throughput"], s.get("exported", {}),
-                   s.get("oom_backoffs", 0), s.get("model", {}), s.get("fingerprint", {}))
+                   s.get("oom_backoffs", 0), s.get("model", {}), s.get("fingerprint", {}),
+                   s.get("forgetting_alarm", {}), s.get("replay", []))
 
 
 def summarize_throughput(rates: list[Rate]) -> dict[str, float]:

@@ -24,13 +24,17 @@ checkpoints hold the position, the optimizer/scheduler/scaler state and every ra
 (see :mod:`indextts_core.training.checkpointing`).
 
 Validation (:mod:`~indextts_core.training.validation`; every ``val_interval`` steps, at each epoch
-end, and once at step 0 before any update, the baseline that makes forgetting visible).  At the
+end, and once at step 0 before any update, the baseline that makes forgetting visible).  Each
+epoch's samples hold the replay languages (base languages, ``replay_languages``) at
+``replay_share`` of the tokens (:func:`~indextts_core.training.data.mix_replay`), and every
+validation checks their losses against the baseline: ``forgetting/<lang>``, and a warning with
+``forgetting/alarm/<lang>`` above ``forgetting_alarm``.  At the
 end the best checkpoint (by ``best_metric``) is exported in the official layout and verified.
 
 The settings are the ``train:`` section of the run configuration (:class:`~indextts_core.config.TrainConfig`);
 its "auto" values are resolved in :mod:`~indextts_core.training.autosize`.
 
-(Nearly 500 lines: the loop, the step with its out-of-memory retry, and the run's records it
+(Over 500 lines: the loop, the step with its out-of-memory retry, and the run's records it
 writes share the trainer's state; split further they would pass it all around.)
 """
 
@@ -76,7 +80,17 @@ from indextts_core.synthesis.chain import SAMPLE_RATE
 from indextts_core.training.generation_watch import GenerationWatch
 from indextts_core.training.listening import AudioSamples
 from indextts_core.training.generation_watch import brief as listen_brief
-from indextts_core.training.validation import Validation, brief, check_best_metric, read_baseline
+from indextts_core.training.validation import (
+    Validation,
+    brief,
+    check_best_metric,
+    forgetting_metrics,
+    forgetting_rises,
+    forgetting_summary,
+    read_baseline,
+    warn_forgetting,
+)
+from indextts_core.text.extend_bpe import read_sidecar
 from indextts_core.utils.fileio import write_json
 from indextts_core.utils.oom import back_off, is_oom
 from indextts_core.utils.progress import StepProgress
@@ -137,8 +151,16 @@ class Trainer:
                                   c.val_audio_samples if self.dist.is_main else 0, c.val_audio_every, self.seed,
                                   c.val_audio_diffusion_steps, self.out / "samples", i.read_audio,
                                   c.val_generate_decoding, c.val_generate_max_ratio)
-        # the plan of every epoch, up front: total steps for the schedule and the ETA
-        self.epoch_samples = [self.source.epoch(e) for e in range(c.epochs)]
+        # the plan of every epoch, up front: total steps for the schedule and the ETA; each epoch's samples with the
+        # replay languages at their share of the tokens (train.replay_share; None: as the data has them)
+        self.new_languages = run_languages(Path(i.tokenizer), self.setup)
+        mixed = [D.mix_replay(self.data, self.source.epoch(e), c.replay_share, c.replay_languages,
+                              self.new_languages, self.seed, e) for e in range(c.epochs)]
+        self.epoch_samples = [m[0] for m in mixed]
+        self.mixes = [m[1] for m in mixed]
+        line = D.mix_line(self.mixes, c.replay_share)
+        if self.dist.is_main and line:
+            log.info("%s", line)
         self.plans = [D.plan_epoch(self.data, s, c.batch_tokens, self.seed, e, min_per_step=self.dist.world,
                                    pad_at_end=c.pad_at_end)
                       for e, s in enumerate(self.epoch_samples)]
@@ -162,6 +184,8 @@ class Trainer:
                     "pad_at_end": c.pad_at_end}
         if self.source.fresh:
             sampling["pairing"] = asdict(self.policy)
+        if c.replay_share is not None:  # (absent otherwise: the fingerprints of runs without replay are unchanged)
+            sampling["replay"] = {"share": c.replay_share, "languages": list(c.replay_languages)}
         self.fingerprint = ck.fingerprint(self.setup, self.data, i, self.groups, sampling)
         self.base_digest = base_rows_digest(self.model, self.setup.base_vocab, self.setup.trained_base_rows)
 
@@ -213,13 +237,15 @@ class Trainer:
             self._write_run_info(progress)
         self.sinks = sinks
         baseline: dict[str, float] = {}
+        self.baseline = baseline  # what the forgetting alarm compares with (the main process's)
         last_val: dict[str, float] = {}
         self.model.train()
         if (progress.step == 0 or c.warm_start) and self.val:  # a warm start may begin at their step
             baseline = self._validate(progress.micro_tokens)
             check_best_metric(c.best_metric, baseline)
             progress.baseline = _recorded(baseline)  # saved in every checkpoint from now on
-            self._log(baseline, progress.step)
+            self.baseline = baseline
+            self._log(baseline | forgetting_metrics(self._rises(baseline), c.forgetting_alarm), progress.step)
             log.info("baseline (step %d, before any update of this run): %s", progress.step, brief(baseline))
             if self.listen:
                 self._log({"time/generate_s": self.listen.seconds}, progress.step)
@@ -232,6 +258,7 @@ class Trainer:
                 log.warning("resuming at step %d without the step-0 baseline validation (the checkpoint predates it "
                             "and %s is missing): no forgetting numbers, and promotion against the base model is "
                             "not possible for this run", progress.step, self.out / "metrics.jsonl")
+            self.baseline = baseline
         bar = StepProgress(self.total_steps, progress.step, "training") if d.is_main else None
         rates: list[Rate] = []
         last_line = time.monotonic()
@@ -396,7 +423,7 @@ class Trainer:
         if self.val:
             metrics = self._validate(progress.micro_tokens)
             check_best_metric(self.cfg.best_metric, metrics)
-            self._log(metrics, progress.step)
+            self._log(metrics | self._forgetting(metrics, progress), progress.step)
             value = metrics[f"val/{self.cfg.best_metric}"]
             if progress.best_value is None or value < progress.best_value:
                 progress.best_value, progress.best_step, is_best = value, progress.step, True
@@ -411,6 +438,19 @@ class Trainer:
             progress.best_step = progress.step
         self._save(progress, is_best, metrics)
         return metrics
+
+    def _rises(self, metrics: dict[str, float]) -> dict[str, float]:
+        return forgetting_rises(metrics, self.baseline, self.cfg.replay_languages, self.new_languages)
+
+    def _forgetting(self, metrics: dict[str, float], progress: Progress) -> dict[str, float]:
+        """The forgetting alarm of one validation: its metrics, a warning per replay language above the threshold,
+        and each language's worst rise kept in ``progress`` (so it survives a resume)."""
+        rises = self._rises(metrics)
+        for lang, rise in rises.items():
+            progress.forgetting_worst[lang] = max(rise, progress.forgetting_worst.get(lang, rise))
+        if self.dist.is_main:
+            warn_forgetting(progress.step, metrics, self.baseline, rises, self.cfg.forgetting_alarm)
+        return forgetting_metrics(rises, self.cfg.forgetting_alarm)
 
     def _save(self, progress: Progress, is_best: bool, metrics: dict[str, float]) -> None:
         d = self.dist
@@ -454,6 +494,8 @@ class Trainer:
             "warmup_steps": self.warmup_steps,
             "samples_per_epoch": [len(s) for s in self.epoch_samples], "val_samples": len(self.val.samples),
             "planned_padding_share": round(planned_padding, 4),
+            "replay": {"share": self.cfg.replay_share, "languages": list(self.cfg.replay_languages),
+                       "new_languages": list(self.new_languages), "epochs": [m.record() for m in self.mixes]},
         })
 
     # ------------------------------------------------------------------ the end
@@ -478,17 +520,33 @@ class Trainer:
             "best_metric": c.best_metric, "baseline": baseline, "final": last_val, "exported": exported,
             "forgetting": {k: round(last_val[k] - v, 6) for k, v in baseline.items()
                            if k in last_val and k.endswith("/loss")},
+            "forgetting_alarm": forgetting_summary(baseline, last_val, progress.forgetting_worst,
+                                                   c.replay_languages, self.new_languages, c.forgetting_alarm),
+            "replay": [m.record() for m in self.mixes],
             "throughput": throughput, "oom_backoffs": progress.oom_backoffs,
             "micro_batch_tokens": progress.micro_tokens,
             "export": str(export_dir) if export_dir else None, "export_verified": verified,
             "base_rows_unchanged": unchanged, "model": self.setup.describe(), "fingerprint": self.fingerprint,
         }
         path = self.out / "train_summary.json"
+        alarmed = sorted(lang for lang, f in summary["forgetting_alarm"].items() if f["alarm"])
         if d.is_main:
             write_json(path, summary)
+            if alarmed:
+                worst = summary["forgetting_alarm"]
+                log.warning("forgetting alarm during this run: %s (worst rise above the step-0 baseline: %s)",
+                            ", ".join(alarmed), ", ".join(f"{x} {100 * worst[x]['worst_rise']:.1f}%" for x in alarmed))
         return TrainResult(self.out, progress.step, progress.epoch, progress.best_step, progress.best_value, baseline,
                            last_val, export_dir, verified, unchanged, path, throughput, exported, progress.oom_backoffs,
-                           summary["model"], self.fingerprint)
+                           summary["model"], self.fingerprint, summary["forgetting_alarm"], summary["replay"])
+
+
+def run_languages(tokenizer: Path, setup: ModelSetup) -> list[str]:
+    """The languages this run teaches (never replay): 2.5, the tokenizer stage's language choice; 2.0, the languages
+    the tokenizer was extended with (its sidecar); none known: every replay language counts as replay."""
+    if setup.language:
+        return [str(setup.language["language"])]
+    return [str(x) for x in (read_sidecar(tokenizer) or {}).get("languages", [])]
 
 
 def _recorded(metrics: dict[str, float]) -> dict[str, float]:

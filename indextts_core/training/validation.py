@@ -2,12 +2,18 @@
 
 Runs in eval mode, so it is deterministic and touches no random generator.  Every rank takes its
 share of the micro-batches and the sums are reduced over all ranks.
+
+The forgetting alarm reads the replay languages' (base languages the model already speaks) losses
+against the step-0 baseline: :func:`forgetting_rises`, :func:`forgetting_metrics` (``forgetting/<lang>``,
+the relative rise, and ``forgetting/alarm/<lang>``, 1 when it is above ``train.forgetting_alarm``)
+and :func:`forgetting_summary` (what the run's result says per language).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -17,6 +23,8 @@ from indextts_core.errors import InputError
 from indextts_core.training import data as D
 from indextts_core.training import distributed as dd
 from indextts_core.training.objective import loss_sums
+
+log = logging.getLogger(__name__)
 
 
 class Validation:
@@ -104,3 +112,57 @@ def read_baseline(path: Path) -> dict[str, float]:
         if any(k.startswith("val/") for k in row):
             return {k: v for k, v in row.items() if k.startswith(("val/", "gen/"))}
     return {}
+
+
+def forgetting_rises(metrics: Mapping[str, float], baseline: Mapping[str, float], replay: Iterable[str],
+                     new: Iterable[str] = ()) -> dict[str, float]:
+    """``{language: relative rise}`` of each replay language's validation loss (``val/<lang>/loss``) above its
+    baseline: ``loss / baseline - 1`` (negative when it fell).  Languages without a positive baseline are left out."""
+    replay, new = list(replay), list(new)
+    rises: dict[str, float] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "val" or parts[2] != "loss" or not D.is_replay(parts[1], replay, new):
+            continue
+        base = baseline.get(key)
+        if base is not None and base > 0:
+            rises[parts[1]] = float(value) / float(base) - 1.0
+    return rises
+
+
+def forgetting_metrics(rises: Mapping[str, float], threshold: float | None) -> dict[str, float]:
+    """The metrics of one validation: ``forgetting/<lang>`` (the rise) and ``forgetting/alarm/<lang>`` (1.0 when it
+    is above ``threshold``, else 0.0; no alarm metric when the alarm is off)."""
+    out = {f"forgetting/{lang}": rise for lang, rise in rises.items()}
+    if threshold is not None:
+        out |= {f"forgetting/alarm/{lang}": float(rise > threshold) for lang, rise in rises.items()}
+    return out
+
+
+def warn_forgetting(step: int, metrics: Mapping[str, float], baseline: Mapping[str, float],
+                    rises: Mapping[str, float], threshold: float | None) -> list[str]:
+    """A WARNING line per replay language whose rise is above ``threshold``; the languages that alarmed."""
+    if threshold is None:
+        return []
+    alarmed = sorted(lang for lang, rise in rises.items() if rise > threshold)
+    for lang in alarmed:
+        key = f"val/{lang}/loss"
+        log.warning("forgetting alarm at step %d: %s validation loss %.4f is %.1f%% above its step-0 baseline %.4f "
+                    "(train.forgetting_alarm %.0f%%); more replay (train.replay_share) or a lower learning rate "
+                    "keeps more of the base", step, lang, metrics[key], 100 * rises[lang], baseline[key],
+                    100 * threshold)
+    return alarmed
+
+
+def forgetting_summary(baseline: Mapping[str, float], last: Mapping[str, float], worst: Mapping[str, float],
+                       replay: Iterable[str], new: Iterable[str], threshold: float | None) -> dict[str, dict]:
+    """Per replay language in the baseline: ``{"baseline", "last", "worst_rise", "alarm"}`` (``last`` None without a
+    later validation; ``worst`` is the largest rise seen at any validation of the run)."""
+    out: dict[str, dict] = {}
+    for lang in forgetting_rises(baseline, baseline, replay, new):
+        key = f"val/{lang}/loss"
+        rise = worst.get(lang, 0.0)
+        out[lang] = {"baseline": round(float(baseline[key]), 6),
+                     "last": round(float(last[key]), 6) if key in last else None,
+                     "worst_rise": round(rise, 6), "alarm": threshold is not None and rise > threshold}
+    return out
