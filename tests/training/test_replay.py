@@ -187,3 +187,21 @@ def test_the_train_task_tags_the_alarm_and_marks_the_validation_table(tmp_path: 
     assert rows["all"]["forgetting"] == rows["am"]["alarm"] == ""
     plain = {"val/loss": 2.0}  # no replay language: the table as before
     assert mark_forgetting(validation_rows(plain, 8), plain) == validation_rows(plain, 8)
+
+
+def test_a_resumed_replay_run_trains_the_same_samples_and_another_share_is_refused(processed, tmp_path: Path):
+    from indextts_core.training import TrainInputs, train
+
+    def run(out: Path, **update) -> dict[int, list]:
+        steps: dict[int, list] = {}
+        train(TrainInputs(processed.checkpoint, processed.tokenizer, processed.train_pairs, processed.val_pairs, out),
+              OPTS.model_copy(update={"replay_share": 0.3, "val_generate": 0, **update}),
+              on_step=lambda info: steps.__setitem__(info.step, info.sample_ids))
+        return steps
+
+    whole = run(tmp_path / "whole", max_steps=6)
+    run(tmp_path / "part", max_steps=3)
+    rest = run(tmp_path / "part", max_steps=6, resume="auto")
+    assert sorted(rest) == [4, 5, 6] and all(rest[k] == whole[k] for k in rest)
+    with pytest.raises(InputError, match=r"refusing to resume(.|\n)*sample order"):
+        run(tmp_path / "part", max_steps=8, resume="auto", replay_share=0.1)
