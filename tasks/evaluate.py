@@ -11,8 +11,12 @@ recordings ``judge.reference_cer.<language>`` and the tag ``judge.unreliable``: 
 ``evaluate.max_judge_cer``, comma-separated, empty when none; the tags ``judge.name``, ``judge.revision``,
 ``judge.licence``, and ``judge_secondary.*`` with the metrics ``judge_secondary.items`` /
 ``judge_secondary.mean_cer_first`` / ``judge_secondary.mean_cer_second`` when ``evaluate.asr_secondary`` is
-set).  Cached on its inputs, the ``generation`` and ``evaluate`` settings and the seed.  A base folder
-without the synthesis models (``s2mel.pth`` and
+set; the speaking pace ``pace.<model>.<language>.chars_per_s`` and ``pace.<model>.<language>.pace_drift``; with
+``evaluate.emotion_prompt``, the emotion probe's ``emotion.<model>.<language>.<figure>`` (``f0_mean_delta``,
+``f0_range_delta``, ``energy_range_delta``, ``toward``, ``emotion_sim_gain``),
+``emotion.<model>.<language>.transfer_kept`` and ``emotion.<model>.probe_seconds``; a relative ``emotion_prompt``
+that does not exist is read from the package's demo folder).  Cached on its inputs, the ``generation`` and
+``evaluate`` settings and the seed.  A base folder without the synthesis models (``s2mel.pth`` and
 ``hf_cache/``'s CAMPPlus, BigVGAN and encoders) skips the evaluation with a warning naming the missing
 file, rather than failing a run whose training succeeded; the promotion then decides on validation loss.
 """
@@ -25,11 +29,12 @@ from pathlib import Path
 import torch
 from prefect import get_run_logger
 
-from indextts_core.config import PipelineConfig
+from indextts_core.config import DEMO_DIR, PipelineConfig
 from indextts_core.errors import InputError
 from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
+from indextts_core.evaluation.emotion import FIGURES as EMOTION_FIGURES
 from indextts_core.evaluation.judges import judge_info
 from indextts_core.evaluation.naturalness import open_naturalness
 from indextts_core.evaluation.report import caveats, write_report
@@ -54,6 +59,18 @@ def sentences_digest(cfg: PipelineConfig) -> str | None:
     if not path.is_file():
         raise InputError(f"evaluate.sentences: {path} not found")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def emotion_prompt_path(path: Path | None) -> Path | None:
+    """``evaluate.emotion_prompt`` as a file: as given when it exists, else relative to the demo folder shipped in
+    the package (the demo config names its bundled clip by a relative path, which must resolve wherever the package
+    is installed); an InputError when neither exists."""
+    if path is None or path.is_file():
+        return path
+    bundled = DEMO_DIR / path
+    if not path.is_absolute() and bundled.is_file():
+        return bundled
+    raise InputError(f"evaluate.emotion_prompt: {path} not found")
 
 
 def device_of(setting: str) -> str:
@@ -91,6 +108,8 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                   ctx: RunContext) -> StageResult:
     logger = get_run_logger()
     e = cfg.evaluate
+    if e.emotion_prompt is not None and e.emotion_items > 0:
+        e = e.model_copy(update={"emotion_prompt": emotion_prompt_path(e.emotion_prompt)})
     inputs = {"model": model, "base-checkpoint": checkpoint, "pairs": pairs, "asr": asr, "champion": champion,
               **({"speaker-verifier": verifier} if verifier is not None else {})}
     with Stage("evaluate", cfg, ctx, inputs) as s:
@@ -151,6 +170,19 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
             for lang, entry in scale["by_language"].items():
                 metrics |= {f"speaker_scale.{enc}.{lang}.{bound}": entry[bound]["mean"]
                             for bound in ("ceiling", "floor") if entry[bound]["mean"] is not None}
+        for model, langs in (summary.get("pace") or {}).items():  # speaking rate, and its drift against the recordings
+            for lang, entry in langs.items():
+                metrics |= {f"pace.{model}.{lang}.{k}": entry[k] for k in ("chars_per_s", "pace_drift")
+                            if entry.get(k) is not None}
+        emotion = summary.get("emotion")
+        if emotion:  # the emotion probe's mean transfer figures, and what each model kept of the base's
+            for model, langs in emotion["by_model"].items():
+                for lang, entry in langs.items():
+                    metrics |= {f"emotion.{model}.{lang}.{k}": entry[k] for k in EMOTION_FIGURES
+                                if entry.get(k) is not None}
+            for model, langs in emotion["transfer_kept"].items():
+                metrics |= {f"emotion.{model}.{lang}.transfer_kept": x for lang, x in langs.items() if x is not None}
+            metrics |= {f"emotion.{model}.probe_seconds": x for model, x in emotion["seconds"].items() if x is not None}
         for line in caveats({"judge": judge, "judges": judges}):
             logger.warning("%s", line)
         tags = {"judge.unreliable": ",".join(judge["unreliable"])} if judge else {}
@@ -173,7 +205,11 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                                                               "judges": judges,
                                                               "judge_secondary": summary.get("judge_secondary"),
                                                               "tiny_random": summary["tiny_random"],
-                                                              "not_speech": summary["not_speech"]})
+                                                              "not_speech": summary["not_speech"],
+                                                              "pace": summary.get("pace"),
+                                                              "emotion": {k: emotion[k] for k in (
+                                                                  "by_model", "transfer_kept", "baseline", "prompt")}
+                                                              if emotion else None})
         if s.run is not None:
             s.run.log_artifacts(s.out, "evaluation")
         logger.info("evaluation report: %s", s.out / "report.html")

@@ -218,3 +218,15 @@ def build_eval_set(train_rows: Sequence[Mapping[str, Any]], val_rows: Sequence[M
         items.append(EvalItem(id=f"sentence-{n:03d}", group="sentences", language=lang, speaker=voice.speaker,
                               text=text, prompt_id=voice.prompt_id, prompt_audio=voice.prompt_audio))
     return EvalSet(items, {k: v for k, v in skipped.items() if v})
+
+
+def emotion_probe_items(items: Sequence[EvalItem], per_language: int) -> list[tuple[int, EvalItem]]:
+    """The emotion probe's items: the first ``per_language`` ``seen`` items of each language, in the set's order,
+    each with its position in ``items`` (its seed offset, so the probe's neutral output is the main pass's)."""
+    taken: Counter[str] = Counter()
+    chosen = []
+    for k, item in enumerate(items):
+        if item.group == "seen" and taken[item.language] < per_language:
+            taken[item.language] += 1
+            chosen.append((k, item))
+    return chosen

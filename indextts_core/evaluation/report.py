@@ -13,6 +13,9 @@ files in the same folder, so the folder can be copied, logged to MLflow or serve
 The header names each judge with its revision and licence (a caveat for a non-commercial one); with a
 second judge (``evaluate.asr_secondary``) a table compares both judges' CER on the items the first read
 above 50% CER, and the HTML shows the second transcript under the first.
+The speaking pace (characters per second of speech, and each model's drift against the real recordings) and, with
+``evaluate.emotion_prompt``, the emotion transfer table (base and candidate side by side) follow, and the HTML
+ends with the emotion probe's samples: each model's neutral and emotional output per item.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from indextts_core.evaluation.emotion import EMOTION_ENCODER_LABEL
 from indextts_core.evaluation.judges import judges_line, licence_caveats
 from indextts_core.evaluation.robust import BAD_CER, worst_first
 from indextts_core.evaluation.run import ASR_METRICS, METRICS, REFERENCE, TINY_RANDOM_NOTE
@@ -39,7 +43,8 @@ LABELS = {"cer": "CER", "cer_excess": "CER excess over the recordings", "wer": "
 
 
 #: Shorter names for the per-item facts under each audio player.
-SHORT = {"speaker_sim": "similarity (own encoder)", "speaker_sim_verifier": "similarity (verifier)",
+SHORT = {"chars_per_s": "characters/s",
+         "speaker_sim": "similarity (own encoder)", "speaker_sim_verifier": "similarity (verifier)",
          "dnsmos_ovrl": "DNSMOS OVRL", "last_sentence_cer": "last sentence CER"}
 
 
@@ -148,6 +153,64 @@ def scale_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[
     return tables
 
 
+def pace_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Speaking pace per language: the real recordings' and each model's mean characters per second of speech, and
+    each model's drift against the recordings on the same items (``summary["pace"]``)."""
+    pace = summary.get("pace") or {}
+    models = [m for m in [REFERENCE, *summary.get("models", [])] if m in pace]
+    if not models:
+        return []
+    langs = sorted({lang for m in models for lang in pace[m]}, key=lambda x: (x == "all", x))
+    rows = []
+    for lang in langs:
+        cells = []
+        for m in models:
+            e = pace[m].get(lang)
+            if e is None:
+                cells.append("")
+            elif e.get("pace_drift") is None:
+                cells.append(f"{e['chars_per_s']:.2f} (n={e['n']})")
+            else:
+                cells.append(f"{e['chars_per_s']:.2f} (drift {e['pace_drift']:+.1%} on {e['common']}; n={e['n']})")
+        rows.append([lang, *cells])
+    return [("Speaking pace: characters per second of speech (leading and trailing silence trimmed; drift = the "
+             "model's mean over the recordings' on the same items - 1)", ["language", *models], rows)]
+
+
+#: The emotion probe's figures, as the report names them.
+EMOTION_LABELS = {"f0_mean_delta": "F0 mean change (Hz)", "f0_range_delta": "F0 range change (Hz)",
+                  "energy_range_delta": "energy range change (dB)",
+                  "toward": "toward the prompt's prosody (0 = no closer, 1 = reached)",
+                  "emotion_sim_gain": f"emotion similarity gain ({EMOTION_ENCODER_LABEL})"}
+
+
+def emotion_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The emotion probe: per language the models side by side, each transfer figure's mean (neutral ->
+    emotional), the items scored, and each model's transfer kept against the base model's."""
+    probe = summary.get("emotion") or {}
+    by_model = probe.get("by_model") or {}
+    models = [m for m in summary.get("models", []) if m in by_model]
+    if not models:
+        return []
+    langs = sorted({lang for m in models for lang in by_model[m]}, key=lambda x: (x == "all", x))
+    kept = probe.get("transfer_kept") or {}
+    rows = []
+    for lang in langs:
+        entries = [by_model[m].get(lang) or {} for m in models]
+        rows.append([lang, "items scored (not speech)",
+                     *(f"{e.get('scored', 0)} of {e.get('items', 0)} ({e.get('not_speech', 0)})" for e in entries)])
+        for f, label in EMOTION_LABELS.items():
+            rows.append([lang, label, *("" if e.get(f) is None else f"{e[f]:+.3f}" for e in entries)])
+        if kept:
+            cells = []
+            for m in models:
+                x = (kept.get(m) or {}).get(lang)
+                cells.append("" if m not in kept else ("not measurable" if x is None else f"{x:.2f}"))
+            rows.append([lang, f"transfer kept (toward / {probe.get('baseline')}'s)", *cells])
+    return [(f"Emotion transfer (neutral → emotional prompt {probe.get('prompt')})", ["language", "figure", *models],
+             rows)]
+
+
 def _cell(e: Mapping[str, Any] | None) -> str:
     if e is None:
         return ""
@@ -204,7 +267,8 @@ def markdown_report(summary: Mapping[str, Any], title: str = "Evaluation") -> st
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     second = secondary_table(summary)
-    for name, header, rows in scale_tables(summary) + robust_tables(summary) + ([second] if second else []):
+    for name, header, rows in (scale_tables(summary) + robust_tables(summary) + pace_tables(summary)
+                               + emotion_tables(summary) + ([second] if second else [])):
         lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     return "\n".join(lines)
@@ -256,7 +320,43 @@ def _audio(src: str | None) -> str:
     return f'<audio controls preload="none" src="{html.escape(src)}"></audio>' if src else ""
 
 
-def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], title: str) -> str:
+def probe_html(summary: Mapping[str, Any], probe: Sequence[Mapping[str, Any]]) -> str:
+    """The emotion probe's samples: the prompt, then per item each model's neutral and emotional output."""
+    emotion = summary.get("emotion") or {}
+    if not probe or not emotion:
+        return ""
+    models = [m for m in summary.get("models", []) if any(r["model"] == m for r in probe)]
+    by_item: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for r in probe:
+        by_item[r["id"]][r["model"]] = r
+    head = "".join(f"<th>{html.escape(m)}: neutral</th><th>{html.escape(m)}: emotional</th>" for m in models)
+    body = []
+    for item_id, cols in by_item.items():
+        first = next(iter(cols.values()))
+        cells = []
+        for m in models:
+            r = cols.get(m)
+            if r is None:
+                cells.append("<td></td><td></td>")
+                continue
+            for side in ("neutral", "emotional"):
+                facts = [] if r.get(f"{side}_not_speech") is None else [f"not speech ({r[f'{side}_not_speech']})"]
+                if side == "emotional" and r.get("scored"):
+                    facts += [f"toward {r['toward']:+.2f}" if r.get("toward") is not None else "",
+                              f"emotion sim. gain {r['emotion_sim_gain']:+.3f}"
+                              if r.get("emotion_sim_gain") is not None else ""]
+                cells.append(f"<td>{_audio(r[f'{side}_wav'])}<div class='m'>"
+                             f"{html.escape(', '.join(f for f in facts if f))}</div></td>")
+        body.append(f"<tr><td><b>{html.escape(item_id)}</b> ({html.escape(first['language'])})"
+                    f"<div>{html.escape(first['text'])}</div></td>{''.join(cells)}</tr>")
+    return (f"<h2>Emotion probe: said without and with the emotion prompt</h2><p>Emotion prompt "
+            f"{html.escape(str(emotion.get('prompt')))}: {_audio(emotion.get('prompt_wav'))} Emotion similarity: "
+            f"{html.escape(EMOTION_ENCODER_LABEL)} (the model's reading, not an independent judge).</p>"
+            f"<table><tr><th>item</th>{head}</tr>{''.join(body)}</table>")
+
+
+def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], title: str,
+                probe: Sequence[Mapping[str, Any]] = ()) -> str:
     models = list(summary["models"])
     by_item: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for r in rows:
@@ -265,7 +365,7 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
     tables = []
     second = secondary_table(summary)
     for name, header, rows in (result_tables(summary) + scale_tables(summary) + robust_tables(summary)
-                               + ([second] if second else [])):
+                               + pace_tables(summary) + emotion_tables(summary) + ([second] if second else [])):
         cells = "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
         tables.append(f"<h3>{html.escape(name)}</h3><table><tr>{cells}</table>")
@@ -280,9 +380,9 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             if r is None:
                 cells.append("<td></td>")
                 continue
-            facts = [f"{SHORT.get(k, LABELS[k])} {r[k]:.3f}" for k in ("cer", "last_sentence_cer", "speaker_sim",
+            facts = [f"{SHORT.get(k) or LABELS[k]} {r[k]:.3f}" for k in ("cer", "last_sentence_cer", "speaker_sim",
                                                                         "speaker_sim_verifier", "dnsmos_ovrl",
-                                                                        "duration_ratio")
+                                                                        "duration_ratio", "chars_per_s")
                      if r.get(k) is not None] + ([f"not speech ({r['not_speech']}): not scored"]
                                                  if r.get("not_speech") else [])
             transcript = f"<div class='t'>{html.escape(r['transcript'])}</div>" if r.get("transcript") else ""
@@ -304,7 +404,7 @@ def html_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], t
             f"{''.join(f'<p><b>{html.escape(line)}</b></p>' for line in caveats(summary))}{''.join(tables)}"
             f"<img src='plots.png' alt='metrics per language'><h2>Every sample, the worst of "
             f"{html.escape(models[-1] if models else '')} first</h2><table><tr><th>item</th>"
-            f"<th>prompt</th>{head}</tr>{''.join(items)}</table></body></html>")
+            f"<th>prompt</th>{head}</tr>{''.join(items)}</table>{probe_html(summary, probe)}</body></html>")
 
 
 def _prompt_path(row: Mapping[str, Any], summary: Mapping[str, Any]) -> str | None:
@@ -324,5 +424,6 @@ def write_report(out_dir: Path, title: str = "Evaluation") -> dict[str, Path]:
         f.write(md)
     plot_report(summary, out_dir / "plots.png")
     with atomic_write(out_dir / "report.html") as f:
-        f.write(html_report(summary, rows, title))
+        probe = read_jsonl(out_dir / "emotion_probe.jsonl") if (out_dir / "emotion_probe.jsonl").is_file() else []
+        f.write(html_report(summary, rows, title, probe))
     return {"markdown": out_dir / "report.md", "plot": out_dir / "plots.png", "html": out_dir / "report.html"}

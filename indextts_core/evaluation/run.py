@@ -12,6 +12,10 @@ sampling and the decoder's noise), so differences come from the weights.  Each o
 * ``duration_ratio``: output seconds / the reference recording's seconds (items with one);
 * ``stop_failure``: 1 when a segment did not stop before its code limit (``max_duration_ratio``
   times the reference's codes, or the model's limit);
+* ``chars_per_s``: the speaking rate (:func:`~indextts_core.evaluation.prosody.speaking_rate`: characters of the
+  normalised text per second of the output with its leading and trailing silence trimmed), speech only;
+  ``summary["pace"]`` gives each model's mean per language and its ``pace_drift`` against the real recordings of
+  the same items (:func:`~indextts_core.evaluation.prosody.pace_summary`);
 * ``speech_failure``: 1 when the output is not speech (:mod:`~indextts_core.evaluation.speech`:
   silent, or it never stopped); such an item keeps ``not_speech`` (why) and gets no CER, WER or
   speaker similarity: a judge's reading of silence or babble says nothing about the model.
@@ -28,6 +32,13 @@ revision and licence (:mod:`~indextts_core.evaluation.judges`).  Results: ``item
 and item), ``evaluation.json`` (means
 with bootstrap intervals per language and group, paired differences between models, headline
 numbers), and the audio under ``audio/``.
+
+With ``evaluate.emotion_prompt`` set, the emotion probe (:mod:`~indextts_core.evaluation.emotion`): each model says
+the first ``evaluate.emotion_items`` seen items per language again with the emotion prompt; its neutral side is the
+main pass's output (the same seed).  Results: ``emotion_probe.jsonl`` (one row per model and item, both wavs under
+``audio/emotion/<model>/``) and ``summary["emotion"]`` (per model and language the mean transfer figures, and each
+model's ``transfer_kept`` against the base model's); its time per model is ``models[<name>].emotion_probe_seconds``
+(not part of the model's ``seconds``).
 """
 
 from __future__ import annotations
@@ -45,9 +56,13 @@ import torch
 
 from indextts_core.config import EvaluateConfig, GenerationConfig
 from indextts_core.data.audio import load_audio, resample
+from indextts_core.data.prompt_audio import read_emotion_prompt
+from indextts_core.errors import InputError
 from indextts_core.evaluation.asr import Transcriber
-from indextts_core.evaluation.evalset import EvalItem, EvalSet
+from indextts_core.evaluation.emotion import probe_model, summarise_probe
+from indextts_core.evaluation.evalset import EvalItem, EvalSet, emotion_probe_items
 from indextts_core.evaluation.naturalness import DNSMOS_NOTE, DNSMOS_SOURCE, NATURALNESS_METRICS, Naturalness
+from indextts_core.evaluation.prosody import pace_summary, prosody, speaking_rate
 from indextts_core.evaluation.robust import robust_table
 from indextts_core.evaluation.scoring import char_error_rate, cosine, has_words, last_sentence_cer, word_error_rate
 from indextts_core.evaluation.speaker import OWN_ENCODER_LABEL, XVectorEmbedder, speaker_scale
@@ -239,7 +254,12 @@ def evaluate_models(
             out["speaker_sim_verifier"] = verifier.similarity(wave, prompt_vec_verifier[item.prompt_audio])
         if naturalness is not None:
             out |= naturalness.score(wave)
+        out["chars_per_s"] = speaking_rate(item.text, wave)
         return out
+
+    def limit_of(item: EvalItem) -> int | None:
+        """The item's code limit: ``max_duration_ratio`` times its reference's codes (None: the model's own)."""
+        return max(1, int(item.reference_codes * options.max_duration_ratio)) if item.reference_codes else None
 
     for item in items:
         for kind, uri in (("prompt", item.prompt_audio), ("reference", item.reference_audio)):
@@ -274,6 +294,9 @@ def evaluate_models(
                      **(extra_scores(ref_waves[item.id], item) if speech else {})})
     second_opinion(rows, {k: w for k, w in ref_waves.items() if k not in ref_failed}, secondary)
 
+    chosen, probe = emotion_probe(options, items, audio, clip)
+    probe_ids = {item.id for _, item in chosen}
+    probe_rows: list[dict[str, Any]] = []
     model_info: dict[str, Any] = {}
     for name, bundle in models.items():
         t0 = time.monotonic()
@@ -283,13 +306,12 @@ def evaluate_models(
                             "tokenizer_sha256": sha256_file(bundle.tokenizer_path)}
         states: dict[str, Any] = {}
         waves: dict[str, np.ndarray] = {}
+        neutral: dict[str, Any] = {}
         made: list[dict[str, Any]] = []
         for k, item in enumerate(track(items, description=f"evaluating {name}")):
             if item.prompt_audio not in states:
                 states[item.prompt_audio] = synth.prompt(clip(item.prompt_audio), name=item.prompt_audio)
-            limit = None
-            if item.reference_codes:
-                limit = max(1, int(item.reference_codes * options.max_duration_ratio))
+            limit = limit_of(item)
             t = time.monotonic()
             random = torch.Generator(device=synth.device).manual_seed(opts.seed + k)
             spoken = synth.speak(item.text, item.language, states[item.prompt_audio], random,
@@ -299,6 +321,8 @@ def evaluate_models(
             why = not_speech(wave, spoken.stopped)
             if why is None:
                 waves[item.id] = wave
+            if item.id in probe_ids:  # the probe's neutral output: this one, said with the same seed
+                neutral[item.id] = spoken
             made.append({"model": name, **_item_fields(item), "wav": wav.relative_to(out_dir).as_posix(),
                          "speaker_sim": embedder.similarity(wave, prompt_vec[item.prompt_audio]) if why is None
                          else None, **(extra_scores(wave, item) if why is None else {}),
@@ -307,6 +331,13 @@ def evaluate_models(
                                             if item.reference_duration else None),
                          "stop_failure": 0.0 if spoken.stopped else 1.0, "codes": spoken.codes,
                          "audio_s": round(spoken.seconds, 3), "seconds": round(time.monotonic() - t, 3)})
+        probe_s = 0.0
+        if probe is not None:
+            t = time.monotonic()
+            probe_rows += probe_model(synth, name, chosen, neutral, states, *probe, out_dir, opts.seed,
+                                      limit_of=limit_of, wave_16k=_wave_16k)
+            probe_s = time.monotonic() - t
+            model_info[name]["emotion_probe_seconds"] = round(probe_s, 2)
         del synth
         texts = _transcribe(asr, waves, {i.id: i.language for i in items})  # speech only
         for row, item in zip(made, items):
@@ -317,7 +348,7 @@ def evaluate_models(
         second_opinion(made, waves, secondary)
         rows += made
         failed = Counter(row["not_speech"] for row in made if row["not_speech"])
-        model_info[name] |= {"seconds": round(time.monotonic() - t0, 2), "not_speech": dict(failed)}
+        model_info[name] |= {"seconds": round(time.monotonic() - t0 - probe_s, 2), "not_speech": dict(failed)}
         log.info("evaluated %s: %d items in %.1f s%s", name, len(made), model_info[name]["seconds"],
                  f"; not speech (not scored): {_counts(failed, len(made))}" if failed else "")
 
@@ -327,6 +358,15 @@ def evaluate_models(
     summary["robust"] = robust_table(rows, [REFERENCE, *models])
     summary["speaker_scale"] = scale_summary(rows, list(real_clips.values()), embedder, verifier, opts.seed)
     summary["naturalness"] = {"source": DNSMOS_SOURCE, "note": DNSMOS_NOTE} if naturalness is not None else None
+    summary["pace"] = pace_summary(rows, list(models), REFERENCE)
+    summary["emotion"] = None
+    if probe is not None:
+        write_jsonl(out_dir / "emotion_probe.jsonl", probe_rows)
+        summary["emotion"] = {"prompt": probe[1], "prompt_wav": probe_wav(audio, probe[1]).relative_to(out_dir)
+                              .as_posix(), "prompt_prosody": probe[2].as_dict(),
+                              "items_per_language": options.emotion_items, "items": [i.id for _, i in chosen],
+                              "seconds": {m: info.get("emotion_probe_seconds") for m, info in model_info.items()},
+                              **summarise_probe(probe_rows, list(models))}
     judges = [dict(j) for j in judges or ()]
     if secondary is not None:
         info = next((j for j in judges if j.get("role") == "secondary"), {"name": secondary.name})
@@ -344,6 +384,34 @@ def evaluate_models(
                 "audio_s": round(sum(r["audio_s"] or 0 for r in rows if r["model"] != REFERENCE), 2)}
     write_json(out_dir / "evaluation.json", summary)
     return EvalResult(out_dir, summary, len(items), summary["seconds"])
+
+
+def probe_wav(audio: Path, prompt_name: str) -> Path:
+    """Where the emotion prompt is copied next to the report (``audio/emotion/prompt<suffix>``)."""
+    return audio / "emotion" / f"prompt{Path(prompt_name).suffix or '.wav'}"
+
+
+def emotion_probe(options: EvaluateConfig, items: Sequence[EvalItem], audio: Path, clip: Callable[[str], bytes]
+                  ) -> tuple[list[tuple[int, EvalItem]], tuple[bytes, str, Any] | None]:
+    """The emotion probe's items and prompt ``(bytes, file name, its prosody)``, the prompt copied under
+    ``audio/emotion/``; ``([], None)`` without ``evaluate.emotion_prompt``, with ``emotion_items`` 0, or without a
+    ``seen`` item to say.  The prompt's prosody is measured on what the model reads (16 kHz, at most 15 s)."""
+    path = options.emotion_prompt
+    if path is None or options.emotion_items <= 0:
+        return [], None
+    chosen = emotion_probe_items(items, options.emotion_items)
+    if not chosen:
+        log.warning("emotion probe skipped: the evaluation set has no seen item to say")
+        return [], None
+    if not Path(path).is_file():
+        raise InputError(f"evaluate.emotion_prompt: {path} not found")
+    data = Path(path).read_bytes()
+    dest = probe_wav(audio, Path(path).name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    wave = read_emotion_prompt(data, str(path))[0].numpy()
+    log.info("emotion probe: %d item(s) said with and without %s", len(chosen), Path(path).name)
+    return chosen, (data, Path(path).name, prosody(wave))
 
 
 def scale_summary(rows: Sequence[Mapping[str, Any]], clips: Sequence[tuple[str, str, str, np.ndarray]],
