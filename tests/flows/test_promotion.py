@@ -36,7 +36,8 @@ def test_champion_moves_only_on_measured_improvement(tmp_path: Path):
     assert {"eval.speech_failure", "eval.duration_ratio", "eval.stop_failure", "eval.report"} <= set(v1.tags)
     assert "eval.cer" not in v1.tags  # nothing measured it
     assert "eval.speaker_sim" not in v1.tags  # the tiny models' output is silence: counted, never scored
-    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 4}
+    # two items per language, and a paragraph each (the long-text probe)
+    assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 6}
 
     # a run that barely trains: evaluated next to the champion, it does not take the alias
     second = finetune(make_cfg(tmp_path, {**FAST, "train.learning_rate": 1e-9, "train.new_rows_learning_rate": 1e-9}))
