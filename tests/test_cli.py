@@ -81,8 +81,9 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     assert "speaker_sim" not in evaluation["data"]["headline"]["fine-tuned"]
     assert "note: These are the demo's tiny random models" in out
     page = (run_dir / "evaluate" / "report.html").read_text(encoding="utf-8")
-    # 8 items (prompt, real recording, base, fine-tuned) and a paragraph per language (no real recording)
-    assert page.count("<audio") == 8 * 4 + 2 * 3
+    # 8 items (prompt, real recording, base, fine-tuned) and a paragraph per language (no real recording);
+    # the emotion probe: 2 seen items per language, each model's neutral and emotional output, and its prompt
+    assert page.count("<audio") == 8 * 4 + 2 * 3 + 4 * 2 * 2 + 1
     md = (run_dir / "evaluate" / "report.md").read_text(encoding="utf-8")
     # the judge's own CER per language, untrusted; the speaker scale of both encoders; DNSMOS of the recordings
     # (the models' silence is never scored); medians and failure counts; the paragraph probe

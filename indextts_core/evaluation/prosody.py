@@ -9,7 +9,9 @@
 * :func:`f0_stats`: librosa's pYIN (65-500 Hz, 40 ms frames, 20 ms hop) on the voiced frames only:
   the mean F0 and its range (90th minus 10th percentile, Hz); None without voiced frames;
 * :func:`energy_range`: the frame RMS in dBFS over the non-silent frames, 90th minus 10th percentile (dB);
-* :func:`prosody`: all of them in one :class:`Prosody`.
+* :func:`prosody`: all of them in one :class:`Prosody`;
+* :func:`pace_summary`: the evaluation's ``summary["pace"]``: per model and language the mean speaking rate and
+  its drift against the real recordings of the same items.
 
 Percentiles rather than extremes, so one cracked frame or a click does not make the range.
 """
