@@ -126,10 +126,13 @@ def base_language_gate(figures: Mapping[str, Mapping[str, Mapping[str, float]]],
 
 def emotion_gate(emotion: Mapping[str, Any] | None, max_loss: float, candidate: str = "fine-tuned") -> Gate:
     """Refuse a candidate that kept less than ``1 - max_loss`` of the base model's emotion transfer, per language
-    (``emotion``: the evaluation's ``summary["emotion"]``, ``{model: {language: {"transfer_kept": x, ...}}}``)."""
+    (``emotion``: the evaluation's ``summary["emotion"]``; its ``transfer_kept[model][language]`` is the model's
+    mean move toward the emotion prompt over the base model's, None when not measurable)."""
+    kept_by_language = ((emotion or {}).get("transfer_kept") or {}).get(candidate) or {}
     checks = []
-    for lang, figures in sorted(((emotion or {}).get(candidate) or {}).items()):
-        kept = figures.get("transfer_kept")
+    for lang, kept in sorted(kept_by_language.items()):
+        if lang == "all":
+            continue
         if kept is None:
             checks.append(Check(lang, "transfer_kept", 1.0, None, None, None, "not measurable"))
         else:

@@ -44,7 +44,7 @@ def test_an_unreliable_judge_or_silent_outputs_are_not_measured_and_refuse_nothi
 
 
 def test_the_emotion_gate_refuses_a_candidate_that_lost_the_base_transfer():
-    emotion = {"fine-tuned": {"en": {"transfer_kept": 0.4}, "am": {"transfer_kept": None}}}
+    emotion = {"transfer_kept": {"fine-tuned": {"en": 0.4, "am": None, "all": 0.4}}}
     gate = emotion_gate(emotion, 0.5)
     assert gate.status == "refused" and "en transfer_kept 0.400" in gate.reason
     assert emotion_gate(emotion, 0.7).status == "passed"
