@@ -35,6 +35,7 @@ from indextts_core.evaluation import STAGE_VERSION
 from indextts_core.evaluation.asr import open_transcriber
 from indextts_core.evaluation.evalset import build_eval_set, read_sentences
 from indextts_core.evaluation.emotion import FIGURES as EMOTION_FIGURES
+from indextts_core.evaluation.gates import by_language
 from indextts_core.evaluation.judges import judge_info
 from indextts_core.evaluation.naturalness import open_naturalness
 from indextts_core.evaluation.report import caveats, write_report
@@ -52,13 +53,18 @@ from tasks.stage import Stage, stage_task
 
 
 def sentences_digest(cfg: PipelineConfig) -> str | None:
-    """The sentence file's content hash (part of the cache key), or None without one."""
+    """The content hash of the evaluation's own input files, the sentence file and the emotion prompt (part of the
+    cache key: a changed file at the same path evaluates again), or None without either."""
     path = cfg.evaluate.sentences
-    if path is None:
-        return None
-    if not path.is_file():
+    if path is not None and not path.is_file():
         raise InputError(f"evaluate.sentences: {path} not found")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    files = [p for p in (path, emotion_prompt_path(cfg.evaluate.emotion_prompt)) if p is not None]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def emotion_prompt_path(path: Path | None) -> Path | None:
@@ -207,6 +213,8 @@ def evaluate_task(cfg: PipelineConfig, model: ArtifactRef, checkpoint: ArtifactR
                                                               "tiny_random": summary["tiny_random"],
                                                               "not_speech": summary["not_speech"],
                                                               "pace": summary.get("pace"),
+                                                              # per language over its groups: the gates' figures
+                                                              "by_language": by_language(summary["table"]),
                                                               "emotion": {k: emotion[k] for k in (
                                                                   "by_model", "transfer_kept", "baseline", "prompt")}
                                                               if emotion else None})
