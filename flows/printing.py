@@ -166,8 +166,46 @@ def print_training(result: dict[str, Any]) -> None:
     print_checkpoints(ckpts)
 
 
+def pace_lines(pace: dict[str, Any] | None) -> list[str]:
+    """Speaking pace per language: each model's characters per second and its drift against the recordings."""
+    if not pace:
+        return []
+    languages = sorted({lang for per in pace.values() for lang in per if lang != "all"})
+    lines = []
+    for lang in languages:
+        said = []
+        for model, per in pace.items():
+            e = per.get(lang)
+            if e is None:
+                said.append(f"{model} not speech")
+                continue
+            drift = e.get("pace_drift")
+            said.append(f"{model} {e['chars_per_s']:.1f}" + (f" ({drift:+.0%})" if drift is not None else ""))
+        lines.append(f"pace {lang} (chars/s, drift vs the recordings): {', '.join(said)}")
+    return lines
+
+
+def emotion_lines(emotion: dict[str, Any] | None) -> list[str]:
+    """The emotion probe: how much of the base model's move toward the emotion prompt each model kept."""
+    kept = (emotion or {}).get("transfer_kept") or {}
+    lines = []
+    for model, per in kept.items():
+        said = ", ".join(f"{lang} {'not measurable' if x is None else f'{x:.2f}'}" for lang, x in sorted(per.items())
+                         if lang != "all")
+        if said:
+            lines.append(f"emotion transfer kept by {model} (of the base's): {said}")
+    return lines
+
+
+#: The evaluation's columns on the console (the report has every metric).
+CONSOLE_METRICS = {"cer": "CER", "cer_excess": "CER excess", "wer": "WER", "speaker_sim": "sim (own)",
+                   "speaker_sim_verifier": "sim (verifier)", "dnsmos_ovrl": "DNSMOS", "duration_ratio": "duration",
+                   "stop_failure": "stop fail", "speech_failure": "not speech"}
+
+
 def print_evaluation(data: dict[str, Any]) -> None:
-    """The headline numbers of an evaluation: every model over all items, and the new model's difference."""
+    """The headline numbers of an evaluation: every model over all items, the new model's difference, the pace and
+    the emotion transfer kept."""
     from indextts_core.evaluation.report import LABELS, caveats
 
     if data.get("skipped"):
@@ -176,14 +214,16 @@ def print_evaluation(data: dict[str, Any]) -> None:
     for line in caveats(data):
         console.print(f"note: {line}", highlight=False)
     headline = data["headline"]
-    metrics = [m for m in LABELS if any(m in v for v in headline.values())]
+    metrics = [m for m in CONSOLE_METRICS if any(m in v for v in headline.values())]
     table = Table(title=f"Evaluation (all items; ASR: {data.get('asr') or 'none'})")
     table.add_column("model")
     for m in metrics:
-        table.add_column(LABELS[m], justify="right")
+        table.add_column(CONSOLE_METRICS[m], justify="right")
     for name, values in headline.items():
         table.add_row(name, *[f"{values[m]:.3f}" if m in values else "" for m in metrics])
     console.print(table)
+    for line in pace_lines(data.get("pace")) + emotion_lines(data.get("emotion")):
+        console.print(line, highlight=False)
     for d in data.get("differences", []):
         if d["model"] == "fine-tuned" and d["metric"] in ("cer", "speaker_sim"):
             console.print(f"fine-tuned - {d['versus']}: {LABELS[d['metric']]} {d['mean']:+.3f} "
