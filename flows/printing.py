@@ -75,6 +75,8 @@ def print_summary(summary: Any) -> None:
                           f"-> {m['final.loss']:.3f}, mel_top1 {m.get('baseline.mel_top1', float('nan')):.3f} -> "
                           f"{m['final.mel_top1']:.3f}; export verified: {bool(m.get('export_verified'))}; "
                           f"registered version {trained['outputs'].get('registered_version') or '-'}")
+        for line in forgetting_lines(m, trained.get("data", {}).get("forgetting")):
+            console.print(line, highlight=False)
         print_generation(m)
         print_checkpoints(trained["outputs"].get("checkpoints"))
     if results.get("evaluate"):
@@ -164,6 +166,20 @@ def print_training(result: dict[str, Any]) -> None:
         "registered version": result["outputs"].get("registered_version") or "-",
     })
     print_checkpoints(ckpts)
+
+
+def forgetting_lines(metrics: dict[str, Any], forgetting: dict[str, Any] | None) -> list[str]:
+    """Replay and forgetting after training: the replay share of the tokens, and per replay language its worst rise
+    of validation loss above step 0, ALARM when above ``train.forgetting_alarm``."""
+    lines = []
+    if "replay.token_share" in metrics:
+        lines.append(f"replay: {metrics['replay.token_share']:.1%} of each epoch's tokens (mean over epochs)")
+    if forgetting:
+        said = ", ".join(f"{lang} {f['worst_rise']:+.1%}{' ALARM' if f.get('alarm') else ''}"
+                         for lang, f in sorted(forgetting.items()) if f.get("worst_rise") is not None)
+        if said:
+            lines.append(f"forgetting (worst rise of a base language's validation loss above step 0): {said}")
+    return lines
 
 
 def pace_lines(pace: dict[str, Any] | None) -> list[str]:

@@ -325,7 +325,7 @@ def train_task(cfg: PipelineConfig, pairs: ArtifactRef, tokenizer: ArtifactRef, 
         staged = s.publish(metrics, folder=result.export_dir, reports=[
             result.summary_path, out / "train.json", result.export_dir / "indextts-export.json",
             result.export_dir / "config.yaml"], tags={"train.dir": str(out), **result_tags(result)},
-            data={"checkpoints": str(out)},
+            data={"checkpoints": str(out), "forgetting": result.forgetting},
             outputs={"gpt": "gpt.pth", "config": "config.yaml", "tokenizer": tok_path.name, "checkpoints": str(out)})
         if s.run is not None and ctx.tracking is not None:
             staged.outputs["registered_version"] = register(cfg, ctx, staged, result.fingerprint, result, key,

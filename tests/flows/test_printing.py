@@ -1,6 +1,6 @@
 """What the console says about an evaluation: pace per language and the emotion transfer kept."""
 
-from flows.printing import emotion_lines, pace_lines
+from flows.printing import emotion_lines, forgetting_lines, pace_lines
 
 
 def test_pace_lines_give_each_model_rate_and_drift_per_language():
@@ -15,3 +15,12 @@ def test_emotion_lines_say_what_share_of_the_base_transfer_was_kept():
     assert emotion_lines(emotion) == ["emotion transfer kept by fine-tuned (of the base's): am not measurable, "
                                       "en 0.50"]
     assert emotion_lines({}) == []
+
+
+def test_forgetting_lines_name_the_replay_share_and_each_alarm():
+    forgetting = {"en": {"baseline": 4.0, "last": 4.8, "worst_rise": 0.2, "alarm": True},
+                  "zh": {"baseline": 4.0, "last": 3.8, "worst_rise": -0.05, "alarm": False}}
+    assert forgetting_lines({"replay.token_share": 0.201}, forgetting) == [
+        "replay: 20.1% of each epoch's tokens (mean over epochs)",
+        "forgetting (worst rise of a base language's validation loss above step 0): en +20.0% ALARM, zh -5.0%"]
+    assert forgetting_lines({}, None) == []
