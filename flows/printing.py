@@ -87,7 +87,7 @@ def print_summary(summary: Any) -> None:
         console.print(f"promotion: {promoted['registered_model']} v{promoted['version'] or '-'} -> "
                       f"{promoted['alias'] or '-'}: {d['reason']}", highlight=False)
         for gate in promoted.get("gates") or []:  # what the candidate had to keep: base languages, emotion
-            console.print(f"  {gate['name']}: {gate['status']}: {gate['reason']}", highlight=False)
+            console.print(f"  {gate['reason']}", highlight=False)
     table = Table(title=f"Run {summary.run_name}: {summary.status}")
     for col in ("stage", "status", "s", "output"):
         table.add_column(col)

@@ -245,7 +245,7 @@ def promote_task(cfg: PipelineConfig, trained: StageResult, evaluation: StageRes
         f"- alias: `{alias or '-'}`\n- metric: `{decision.metric}`\n- candidate: {decision.candidate}\n"
         f"- {decision.incumbent_name}: {decision.incumbent}\n- interval of the difference: "
         f"[{decision.low}, {decision.high}]\n- reason: {decision.reason}\n"
-        + "".join(f"- {g.name}: **{g.status}**: {g.reason}\n" for g in gates)))
+        + "".join(f"- {g.reason}\n" for g in gates)))
     return PromotionResult(registered_model=name, version=version, alias=alias, decision=decision.as_dict(),
                            gates=[g.as_dict() | {"status": g.status} for g in gates], mlflow_run_id=run_id)
 

@@ -116,11 +116,11 @@ def base_language_gate(figures: Mapping[str, Mapping[str, Mapping[str, float]]],
             checks.append(Check(lang, "cer", theirs.get("cer"), mine.get("cer"), None, None,
                                 "the judge is unreliable for it"))
         else:
-            no_cer = "" if "cer" in mine and "cer" in theirs else "no CER (outputs not speech, or no judge)"
+            no_cer = "" if "cer" in mine and "cer" in theirs else "no CER: outputs not speech, or no judge"
             checks.append(_check(lang, "cer", theirs.get("cer"), mine.get("cer"), True, max_regression, no_cer))
         sim = next((m for m in SIMILARITY_METRICS if m in mine and m in theirs), SIMILARITY_METRICS[-1])
         checks.append(_check(lang, sim, theirs.get(sim), mine.get(sim), False, max_regression,
-                             "" if sim in mine and sim in theirs else "no similarity (outputs not speech)"))
+                             "" if sim in mine and sim in theirs else "no similarity: outputs not speech"))
     return _gate("base-language gate", checks, f"promotion.max_base_regression {max_regression:g}")
 
 

@@ -38,7 +38,7 @@ def test_an_unreliable_judge_or_silent_outputs_are_not_measured_and_refuse_nothi
     silent = {"en": {"base": {"speech_failure": 1.0}, "fine-tuned": {"speech_failure": 1.0}}}
     gate = base_language_gate(silent, ["zh", "en"], 0.05)
     assert gate.passed and not gate.measured and gate.status == "not measured"
-    assert gate.reason.startswith("base-language gate not measured: en cer: not measured (no CER")
+    assert gate.reason.startswith("base-language gate not measured: en cer: not measured (no CER: outputs")
     nothing = base_language_gate({"am": FIGURES["en"]}, ["zh", "en"], 0.05)
     assert nothing.status == "not measured" and "none of zh, en was evaluated" in nothing.reason
 
