@@ -157,17 +157,17 @@ def pace_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[str], list[l
     """Speaking pace per language: the real recordings' and each model's mean characters per second of speech, and
     each model's drift against the recordings on the same items (``summary["pace"]``)."""
     pace = summary.get("pace") or {}
-    models = [m for m in [REFERENCE, *summary.get("models", [])] if m in pace]
-    if not models:
+    if not pace:
         return []
-    langs = sorted({lang for m in models for lang in pace[m]}, key=lambda x: (x == "all", x))
+    models = [REFERENCE, *summary.get("models", [])]  # every model: one without speech says so
+    langs = sorted({lang for m in pace for lang in pace[m]}, key=lambda x: (x == "all", x))
     rows = []
     for lang in langs:
         cells = []
         for m in models:
-            e = pace[m].get(lang)
+            e = (pace.get(m) or {}).get(lang)
             if e is None:
-                cells.append("")
+                cells.append("no speech to time")
             elif e.get("pace_drift") is None:
                 cells.append(f"{e['chars_per_s']:.2f} (n={e['n']})")
             else:
