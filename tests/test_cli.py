@@ -98,6 +98,14 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     assert promotion["alias"] == "champion" and promotion["decision"]["metric"] == "val_loss"
     assert promotion["decision"]["reason"].startswith("cer not measured: ")
     assert f"promotion: indextts2-am v{promotion['version']} -> {promotion['alias']}" in out
+    # what the base could do: the demo trains with its English clips as replay, watches English for forgetting,
+    # times the pace and probes the emotion transfer of both models (not measurable on silence: said so), and the
+    # base-language gate says it measured nothing rather than that it passed
+    assert "replay: 20.1% of each epoch's tokens" in out and "forgetting (worst rise" in out
+    assert train["replay.token_share"] > 0.15 and "forgetting.en.worst_rise" in train
+    assert "## Speaking pace" in md and "## Emotion transfer (neutral → emotional prompt emotion_excited.flac)" in md
+    assert [(g["name"], g["status"]) for g in promotion["gates"]] == [("base-language gate", "not measured")]
+    assert "base-language gate not measured: en cer: not measured (the judge is unreliable for it)" in out
     assert (tmp_path / "runs" / "mlflow.db").is_file()
     # does it speak? the base model's decodes at step 0 and the trained model's, per language
     assert {"baseline.gen/am/stop_rate", "final.gen/am/stop_rate", "final.gen/en/length_ratio"} <= set(train)
