@@ -34,39 +34,12 @@ sys.path.insert(0, str(REPO))
 
 
 def prepare(root: Path) -> dict[str, str]:
-    """The tiny 2.0 base, its extended tokenizer, the demo's features and pairs under ``root``."""
-    from indextts_core.config import DEMO_DATASET_DIR, ExtendBpeConfig, IngestConfig, load_config
-    from indextts_core.data.ingest import ManifestInput, ingest
-    from indextts_core.preprocess import (
-        FeatureFolder,
-        clips_from_manifests,
-        featureset_id,
-        model_folder_digests,
-        prepare,
-        preprocess,
-    )
-    from indextts_core.preprocess.pairs import PairingPolicy, build_pairs
-    from indextts_core.text.extend_bpe import extend_bpe, probe_lines
-    from indextts_core.text.frontend import TextFrontend
-    from indextts_core.tiny import write_tiny_bundle
+    """The tiny 2.0 base, its extended tokenizer, the demo's features and pairs under ``root`` (as
+    ``benchmarks/lora_vs_full.py`` prepares them)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lora_vs_full import prepare as prepare_demo
 
-    bundle = write_tiny_bundle(root / "base", seed=0, version="2.0")
-    ingested = ingest([ManifestInput(DEMO_DATASET_DIR / "manifest.jsonl")], root / "dataset", IngestConfig(), seed=1234)
-    clips = clips_from_manifests({"train": ingested.train, "val": ingested.val})
-    fe = TextFrontend()
-    corpus = {"am": [fe(c.text, "am") for c in clips if c.language == "am"]}
-    tokenizer = extend_bpe(bundle.tokenizer_path, corpus, probe_lines(None, fe), root / "tokenizer" /
-                           "extended_bpe.model", ExtendBpeConfig(), seed=1234, frontend=fe.fingerprint()).model_path
-    cfg = load_config()
-    out = root / "processed_data"
-    featureset = featureset_id(model_folder_digests(bundle.checkpoint_dir), cfg.preprocess, bundle.hidden_layer)
-    preprocess(prepare(clips, bundle, tokenizer, fe, cfg.preprocess), FeatureFolder(out / "features", featureset),
-               out, cfg.preprocess, min_duration_s=cfg.ingest.min_duration_s, max_duration_s=cfg.ingest.max_duration_s)
-    pool = [out / "train_manifest.jsonl", out / "val_manifest.jsonl"]
-    build_pairs(pool[0], out / "GPT_pairs_train.jsonl", PairingPolicy(seed=1234), pool)
-    build_pairs(pool[1], out / "GPT_pairs_val.jsonl", PairingPolicy(seed=1234), pool)
-    return {"checkpoint": str(bundle.checkpoint_dir), "tokenizer": str(tokenizer),
-            "train": str(out / "GPT_pairs_train.jsonl"), "val": str(out / "GPT_pairs_val.jsonl")}
+    return prepare_demo(root, "2.0")
 
 
 def child(spec: dict) -> None:

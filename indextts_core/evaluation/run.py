@@ -356,7 +356,10 @@ def evaluate_models(
     write_jsonl(out_dir / "items.jsonl", rows)
     summary = summarise(rows, list(models), options, opts.seed, asr=asr.name if asr else None)
     summary["robust"] = robust_table(rows, [REFERENCE, *models])
-    summary["speaker_scale"] = scale_summary(rows, list(real_clips.values()), embedder, verifier, opts.seed)
+    prompt_ids = {i.prompt_audio: i.prompt_id for i in items}  # the prompts' vectors are known: not computed again
+    known = {"own": {prompt_ids[a]: v for a, v in prompt_vec.items()},
+             "verifier": {prompt_ids[a]: v for a, v in prompt_vec_verifier.items()}}
+    summary["speaker_scale"] = scale_summary(rows, list(real_clips.values()), embedder, verifier, opts.seed, known)
     summary["naturalness"] = {"source": DNSMOS_SOURCE, "note": DNSMOS_NOTE} if naturalness is not None else None
     summary["pace"] = pace_summary(rows, list(models), REFERENCE)
     summary["emotion"] = None
@@ -415,17 +418,19 @@ def emotion_probe(options: EvaluateConfig, items: Sequence[EvalItem], audio: Pat
 
 
 def scale_summary(rows: Sequence[Mapping[str, Any]], clips: Sequence[tuple[str, str, str, np.ndarray]],
-                  embedder: SpeakerEmbedder, verifier: XVectorEmbedder | None, seed: int = 0) -> dict[str, Any]:
+                  embedder: SpeakerEmbedder, verifier: XVectorEmbedder | None, seed: int = 0,
+                  known: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> dict[str, Any]:
     """Per encoder (``own``: the checkpoint's CAMPPlus; ``verifier``: the independent one, when given) and language:
     the same-speaker ceiling and different-speaker floor on the real recordings (prompts and references,
     :func:`~indextts_core.evaluation.speaker.speaker_scale`), each model's mean similarity, and where that mean sits
-    on the scale (``scaled``: 0 at the floor, 1 at the ceiling; None without both)."""
+    on the scale (``scaled``: 0 at the floor, 1 at the ceiling; None without both).  ``known``: per encoder key, the
+    vectors of clips already embedded (the prompts), by clip id."""
     out: dict[str, Any] = {}
     encoders = [("own", "speaker_sim", embedder, OWN_ENCODER_LABEL, "CAMPPlus")]
     if verifier is not None:
         encoders.append(("verifier", "speaker_sim_verifier", verifier, verifier.label, verifier.name))
     for key, metric, encoder, label, name in encoders:
-        scale = speaker_scale(clips, encoder, seed=seed)
+        scale = speaker_scale(clips, encoder, seed=seed, known=(known or {}).get(key))
         sims: dict[tuple[str, str], list[float]] = defaultdict(list)
         for r in rows:
             if r.get(metric) is not None:

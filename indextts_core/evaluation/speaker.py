@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,13 +142,14 @@ def _pick(pairs: list[tuple[int, int]], ids: Sequence[str], max_pairs: int, seed
 
 
 def speaker_scale(clips: Sequence[Clip], embed: Callable[[np.ndarray], torch.Tensor], *, max_pairs: int = 64,
-                  seed: int = 0) -> dict[str, dict]:
+                  seed: int = 0, known: Mapping[str, torch.Tensor] | None = None) -> dict[str, dict]:
     """Per language, what ``embed`` scores on real recordings: ``ceiling``, the mean cosine of two different clips
     of one speaker, and ``floor``, that of clips of two different speakers; each ``{"mean": float | None, "n":
     pairs}``.  Pairs are chosen by a sha256 ranking of their clip ids with ``seed``, at most ``max_pairs`` of each
     kind per language; each clip is embedded once.  A language with one speaker has no floor, a speaker with one
     clip no ceiling pair; clips under 0.2 s are left out.  Enumerating the pairs is quadratic in a language's clips:
-    pass a sample (the evaluation set's), not a whole corpus."""
+    pass a sample (the evaluation set's), not a whole corpus.  ``known``: vectors ``embed`` already gave, by clip
+    id (not computed again)."""
     by_lang: dict[str, list[tuple[str, str, np.ndarray]]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for language, speaker, clip_id, wave in clips:
@@ -169,7 +170,7 @@ def speaker_scale(clips: Sequence[Clip], embed: Callable[[np.ndarray], torch.Ten
         chosen = {"ceiling": _pick(same, ids, max_pairs, seed), "floor": _pick(other, ids, max_pairs, seed)}
         vectors: dict[int, torch.Tensor] = {}
         for i in sorted({k for pairs in chosen.values() for p in pairs for k in p}):
-            vectors[i] = embed(rows[i][2])
+            vectors[i] = known[ids[i]] if known and ids[i] in known else embed(rows[i][2])
         out[language] = {}
         for kind, pairs in chosen.items():
             scores = [cosine(vectors[i], vectors[j]) for i, j in pairs]

@@ -96,6 +96,10 @@ def test_scale_has_a_ceiling_above_the_floor_with_the_right_pair_counts():
     assert scale["en"]["ceiling"]["mean"] > 0.9 > scale["en"]["floor"]["mean"]
     assert scale["am"]["floor"] == {"mean": None, "n": 0} and scale["am"]["ceiling"]["n"] == 1
     assert len(embedded) == len(set(embedded)) == len(clips)  # each clip embedded once
+    # vectors already computed (the evaluation's prompts) are used as given, not computed again
+    embedded.clear()
+    known = {c[2]: _spectrum(c[3]) for c in clips[:2]}
+    assert speaker_scale(clips, embed, known=known) == scale and len(embedded) == len(clips) - 2
 
 
 def test_scale_pair_choice_is_capped_and_deterministic():
