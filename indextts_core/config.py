@@ -255,6 +255,65 @@ class ManifestSource(_Section):
         return v
 
 
+class CurateConfig(_Section):
+    """Curate: long recordings -> segmented, transcribed, cleaned clips in a manifest ``ingest`` reads.
+
+    Runs before ``ingest`` when ``sources`` is set.  Each recording is a unit of its own, named by its
+    content (audio and sidecar files) and these options, so adding recordings processes only the new
+    ones and a killed run resumes at the next recording; see ``indextts_core.curate``.  A recording's
+    text comes from a sidecar of the same name: ``.srt``/``.vtt`` subtitles (cue times cut the clips),
+    a ``.txt`` transcript (placed on voice-activity segments by CTC forced alignment) or none (the ASR
+    judge transcribes, its language forced).
+    """
+
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"sources", "workers", "device", "listen_examples"})
+
+    sources: list[str] = Field(
+        default_factory=list, description="Long recordings: local folders, files or s3:// prefixes (audio, or video "
+        "whose audio track ffmpeg can read), each with optional .srt/.vtt/.txt/.json sidecars of the same name. "
+        "Empty: no curate stage (ingest reads ingest.source).", json_schema_extra={"flags": ["--source"]})
+    speaker_map: str | None = Field(None, description="A .json object or two-column .csv (recording file name or "
+                                    "stem -> speaker); default: each recording is its own speaker.")
+    speaker_field: str = Field("speaker", description="The field of a recording's sidecar .json naming its speaker "
+                               "(used when the speaker map does not name the recording).")
+    asr_model: str | None = Field(None, description="ASR folder that transcribes bare recordings, checks given text "
+                                  "and aligns transcripts (a CTC model aligns); default: the download stage's asr.")
+    min_duration_s: float = Field(1.0, gt=0, description="Shorter segments are merged with a neighbour or rejected.")
+    max_duration_s: float = Field(15.0, gt=0, description="Longer segments are cut at their longest inner pause, "
+                                  "else rejected.")
+    min_pause_s: float = Field(0.3, gt=0, description="Silences at least this long are where clips may be cut.")
+    head_s: float = Field(0.1, ge=0, description="Audio kept before a clip's first speech.")
+    tail_s: float = Field(0.5, ge=0, description="Audio kept after a clip's last speech (a tight cut clips word "
+                          "endings); never past the middle of the pause that follows.")
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero VAD speech probability threshold.")
+    sample_rate: PositiveInt = Field(22050, description="Sample rate of the written FLAC clips (resampled once).")
+    loudness_lufs: float | None = Field(-23.0, le=0, description="Integrated loudness (ITU-R BS.1770) each clip is "
+                                        "normalised to; null keeps the level.")
+    max_cer: float = Field(0.3, ge=0, description="Reject a clip whose given text and ASR transcript differ by more "
+                           "than this CER (checked only when the judge is reliable, see max_judge_cer).")
+    max_judge_cer: float = Field(0.5, ge=0, description="The ASR judge's CER on the clips with given text above which "
+                                 "it is unreliable: no CER gate, and bare recordings' clips are rejected untranscribed.")
+    min_dnsmos: float | None = Field(2.0, ge=1, le=5, description="Reject clips whose DNSMOS OVRL is below this "
+                                     "(noise, reverberation); null: no DNSMOS.")
+    max_clipped_share: float = Field(0.001, ge=0, le=1, description="Reject clips with more samples at full scale.")
+    max_silence_share: float = Field(0.6, gt=0, le=1, description="Reject clips whose share of non-speech is higher.")
+    dedupe: bool = Field(True, description="Reject exact duplicates (same decoded audio) and near duplicates (same "
+                         "normalised text, durations within near_duplicate_s).")
+    near_duplicate_s: float = Field(0.15, ge=0, description="Duration tolerance of a near duplicate.")
+    check_script: bool = Field(True, description="Reject text not written in the language's script.")
+    listen_examples: int = Field(5, ge=0, description="Clips per rejection reason kept for the report's listening page.")
+    workers: int = Field(0, ge=0, description="Recordings processed at once; 0 = one per CPU core (max 4).")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CurateConfig:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
+            )
+        return self
+
+
 class IngestConfig(_Section):
     """Ingest: which manifests make the dataset, how rows are validated and split."""
 
@@ -644,6 +703,7 @@ class PipelineConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     download: DownloadConfig = Field(default_factory=DownloadConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     extend_bpe: ExtendBpeConfig = Field(default_factory=ExtendBpeConfig)
