@@ -20,7 +20,7 @@ problems, times rounded to 1 ms):
   (an exact duplicate).
 
 Each sentence is synthesized alone (espeak-ng WAV in a temporary folder, resampled to 16 kHz by
-sox), trimmed of espeak's own silence (samples below -45 dBFS at both ends), and placed after a
+sox, no dither), trimmed of espeak's own silence (samples below -45 dBFS at both ends), and placed after a
 pause of 0.7-1.4 s.  A seeded -60 dBFS gaussian noise floor runs under the whole recording, so the
 pauses are not digital zeros.  Everything random is seeded: rerunning gives the same files.
 """
@@ -109,7 +109,7 @@ def _synthesize(text: str, language: str, speaker: str, tmp: Path) -> np.ndarray
     raw, wav = tmp / "espeak.wav", tmp / "16k.wav"
     subprocess.run(["espeak-ng", "-v", f"{voice}+{variant}", "-p", str(pitch), "-s", str(rate),
                     "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-b", "16", str(wav)], check=True)
+    subprocess.run(["sox", "-D", str(raw), "-r", str(SAMPLE_RATE), "-b", "16", str(wav)], check=True)
     samples, rate_read = sf.read(wav, dtype="float32")
     if rate_read != SAMPLE_RATE or samples.ndim != 1:
         raise RuntimeError(f"sox gave {rate_read} Hz, shape {samples.shape}; expected {SAMPLE_RATE} Hz mono")
