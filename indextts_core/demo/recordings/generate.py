@@ -13,7 +13,7 @@ problems, times rounded to 1 ms):
   cue on two lines, one cue ending 0.2 s after the next one starts, and one English sentence, the
   planted wrong-script line);
 * ``story_spk06.flac`` + ``.txt``: a story with its chapter text; one sentence buried in white noise
-  (0 dB SNR over that sentence only) and one sentence read a second time later (near duplicate);
+  (-5 dB SNR over that sentence only) and one sentence read a second time later (near duplicate);
 * ``interview_spk07.flac`` + ``.json``: speech with no text, speaker in the sidecar; one sentence
   amplified x8 and hard-clipped;
 * ``reupload_spk05.flac`` + ``.srt``: the first three lecture sentences again, sample for sample
@@ -44,7 +44,7 @@ FLOOR_DBFS = -60.0  # the gaussian noise floor under every recording (RMS)
 PAUSE_S = (0.7, 1.4)  # the pause before each sentence is drawn from this range
 LEAD_S = 0.5  # noise floor before the first sentence
 TAIL_S = 0.8  # noise floor after the last sentence
-NOISY_SNR_DB = 0.0  # the planted noisy sentence: white noise at this SNR over its span
+NOISY_SNR_DB = -5.0  # the planted noisy sentence: white noise at this SNR over its span
 CLIP_GAIN = 8.0  # the planted clipped sentence: amplified by this, then clipped at +-1.0
 SEED = 29
 
