@@ -21,7 +21,9 @@ MLflow or torch:
 An answer is used only if its stage's output is still in the store; the run folder gets the
 output as the flow would check it out.  Nothing is answered when ``orchestration.refresh_cache``
 is set, when ``orchestration.cached_answers`` is off, for ``evaluate`` (it depends on the
-registry's champion), and for ``train`` with an explicit ``--resume`` file (that asks for training).
+registry's champion), for ``train`` with an explicit ``--resume`` file (that asks for training), and
+when ``curate.sources`` is set (what the recordings hold is known only by reading them, which the curate
+stage does: its units make an unchanged recording cheap).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def answer_key(stage: str, asked: str) -> str:
 
 def _answerable(cfg: PipelineConfig, stage: str) -> bool:
     if stage not in ANSWERABLE or cfg.orchestration.refresh_cache or not cfg.orchestration.cached_answers:
+        return False
+    if cfg.curate.sources:  # what recordings hold is known only by reading them (the curate stage's units)
         return False
     return not (stage == "train" and cfg.train.resume not in (None, "auto"))
 

@@ -49,7 +49,7 @@ class Commands(TyperGroup):
 app = typer.Typer(
     cls=Commands,
     name="indextts-train",
-    help="Teach IndexTTS2 a new language: ingest -> corpus -> tokenizer -> preprocess -> pairs -> train -> export -> "
+    help="Teach IndexTTS2 a new language: (curate ->) ingest -> corpus -> tokenizer -> preprocess -> pairs -> train -> export -> "
          "evaluate -> promote.",
     no_args_is_help=True,
     add_completion=False,
@@ -70,6 +70,7 @@ def _main(
 
 app.command()(ops.run)
 app.command()(data.download)
+app.command()(data.curate)
 app.command()(data.ingest)
 app.command()(data.corpus)
 app.command("extend-bpe")(data.extend_bpe)

@@ -4,6 +4,7 @@ Steps (each a Prefect task with retries for transient faults, cached on its inpu
 artifact store and in ``<run.output_dir>/<stage>``, a child MLflow run under this flow run's parent):
 
 1. download:   base checkpoint, encoders and dataset into the artifact store
+   curate:     (when curate.sources is set) long recordings cut, transcribed and cleaned into a dataset
 2. ingest:     validate every manifest row, split train/val per speaker, dataset report
 3. corpus:     the text of the dataset, one file per language, also as the tokenizer will see it
 4. extend-bpe: append the new language's pieces to the base tokenizer (base ids kept), audited
@@ -53,8 +54,9 @@ def finetune(cfg: PipelineConfig = PipelineConfig(),  # noqa: B008 - pydantic de
         get_run_logger().info("configuration from %s (run %s)", config, cfg.run.name)
     with PipelineRun(cfg) as run:
         stages = StageGraph(run)  # what each stage takes, declared once (flows/graph.py)
-        for name in STAGES[: STAGES.index("train") + 1]:  # download, ingest, ..., pairs, train: in pipeline order
-            stages.result(name)
+        for name in STAGES[: STAGES.index("train") + 1]:  # download, (curate), ingest, ..., train: in pipeline order
+            if stages.applies(name):
+                stages.result(name)
         champion = stages.champion()
         evaluation = stages.result("evaluate") if cfg.evaluate.enabled else None
         promote_stage(run, stages.result("train"), evaluation, champion)

@@ -14,6 +14,7 @@ from flows.preprocess import FRONTEND, preprocess_stage
 from flows.runtime import PipelineRun
 from tasks.artifacts import ArtifactRef, StageResult
 from tasks.corpus import corpus_task
+from tasks.curate import curate_task
 from tasks.download import DownloadResult, download_task
 from tasks.extend_bpe import extend_bpe_task
 from tasks.ingest import ingest_task
@@ -22,7 +23,7 @@ from tasks.promote import Champion
 from tasks.train import resumes_a_file, train_task
 
 #: The stages a command can run, in pipeline order.
-STAGES = ("download", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate")
+STAGES = ("download", "curate", "ingest", "corpus", "extend-bpe", "preprocess", "pairs", "train", "evaluate")
 
 
 class StageGraph:
@@ -52,6 +53,10 @@ class StageGraph:
             self._assets = self.run.stage(download_task)
         return self._assets.get(name)
 
+    def applies(self, stage: str) -> bool:
+        """Whether the pipeline runs ``stage``: curate only when it has sources (``curate.sources``)."""
+        return stage != "curate" or bool(self.run.cfg.curate.sources)
+
     def artifact(self, stage: str) -> ArtifactRef:
         return self.given[stage] if stage in self.given else self.result(stage).artifact
 
@@ -66,8 +71,12 @@ class StageGraph:
 
     def _run(self, stage: str) -> StageResult:
         run, checkpoint = self.run, lambda: self.asset("checkpoint")
-        if stage == "ingest":
-            return run.stage(ingest_task, self.asset("dataset"))
+        if stage == "curate":
+            return run.stage(curate_task, self.asset("asr"))
+        if stage == "ingest":  # the curated recordings when there are any, else the dataset
+            dataset = self.given.get("dataset") or (self.artifact("curate") if self.applies("curate")
+                                                    else self.asset("dataset"))
+            return run.stage(ingest_task, dataset)
         if stage == "corpus":
             return run.stage(corpus_task, self.artifact("ingest"), FRONTEND)
         if stage == "extend-bpe":

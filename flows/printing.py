@@ -18,6 +18,28 @@ console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
 
+def print_curate_report(report: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Hours in, kept and rejected per reason, per speaker; the judge's verdict; the throughput per step."""
+    table = Table(title="Curated", show_header=True, header_style="bold")
+    for col in ("", "clips", "minutes"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("kept", str(report["kept"]["clips"]), f"{report['kept']['seconds'] / 60:.1f}", style="bold")
+    for reason, r in report["rejected_by_reason"].items():
+        table.add_row(f"rejected: {reason}", str(r["clips"]), f"{r['seconds'] / 60:.1f}")
+    for speaker, r in report["speakers"].items():
+        table.add_row(f"speaker {speaker}", str(r["clips"]), f"{r['seconds'] / 60:.1f}")
+    console.print(table)
+    rec = report["recordings"]
+    console.print(f"recordings: {rec['count']} ({rec['processed']} processed, {rec['reused']} already curated, "
+                  f"{rec['failed']} unreadable), {report['hours_in'] * 60:.1f} min of audio in", highlight=False)
+    for note in report.get("notes") or ():
+        console.print(f"note: {note}", highlight=False)
+    speed = {k.removeprefix("audio_s_per_s."): v for k, v in metrics.items() if k.startswith("audio_s_per_s.")}
+    if speed:
+        console.print("audio seconds per second: " + ", ".join(f"{k} {v:g}" for k, v in speed.items()),
+                      highlight=False)
+
+
 def print_ingest_report(report: dict[str, Any]) -> None:
     table = Table(title="Dataset", show_header=True, header_style="bold")
     for col in ("", "clips", "minutes", "speakers"):

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 #: The config fields (or whole sections) each stage's output depends on: its cache key and the
 #: parameters of its MLflow run.  A section stands for all its fields but its ``NOT_IN_KEY``.
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "curate": ("language", "curate"),
     "ingest": ("language", "extra_languages", "run.seed", "ingest"),
     "corpus": ("corpus",),
     "extend-bpe": ("language", "run.seed", "extend_bpe"),

@@ -1,4 +1,4 @@
-"""The data commands: ``download``, ``ingest``, ``corpus``, ``extend-bpe``, ``preprocess``, ``import``,
+"""The data commands: ``download``, ``curate``, ``ingest``, ``corpus``, ``extend-bpe``, ``preprocess``, ``import``,
 ``pairs`` (``build-pairs``).
 
 Each runs its stage as a flow run of its own (:func:`flows.cli_support.run_stage`).  The stage's
@@ -26,7 +26,7 @@ from flows.cli_support import (
     run_stage,
 )
 from flows.flags import config_flags
-from flows.printing import console, err_console, print_ingest_report, print_outputs
+from flows.printing import console, err_console, print_curate_report, print_ingest_report, print_outputs
 from indextts_core.config import PipelineConfig
 from indextts_core.errors import InputError
 
@@ -94,6 +94,33 @@ def _pin(config: Path, cfg: PipelineConfig, commits: dict[str, str]) -> None:
     for name in left:  # a --set override, or a layout the line editor does not know
         err_console.print(f"{config}: could not edit {name} in place; set {name}: {{source: {sources[name].source}, "
                           f"revision: {found[name][1]}}}", highlight=False)
+
+
+@config_flags("curate", "language", "run.seed")
+def curate(
+    output_dir: Annotated[Path, typer.Option(help="Where the manifest, rejects, report and listening page go.")]
+    = Path("curated"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    flags: dict | None = None,
+) -> None:
+    """Cut long recordings (--source: folders, files, s3:// prefixes; .srt/.vtt/.txt sidecars) into clean,
+    transcribed clips and a manifest ingest reads (stage 'curate'); new recordings only on later runs."""
+    try:
+        cfg = load_run_config(config, overrides, flags)
+        if not cfg.curate.sources:
+            raise InputError("curate.sources: no recordings given: name a folder, file or s3:// prefix with "
+                             "--source (repeatable) or curate.sources in the --config file")
+        try:
+            result = run_stage(cfg, "curate")
+        except InputError:
+            keep_evidence(cfg.run.output_dir / "curate", output_dir)
+            raise
+        copy_result(cfg, result, output_dir)
+    except (InputError, ValueError) as e:
+        raise fail(e) from None
+    print_curate_report(result["data"]["report"], result["metrics"])
+    print_outputs("Outputs", {k: output_dir / v for k, v in result["outputs"].items()})
 
 
 @config_flags("ingest", "run.seed")

@@ -261,7 +261,9 @@ def write_report(out_dir: Path, *, kept: Sequence[dict], rejected: Sequence[dict
     the rejected audio, or None); ``recordings``: ``name``, ``speaker``, ``duration_s``, ``method``,
     ``digest``, ``status`` (``processed`` / ``reused``) and any ``error``; ``settings``: the stage's options
     (the thresholds are drawn on the histograms) and ``notes``, lines every reader must see.  Audio paths
-    are written relative to ``out_dir`` (absolute local paths are made so).  Every file is written atomically.
+    are written relative to ``out_dir`` (absolute local paths are made so).  Kept rows with a ``listen`` path
+    (audio the caller copied next to the report) are the listening page's kept clips; without any, ``listen_kept``
+    rows are drawn with ``seed``.  Every file is written atomically.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,9 +277,12 @@ def write_report(out_dir: Path, *, kept: Sequence[dict], rejected: Sequence[dict
         if not drawn:
             (out_dir / name).unlink(missing_ok=True)
             summary["not_drawn"][name] = _NOTHING[field]
-    rng = random.Random(seed)
-    chosen = sorted(rng.sample(range(len(kept)), min(max(listen_kept, 0), len(kept))))
-    listen = [{**kept[i], "audio": _rel(kept[i].get("audio"), out_dir)} for i in chosen]
+    if any("listen" in r for r in kept):  # the caller chose them and copied their audio here (``listen``)
+        listen = [{**r, "audio": _rel(r["listen"], out_dir)} for r in kept if "listen" in r]
+    else:
+        rng = random.Random(seed)
+        chosen = sorted(rng.sample(range(len(kept)), min(max(listen_kept, 0), len(kept))))
+        listen = [{**kept[i], "audio": _rel(kept[i].get("audio"), out_dir)} for i in chosen]
     examples: dict[str, list[dict]] = {}
     for r in rejected:
         if r.get("audio"):

@@ -6,8 +6,8 @@
   turned into speech runs with the package's hysteresis (enter at ``threshold``, leave below
   ``threshold - 0.15``), pauses shorter than ``min_pause_s`` are bridged and blips under 0.1 s dropped.
   No padding is added there: :func:`cut_segments` pads.
-* :func:`cut_segments` groups runs into clips cut only at pauses of at least ``min_pause_s``, at most
-  ``max_s`` long including the head and tail padding; clips shorter than ``min_s`` are merged into a
+* :func:`cut_segments` cuts clips at every pause of at least ``min_pause_s`` (sentence-sized clips), at
+  most ``max_s`` long including the head and tail padding; clips shorter than ``min_s`` are merged into a
   neighbour when that fits, else rejected ``too_short``.  A stretch of speech with no such pause that is
   longer than ``max_s`` is split at its longest inner (shorter) pause, recursively; that is why
   :func:`segment_recording` asks the VAD for runs bridged only below 0.1 s and lets :func:`cut_segments`
@@ -192,7 +192,9 @@ def cut_segments(
     * A clip spans ``max(first start - head_s, middle of the pause before, 0)`` to
       ``min(last end + tail_s, middle of the pause after, duration_s)`` and holds at most ``max_s``.
     * The blocks are partitioned so that, in order: the fewest clips are rejected, there are the
-      fewest clips (each as long as fits, as accumulating runs up to ``max_s`` would), and the cuts
+      most clips (a cut at every pause of at least ``min_pause_s``: sentence-sized clips, each
+      holding whole stretches of speech, so text placed on them by count or alignment lines up with
+      the pauses a reader makes), and the cuts
       fall at the longest pauses.  A clip under ``min_s`` is thereby merged into a neighbour whenever
       that fits; when it cannot be it is rejected ``too_short``.
     * A block whose own clip exceeds ``max_s`` is split at its longest inner pause (one shorter than
@@ -242,7 +244,7 @@ def cut_segments(
             bad = bad or (e - s < min_s - 1e-9)
             pause = blocks[i].start - blocks[i - 1].end if i > 0 else 0.0
             b = best[i]
-            cost = (b[0] + bad, b[1] + 1, b[2] - pause)
+            cost = (b[0] + bad, b[1] - 1, b[2] - pause)
             if cost < best[j]:
                 best[j], prev[j] = cost, i
     groups: list[tuple[int, int]] = []

@@ -47,9 +47,11 @@ from indextts_core.data.report import dataset_report, plot_durations, report_mar
 from indextts_core.data.split import split_by_speaker
 from indextts_core.store.objects import (
     ArtifactStore,
+    STORE_SCHEME,
     ObjectNotFoundError,
     StorageCredentialsError,
     open_store,
+    read_uri_bytes,
     split_s3_uri,
 )
 from indextts_core.text.clean import clean_text
@@ -127,7 +129,7 @@ def _reject_record(raw: RawRow, code: str, message: str, clip_id: str | None = N
 
 
 def _resolve_audio(audio: str, base_dir: str) -> str:
-    if audio.startswith("s3://") or os.path.isabs(audio):
+    if audio.startswith(("s3://", STORE_SCHEME)) or os.path.isabs(audio):
         return audio
     return str(Path(base_dir, audio).resolve())
 
@@ -152,6 +154,8 @@ class _AudioReader:
             return self._stores[bucket]
 
     def read(self, uri: str) -> bytes:
+        if uri.startswith(STORE_SCHEME):  # a clip the run's store holds already (the curate stage's)
+            return read_uri_bytes(uri, self.storage)
         if not uri.startswith("s3://"):
             return Path(uri).read_bytes()
         bucket, key = split_s3_uri(uri)
@@ -277,7 +281,7 @@ def ingest(
             continue
         record = row.model_dump(exclude_none=True)
         record.update(text=text, audio=_resolve_audio(row.audio, raw.base_dir), source=raw.where)
-        if root is not None and not record["audio"].startswith("s3://") \
+        if root is not None and not record["audio"].startswith(("s3://", STORE_SCHEME)) \
                 and not Path(record["audio"]).resolve().is_relative_to(root):
             rejects.append(_reject_record(raw, "audio_outside_dataset", f"{raw.where}: audio {row.audio} is outside "
                                           "the dataset folder, so it is not in the artifact store and a worker on "

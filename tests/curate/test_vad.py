@@ -42,12 +42,12 @@ def test_runs_closer_than_min_pause_stay_in_one_clip_and_padding_stops_at_pause_
     assert segs == [Segment(0.9, 3.2, None, 1.8), Segment(3.3, 4.5, None, 0.6)]  # head 0.1 s < half the pause
 
 
-def test_runs_accumulate_up_to_max_s():
+def test_a_clip_per_stretch_of_speech_between_pauses():
     runs = [(1.0 + 3 * k, 3.0 + 3 * k) for k in range(6)]  # 2 s speech, 1 s pauses, until 18.0
     segs, rej = cut(runs, duration=20.0, max_s=9.0)
     assert rej == []
-    # three runs make 0.9..9.5 (8.6 s); a fourth would make 12.5 s
-    assert segs == [Segment(0.9, 9.5, None, 6.0), Segment(9.9, 18.5, None, 6.0)]
+    # a cut at every pause of at least min_pause_s: sentence-sized clips, padded up to the pauses' middles
+    assert [(s.start_s, s.end_s) for s in segs] == [(0.9 + 3 * k, 3.5 + 3 * k) for k in range(6)]
 
 
 def test_padding_capped_at_zero_duration_and_pause_middle():
@@ -237,8 +237,12 @@ def test_vad_boundaries_on_demo_recordings(vad):
         sentences = rec["sentences"]
         # the silence before the first sentence and after the last count as pauses (the file's edges)
         pauses = [[0.0, sentences[0]["start_s"]], *rec["pauses"], [sentences[-1]["end_s"], duration]]
-        starts = [s.start_s for s in segs] + [s.start_s for s, _ in rej]
-        ends = [s.end_s for s in segs] + [s.end_s for s, _ in rej]
+        # a sentence drowned in noise on purpose (-5 dB SNR, to be rejected by DNSMOS) may be cut inside
+        noisy = [(p["start_s"], p["end_s"]) for p in rec["planted"] if p["kind"] == "noisy"]
+        starts = [t for t in [s.start_s for s in segs] + [s.start_s for s, _ in rej]
+                  if not any(a < t < b for a, b in noisy)]
+        ends = [t for t in [s.end_s for s in segs] + [s.end_s for s, _ in rej] if not any(a < t < b for a, b in noisy)]
+        assert len(segs) >= len(sentences) - len(noisy)  # a clip per sentence (cut at every pause)
         for t in starts:
             assert any(ps - TOL <= t <= pe + TOL for ps, pe in pauses), (name, "start", t)
         for t in ends:
