@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from indextts_core.curate.sentences import split_sentences
 from indextts_core.curate.types import Rejection, Segment
 from indextts_core.errors import InputError
 
@@ -162,8 +163,6 @@ def parse_subtitles(text: str, name: str, dropped: list[Cue] | None = None) -> l
 # ---------------------------------------------------------------------------------------------- fitting
 
 #: Where a sentence ends: Latin/Ethiopic/CJK full stops, question and exclamation marks.  The ASCII ones
-#: count only before whitespace (or the end), so ``3.5`` and ``e.g.x`` are not cut.
-_SENTENCE_END = re.compile(r"(?:[.!?][\"'”’»)\]]*(?=\s|$)|[።፧፨。！？][\"'”’»)\]」』]*)\s*")
 
 
 @dataclass
@@ -189,16 +188,6 @@ class _Piece:
         if len(self.cues) == 1:
             return f"cue {self.cues[0].index} (line {self.cues[0].line})"
         return f"cues {self.cues[0].index}-{self.cues[-1].index} (lines {self.cues[0].line}-{self.cues[-1].line})"
-
-
-def split_sentences(text: str) -> list[str]:
-    """``text`` cut after each sentence end (kept with its sentence); pieces stripped, none empty."""
-    pieces, last = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        pieces.append(text[last:m.end()].strip())
-        last = m.end()
-    pieces.append(text[last:].strip())
-    return [p for p in pieces if p]
 
 
 def fit_cues(cues: list[Cue], min_s: float, max_s: float,
