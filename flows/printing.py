@@ -77,6 +77,9 @@ def print_outputs(title: str, outputs: dict[str, Any]) -> None:
 
 def print_summary(summary: Any) -> None:
     results = summary.results
+    curated = results.get("curate")
+    if curated and curated["data"].get("report"):
+        print_curate_report(curated["data"]["report"], curated["metrics"])
     ingest = results.get("ingest")
     if ingest:
         print_ingest_report(ingest["data"]["report"])
