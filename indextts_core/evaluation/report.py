@@ -16,6 +16,8 @@ above 50% CER, and the HTML shows the second transcript under the first.
 The speaking pace (characters per second of speech, and each model's drift against the real recordings) and, with
 ``evaluate.emotion_prompt``, the emotion transfer table (base and candidate side by side) follow, and the HTML
 ends with the emotion probe's samples: each model's neutral and emotional output per item.
+
+(Some 430 lines: the markdown and the HTML render the same sections from one summary, side by side.)
 """
 
 from __future__ import annotations

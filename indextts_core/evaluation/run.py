@@ -39,6 +39,9 @@ main pass's output (the same seed).  Results: ``emotion_probe.jsonl`` (one row p
 ``audio/emotion/<model>/``) and ``summary["emotion"]`` (per model and language the mean transfer figures, and each
 model's ``transfer_kept`` against the base model's); its time per model is ``models[<name>].emotion_probe_seconds``
 (not part of the model's ``seconds``).
+
+(Some 540 lines: the per-item loop and the per-language summaries read the same items and options; each
+score is computed in its own module: scoring, speech, prosody, emotion, speaker, robust, stats.)
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Every feature shard the rows use is checked by content when the :class:`Training
 against the sha256 preprocessing recorded in ``preprocess.json`` (``shard_sha256``), before any
 step runs: a damaged shard is a :class:`~indextts_core.store.objects.CorruptArtifactError` naming
 it.  An index written before shard hashes existed loads with a warning that its shards are unverified.
+
+(Some 510 lines: the sample list, the epoch plan, the micro-batch split and the replay mix all use one
+cost model of a sample; split apart, each would have to re-derive it.)
 """
 
 from __future__ import annotations

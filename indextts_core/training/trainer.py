@@ -36,6 +36,10 @@ its "auto" values are resolved in :mod:`~indextts_core.training.autosize`.
 
 (Over 500 lines: the loop, the step with its out-of-memory retry, and the run's records it
 writes share the trainer's state; split further they would pass it all around.)
+
+(Some 560 lines, on purpose: the epoch loop, the step, resume, validation and the export hooks share one
+trainer's state, and the loop reads top to bottom as nanoGPT's does; the parts with no state of their own live in
+the modules named above.)
 """
 
 from __future__ import annotations

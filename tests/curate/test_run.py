@@ -142,3 +142,14 @@ def test_an_unreadable_recording_is_reported_and_the_others_go_on(tmp_path: Path
     (src / "lecture_spk05.flac").unlink()
     with pytest.raises(InputError, match="no recording could be read"):
         _curate([src], tmp_path / "out2", tmp_path / "units", min_dnsmos=None)
+
+
+def test_the_console_report_says_what_was_kept_rejected_and_how_fast(demo_run, capsys):
+    from flows.printing import print_curate_report
+
+    result, _, _ = demo_run
+    print_curate_report(result.report, {f"audio_s_per_s.{k}": v for k, v in result.throughput.items()})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "kept" in out and "rejected: duplicate" in out and "speaker spk07" in out
+    assert "recordings: 4 (4 processed, 0 already curated, 0 unreadable)" in out
+    assert "note: ASR judge median CER 0.00" in out and "audio seconds per second: decode" in out
