@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,39 @@ def _tiny_seed(src: AssetSource) -> tuple[int, str]:
     return int(seed_text), version or "2.0"
 
 
+def _random_seed(src: AssetSource) -> int:
+    """``random://<seed>`` -> seed (the IndexTTS-2 layout; ``random://<seed>@2.0`` says the same)."""
+    seed_text, _, version = src.source.removeprefix("random://").partition("@")
+    seed_text = seed_text or "0"
+    if not seed_text.isdigit() or version not in ("", "2.0"):
+        raise DownloadError(f"{src.source}: expected random://<integer seed> (the IndexTTS-2 layout at the "
+                            "released shapes; 2.5 is not written)")
+    return int(seed_text)
+
+
+def _fetch_generated(name: str, src: AssetSource, store: ArtifactStore, tag: str,
+                     write: Callable[[Path], None], what: str) -> FetchedAsset:
+    """A model folder ``write`` makes in a staging folder, put into the store once: its record's
+    fingerprints are ``tag``, so a second run with the same tag reuses it without writing anything."""
+    prefix = asset_prefix(name, src)
+    record_key = f"{prefix}.json"
+    record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
+    reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
+    if not reused:
+        with tempfile.TemporaryDirectory(prefix="indextts-generated-") as staging:
+            write(Path(staging))
+            files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
+            info = store.put_files(files, prefix)
+        record = {"name": name, "source": src.source, "revision": None,
+                  "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
+                  "fingerprints": {f.key: tag for f in info.files}}
+        store.put_json(record, record_key)
+        log.info("%s: wrote %s to %s", name, what, store.uri_for(prefix))
+    assert record is not None
+    files_ = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
+    return FetchedAsset(name, src.source, None, prefix, store.uri_for(prefix), files_, reused)
+
+
 def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
     """tiny://<seed>: a tiny random model folder written on the spot (nothing is downloaded).
 
@@ -94,40 +128,56 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
     """
     seed, version = _tiny_seed(src)
     tag = f"tiny:{seed}:{TINY_VERSION}" + (f":{version}" if version != "2.0" else "")
-    prefix = asset_prefix(name, src)
-    record_key = f"{prefix}.json"
-    record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
-    reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
-    if not reused:
+
+    def write(staging: Path) -> None:
         from indextts_core.tiny import write_tiny_bundle, write_tiny_whisper, write_tiny_xvector
 
-        with tempfile.TemporaryDirectory(prefix="indextts-tiny-") as staging:
-            if name == "asr":
-                write_tiny_whisper(staging, seed=seed)
-            elif name == "speaker_verifier":
-                write_tiny_xvector(staging, seed=seed)
-            else:
-                write_tiny_bundle(staging, seed=seed, version=version)
-            files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
-            info = store.put_files(files, prefix)
-        record = {"name": name, "source": src.source, "revision": None,
-                  "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
-                  "fingerprints": {f.key: tag for f in info.files}}
-        store.put_json(record, record_key)
-        log.info("%s: wrote a tiny random model (seed %d) to %s", name, seed, store.uri_for(prefix))
-    assert record is not None
-    files_ = tuple(ObjectInfo(f["key"], f["size"], f["sha256"]) for f in record["files"])
-    return FetchedAsset(name, src.source, None, prefix, store.uri_for(prefix), files_, reused)
+        if name == "asr":
+            write_tiny_whisper(staging, seed=seed)
+        elif name == "speaker_verifier":
+            write_tiny_xvector(staging, seed=seed)
+        else:
+            write_tiny_bundle(staging, seed=seed, version=version)
+
+    return _fetch_generated(name, src, store, tag, write, f"a tiny random model (seed {seed})")
+
+
+def _fetch_random(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
+    """random://<seed>: the official IndexTTS-2 checkpoint folder at the released shapes with random
+    weights (:func:`indextts_core.tiny.full.write_full_bundle`, about 9 GB), written once.
+
+    Like ``tiny://``, the folder carries its encoders, CAMPPlus and BigVGAN in ``hf_cache/``, so only
+    ``download.checkpoint`` takes this source.
+    """
+    if name != "checkpoint":
+        raise DownloadError(f"{name}: random:// writes a whole checkpoint folder (its encoders, CAMPPlus and "
+                            "BigVGAN inside its hf_cache/); give it as download.checkpoint and leave "
+                            f"download.{name} out")
+    seed = _random_seed(src)
+    from indextts_core.tiny.full import FULL_VERSION
+
+    def write(staging: Path) -> None:
+        from indextts_core.tiny.full import write_full_bundle
+
+        write_full_bundle(staging, seed=seed)
+
+    return _fetch_generated(name, src, store, f"random:{seed}:{FULL_VERSION}", write,
+                            f"a full-size random checkpoint (seed {seed})")
 
 
 def source_fingerprint(name: str, src: AssetSource, storage: Any | None = None) -> str:
     """A cheap identity of what the source holds now (sizes and modification times or ETags).
 
-    Nothing is downloaded: a hub source at a pinned revision is identified by the revision, a tiny
-    source by its seed.
+    Nothing is downloaded: a hub source at a pinned revision is identified by the revision, a tiny or
+    random source by its seed.
     """
-    if source_kind(src.source) in ("hf", "tiny"):
+    kind = source_kind(src.source)
+    if kind in ("hf", "tiny", "random"):
         files: Any = {"revision": src.revision, "files": allow_list(name, src), "tiny": TINY_VERSION}
+        if kind == "random":
+            from indextts_core.tiny.full import FULL_VERSION
+
+            files["random"] = FULL_VERSION
     else:
         files = list_source(name, src, None, False, storage).files
     ident = json.dumps({"source": src.source, "revision": src.revision, "files": files}, sort_keys=True)
@@ -147,6 +197,8 @@ def fetch_asset(
     kind = source_kind(src.source)
     if kind == "tiny":
         return _fetch_tiny(name, src, store)
+    if kind == "random":
+        return _fetch_random(name, src, store)
     listing = list_source(name, src, hf_cache_dir, offline, storage)
     prefix = asset_prefix(name, src)
     record_key = f"{prefix}.json"

@@ -7,7 +7,9 @@ comes from one of these kinds of source (:func:`source_kind`):
 * an ``s3://bucket/prefix`` (any S3-compatible endpoint, credentials as for the store);
 * the Hugging Face hub, ``hf://owner/name`` or ``hf://datasets/owner/name``, at a pinned revision,
   through ``huggingface_hub`` (which keeps its own cache; ``offline`` uses only that cache);
-* ``tiny://<seed>``: a tiny random model written on the spot (see :mod:`indextts_core.store.download`).
+* ``tiny://<seed>``: a tiny random model written on the spot (see :mod:`indextts_core.store.download`);
+* ``random://<seed>``: the official checkpoint folder at the released shapes with random weights, written
+  once (about 9 GB; for rehearsing a real run's sizes on a CPU).
 
 :func:`allow_list` and :func:`optional_list` say which files an asset takes; :func:`list_source`
 lists what a source holds with a fingerprint per file and a way to fetch each.  Nothing here
@@ -53,9 +55,11 @@ OPTIONAL_FILES: dict[str, list[str]] = {"checkpoint": CHECKPOINT_INFERENCE + CHE
 
 
 def source_kind(source: str) -> str:
-    """``tiny``, ``hf``, ``s3`` or ``local``: the kind of source ``source`` names (by its scheme)."""
+    """``tiny``, ``random``, ``hf``, ``s3`` or ``local``: the kind of source ``source`` names (by its scheme)."""
     if source.startswith("tiny://"):
         return "tiny"
+    if source.startswith("random://"):
+        return "random"
     if source.startswith("hf://"):
         return "hf"
     if source.startswith("s3://"):
@@ -65,7 +69,7 @@ def source_kind(source: str) -> str:
 
 def allow_list(name: str, src: AssetSource) -> list[str] | None:
     """The files an asset must have (``None``: every file of the source)."""
-    if source_kind(src.source) == "tiny":
+    if source_kind(src.source) in ("tiny", "random"):
         return None  # the whole generated folder
     if src.files is not None:
         return list(src.files)
@@ -75,7 +79,7 @@ def allow_list(name: str, src: AssetSource) -> list[str] | None:
 
 def optional_list(name: str, src: AssetSource) -> list[str]:
     """The files an asset takes when its source has them (the default allow-list's optional part)."""
-    if source_kind(src.source) == "tiny" or src.files is not None:
+    if source_kind(src.source) in ("tiny", "random") or src.files is not None:
         return []
     return list(OPTIONAL_FILES.get(name, []))
 
