@@ -57,7 +57,11 @@ How it measures (none of it changes what the flow does):
   unchanged at the end, the libraries' own files, are left out).  What other processes read is not seen.
 
 ``--json out.json`` saves every number; ``--compare before.json`` prints a saved run next to this one with the
-ratios (large files are matched by name and size).  Not a test: it asserts nothing.
+ratios (large files are matched by name and size).  A run that fails, or that this script interrupts, still
+prints what it measured until then: it interrupts the flow when the disk has less than ``--min-free-gb`` (8)
+free or the machine less than ``--min-available-gb`` (1.5) of memory available (the machine is shared), and
+after ``--max-minutes``.  (Ctrl-C or ``timeout -s INT`` work too, but they stop the temporary Prefect server as
+well, and the flow then spends minutes retrying it before it gives up.)  Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class Watch:
     reads: list[Read] = field(default_factory=list)
     written: set[str] = field(default_factory=set)
     peak: dict[str, int] = field(default_factory=dict)
+    stopped: str | None = None  # why the guard interrupted the run
     local: threading.local = field(default_factory=threading.local)
 
     def read(self, path: str, via: str) -> None:
@@ -187,15 +192,33 @@ def install_hooks(watch: Watch) -> None:
     torch.load, torch.save = counted_load, noted_save
 
 
-def sample_rss(watch: Watch, stop: threading.Event, interval: float = 0.05) -> None:
+def sample_rss(watch: Watch, stop: threading.Event, root: Path, min_free: int, min_available: int,
+               deadline: float, interval: float = 0.05) -> None:
+    """The RSS per stage; and the guard of a shared machine: when the disk under ``root`` has less than
+    ``min_free`` bytes free or the machine less than ``min_available`` bytes of memory available, or at the
+    ``deadline`` (time.monotonic), the run is interrupted (as Ctrl-C does) and what was measured until then is
+    printed."""
+    import _thread
+
     import psutil
 
     proc = psutil.Process()
+    checked = 0.0
     while not stop.is_set():
         rss = proc.memory_info().rss
         stage = watch.stage
         if rss > watch.peak.get(stage, 0):
             watch.peak[stage] = rss
+        if time.monotonic() - checked > 1.0 and watch.stopped is None:
+            checked = time.monotonic()
+            free, available = shutil.disk_usage(root).free, psutil.virtual_memory().available
+            if free < min_free or available < min_available:
+                watch.stopped = (f"interrupted in {stage}: {free / GB:.1f} GB free on disk, {available / GB:.1f} GB "
+                                 f"of memory available (limits: --min-free-gb, --min-available-gb)")
+                _thread.interrupt_main()
+            elif time.monotonic() > deadline:
+                watch.stopped = f"interrupted in {stage}: --max-minutes reached"
+                _thread.interrupt_main()
         stop.wait(interval)
 
 
@@ -398,14 +421,16 @@ def rehearse(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     with prefect_test_harness(server_startup_timeout=180):
         phases = Phases(watch, places)
         wrap_pipeline(phases)
-        sampler = threading.Thread(target=sample_rss, args=(watch, stop), daemon=True)
+        sampler = threading.Thread(target=sample_rss, daemon=True, args=(
+            watch, stop, root, int(args.min_free_gb * GB), int(args.min_available_gb * GB),
+            time.monotonic() + (args.max_minutes * 60 if args.max_minutes else float("inf"))))
         sampler.start()
         watch.active = True
         started = time.monotonic()
         try:
             summary = finetune(cfg)
-        except Exception as e:  # noqa: BLE001 - a failed run is measured as far as it got
-            error = f"{type(e).__name__}: {e}"
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - a failed or interrupted run is measured as
+            error = f"{type(e).__name__}: {e}"     # far as it got (Ctrl-C, or `timeout -s INT`: the tables so far)
         finally:
             wall = time.monotonic() - started
             watch.active = False
@@ -418,6 +443,14 @@ def rehearse(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         and os.path.isfile(p) and os.path.getsize(p) >= watch.large]
     final = places.sizes()
     files = large_files(places, watch)
+    if watch.stopped:
+        error = f"{watch.stopped} ({error})"
+    if error:
+        print(f"run stopped: {error}", file=sys.stderr)
+    if summary is None and (cfg.run.output_dir / "summary.json").is_file():  # a failed run's summary: its stages
+        from flows.runtime import RunSummary
+
+        summary = RunSummary.model_validate_json((cfg.run.output_dir / "summary.json").read_text())
     rows = {r.stage: r for r in summary.stages} if summary is not None else {}
     results = summary.results if summary is not None else {}
     done = {"train steps": results.get("train", {}).get("metrics", {}).get("steps"),
@@ -435,7 +468,7 @@ def rehearse(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "checkpoint": args.checkpoint, "clips": args.clips, "steps": args.steps, "eval_items": args.eval_items,
         "large_mb": args.large_mb, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs", "status":
-        summary.status if summary is not None else f"failed: {error}", "wall_seconds": round(wall, 2),
+        f"failed: {error}" if error else summary.status if summary is not None else "?", "wall_seconds": round(wall, 2),
         "done": done, "root": str(root), "peak_rss_run": peak_run, "stages": stages, "final": final,
         "registry": registry, "files": files,
         "physical_total": physical_total(places)}
@@ -690,6 +723,10 @@ def main() -> None:
     ap.add_argument("--large-mb", type=float, default=100.0, help="files at least this size are followed")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another config override")
     ap.add_argument("--watch", action="append", default=[], metavar="NAME=PATH", help="another location to measure")
+    ap.add_argument("--min-free-gb", type=float, default=8.0, help="interrupt the run when the disk has less free")
+    ap.add_argument("--min-available-gb", type=float, default=1.5, help="interrupt the run when the machine has "
+                    "less memory available")
+    ap.add_argument("--max-minutes", type=float, help="interrupt the flow after this long (the tables so far)")
     ap.add_argument("--keep", type=Path, help="run under this folder (kept) instead of a temporary one")
     ap.add_argument("--json", type=Path, help="save the numbers here")
     ap.add_argument("--compare", type=Path, help="a saved --json run, printed next to this one")
