@@ -206,7 +206,7 @@ class DownloadConfig(_Section):
         default_factory=lambda: AssetSource(source="tiny://0"),
         description="IndexTTS-2 checkpoint folder (config.yaml, gpt.pth, bpe.model, wav2vec2bert_stats.pt, ...); "
         "default: tiny://0, a tiny random model written on the spot (the laptop demo); random://<seed>: the "
-        "folder at the released shapes with random weights (about 9 GB, written once; rehearsing a real run's sizes).",
+        "folder at the released shapes with random weights (about 8 GB, written once; rehearsing a real run's sizes).",
     )
     w2v_bert: AssetSource | None = Field(None, description="facebook/w2v-bert-2.0 folder (Hugging Face layout).")
     semantic_codec: AssetSource | None = Field(None, description="MaskGCT semantic codec safetensors "

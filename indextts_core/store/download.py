@@ -144,7 +144,7 @@ def _fetch_tiny(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAss
 
 def _fetch_random(name: str, src: AssetSource, store: ArtifactStore) -> FetchedAsset:
     """random://<seed>: the official IndexTTS-2 checkpoint folder at the released shapes with random
-    weights (:func:`indextts_core.tiny.full.write_full_bundle`, about 9 GB), written once.
+    weights (:func:`indextts_core.tiny.full.write_full_bundle`, about 8 GB), written once.
 
     Like ``tiny://``, the folder carries its encoders, CAMPPlus and BigVGAN in ``hf_cache/``, so only
     ``download.checkpoint`` takes this source.

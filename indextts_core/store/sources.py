@@ -9,7 +9,7 @@ comes from one of these kinds of source (:func:`source_kind`):
   through ``huggingface_hub`` (which keeps its own cache; ``offline`` uses only that cache);
 * ``tiny://<seed>``: a tiny random model written on the spot (see :mod:`indextts_core.store.download`);
 * ``random://<seed>``: the official checkpoint folder at the released shapes with random weights, written
-  once (about 9 GB; for rehearsing a real run's sizes on a CPU).
+  once (about 8 GB; for rehearsing a real run's sizes on a CPU).
 
 :func:`allow_list` and :func:`optional_list` say which files an asset takes; :func:`list_source`
 lists what a source holds with a fingerprint per file and a way to fetch each.  Nothing here

@@ -230,7 +230,7 @@ def _save(obj: Any, path: Path) -> None:
 
 
 def write_full_bundle(dest: str | Path, seed: int = 0, version: str = "2.0", qwen: str = "full") -> ModelBundle:
-    """Write the official IndexTTS-2 folder at the released shapes with random weights (about 9 GB).
+    """Write the official IndexTTS-2 folder at the released shapes with random weights (about 8 GB).
 
     Deterministic from ``seed``.  ``qwen="tiny"``: the tiny Qwen stand-in instead of the full-size one
     (the pipeline never loads it).  Only the IndexTTS-2 layout (``version="2.0"``) is written.
