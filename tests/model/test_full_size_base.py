@@ -145,7 +145,7 @@ def test_random_source_is_written_once_and_reused(tmp_path: Path, monkeypatch: p
     assert source_fingerprint("checkpoint", src) != source_fingerprint("checkpoint", AssetSource(source="tiny://5"))
     calls = []
 
-    def stand_in(dest, seed=0, version="2.0", qwen="full"):  # the tiny folder in place of the 9 GB one
+    def stand_in(dest, seed=0, version="2.0", qwen="full"):  # the tiny folder in place of the 8 GB one
         calls.append(seed)
         return write_tiny_bundle(dest, seed=seed)
 
