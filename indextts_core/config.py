@@ -173,8 +173,9 @@ class AssetSource(_Section):
     each asset has a default (see :mod:`indextts_core.store.sources`).
     """
 
-    source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, or tiny://<seed>[@2.5] "
-                        "(a tiny random model in the official layout, for tests and the demo).")
+    source: str = Field(description="Local path, s3://bucket/prefix, hf://[datasets/]owner/name, tiny://<seed>[@2.5] "
+                        "(a tiny random model in the official layout, for tests and the demo) or random://<seed> "
+                        "(download.checkpoint only: the official folder at the released shapes, random weights).")
     revision: str | None = Field(None, description="Hub revision to pin (commit hash or tag).")
     files: list[str] | None = Field(
         None, description="Allow-list of files relative to the source; None = the asset's default list."

@@ -79,7 +79,7 @@ def test_demo_run_end_to_end_then_fully_cached(tmp_path: Path, prefect_env: dict
     assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 10}
     assert {"cer", "wer", "speaker_sim"} <= set(evaluation["data"]["headline"]["reference"])
     assert "speaker_sim" not in evaluation["data"]["headline"]["fine-tuned"]
-    assert "note: These are the demo's tiny random models" in out
+    assert "note: These are random models (the demo's tiny ones" in out
     page = (run_dir / "evaluate" / "report.html").read_text(encoding="utf-8")
     # 8 items (prompt, real recording, base, fine-tuned) and a paragraph per language (no real recording);
     # the emotion probe: 2 seen items per language, each model's neutral and emotional output, and its prompt

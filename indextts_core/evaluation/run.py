@@ -93,8 +93,11 @@ REFERENCE = "reference"
 TRUSTED = "trusted"
 #: The ``kind`` of the tiny random models of the tests and the demo (their output is not speech).
 TINY_RANDOM = "tiny-random"
+#: Every random kind: those and ``random://``'s folder at the released shapes (``indextts_core.tiny.full``).
+RANDOM_KINDS = (TINY_RANDOM, "full-random")
 #: What an evaluation of those says about itself, in the report and on the console.
-TINY_RANDOM_NOTE = ("These are the demo's tiny random models: their output is not speech, so this evaluation shows "
+TINY_RANDOM_NOTE = ("These are random models (the demo's tiny ones, or random:// at the released shapes): their "
+                    "output is not speech, so this evaluation shows "
                     "that every step runs, not how well a model speaks; outputs that are not speech are counted, "
                     "never scored.")
 ASR_SR = 16000
@@ -379,7 +382,7 @@ def evaluate_models(
         summary["judge_secondary"] = secondary_summary(rows, info)
     summary |= {"format": "indextts-evaluate/1", "models": model_info, "asr": asr.name if asr else None,
                 "judges": judges,
-                "tiny_random": any(b.kind == TINY_RANDOM for b in models.values()),
+                "tiny_random": any(b.kind in RANDOM_KINDS for b in models.values()),
                 "not_speech": {name: info["not_speech"] for name, info in model_info.items()}
                 | ({REFERENCE: dict(Counter(ref_failed.values()))} if ref_failed else {}),
                 "evalset": {"items": len(items), "by_language_group": evalset.counts(), "skipped": evalset.skipped,

@@ -1,8 +1,8 @@
-"""Tiny random models for tests and the laptop demo, in the layouts the real ones have.
+"""Random models for tests, the laptop demo and the full-size rehearsal, in the layouts the real ones have.
 
-Nothing in the library imports this package except the download stage's ``tiny://`` sources; the
-tests, the demo and the benchmarks do.  See :mod:`.bundle`, :mod:`.ctc`, :mod:`.tiktoken`, :mod:`.whisper` and
-:mod:`.xvector`.
+Nothing in the library imports this package except the download stage's ``tiny://`` and ``random://`` sources;
+the tests, the demo and the benchmarks do.  See :mod:`.bundle`, :mod:`.ctc`, :mod:`.tiktoken`, :mod:`.whisper`,
+:mod:`.xvector` and :mod:`.full` (the official folder at the released shapes, random weights).
 """
 
 from indextts_core.tiny.bundle import train_base_tokenizer, write_tiny_bundle
