@@ -294,16 +294,17 @@ class CurateConfig(_Section):
     max_cer: float = Field(0.3, ge=0, description="Reject a clip whose given text and ASR transcript differ by more "
                            "than this CER (checked only when the judge is reliable, see max_judge_cer).")
     max_judge_cer: float = Field(0.5, ge=0, description="The ASR judge's CER on the clips with given text above which "
-                                 "it is unreliable: no CER gate, and bare recordings' clips are rejected untranscribed.")
+                                 "it is unreliable: no CER gate, and bare recordings' clips are rejected.")
     min_dnsmos: float | None = Field(2.0, ge=1, le=5, description="Reject clips whose DNSMOS OVRL is below this "
                                      "(noise, reverberation); null: no DNSMOS.")
-    max_clipped_share: float = Field(0.001, ge=0, le=1, description="Reject clips with more samples at full scale.")
+    max_clipped_share: float = Field(0.001, ge=0, le=1, description="Reject clips with a larger share of samples "
+                                     "at full scale.")
     max_silence_share: float = Field(0.6, gt=0, le=1, description="Reject clips whose share of non-speech is higher.")
     dedupe: bool = Field(True, description="Reject exact duplicates (same decoded audio) and near duplicates (same "
                          "normalised text, durations within near_duplicate_s).")
     near_duplicate_s: float = Field(0.15, ge=0, description="Duration tolerance of a near duplicate.")
     check_script: bool = Field(True, description="Reject text not written in the language's script.")
-    listen_examples: int = Field(5, ge=0, description="Clips per rejection reason kept for the report's listening page.")
+    listen_examples: int = Field(5, ge=0, description="Clips per rejection reason on the report's listening page.")
     workers: int = Field(0, ge=0, description="Recordings processed at once; 0 = one per CPU core (max 4).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

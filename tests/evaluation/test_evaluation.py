@@ -216,7 +216,7 @@ def test_evaluation_of_two_models_with_the_same_seeds(tmp_path: Path, tiny_bundl
     # the tiny random judge cannot read the real recordings: its CER is marked, and does not decide
     assert "| CER (lower is better) (judge unreliable) |" in md and "judge unreliable for am: CER " in md
     assert summary["judge"]["unreliable"] == ["am", "en"] and summary["judge"]["name"] == summary["asr"]
-    assert "tiny random models" in md and "fine-tuned: 2 silent output(s) not speech" in md
+    assert "These are random models" in md and "fine-tuned: 2 silent output(s) not speech" in md
     assert "not speech (silent): not scored" in page
     assert paths["plot"].stat().st_size > 1000
 
