@@ -7,6 +7,8 @@ every large file.
 
 The models are random (``tiny://<seed>``: tiny ones; ``random://<seed>``: every model of the official folder at
 the released shapes), so nothing here says anything about quality: only what the pipeline costs at that size.
+At the released shapes it needs room: the first run here (2 cores, 24 GB, issue 30) wrote 28 GB by the middle of
+training and reached 21.4 GB of RSS in the train stage, where the memory guard (below) stopped it.
 
 What runs: the ``finetune`` flow in this process (a temporary Prefect API from ``prefect_test_harness``, MLflow on
 a sqlite file), on CPU, on ``--clips`` clips of the bundled demo dataset from ``--speakers`` speakers (copied with
@@ -67,6 +69,7 @@ well, and the flow then spends minutes retrying it before it gives up.)  Not a t
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -78,6 +81,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -431,6 +435,9 @@ def rehearse(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             summary = finetune(cfg)
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - a failed or interrupted run is measured as
             error = f"{type(e).__name__}: {e}"     # far as it got (Ctrl-C, or `timeout -s INT`: the tables so far)
+            traceback.clear_frames(e.__traceback__)  # the stopped stage's frames hold its models: free them now
+            del e
+            gc.collect()
         finally:
             wall = time.monotonic() - started
             watch.active = False
