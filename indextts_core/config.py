@@ -257,7 +257,18 @@ class ManifestSource(_Section):
         return v
 
 
-class CurateConfig(_Section):
+class _DurationBounds(_Section):
+    """A section whose ``min_duration_s`` must be below its ``max_duration_s`` (each declares both fields)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _DurationBounds:
+        low, high = getattr(self, "min_duration_s"), getattr(self, "max_duration_s")
+        if low >= high:
+            raise ValueError(f"min_duration_s ({low}) must be below max_duration_s ({high})")
+        return self
+
+
+class CurateConfig(_DurationBounds):
     """Curate: long recordings -> segmented, transcribed, cleaned clips in a manifest ``ingest`` reads.
 
     Runs before ``ingest`` when ``sources`` is set.  Each recording is a unit of its own, named by its
@@ -308,16 +319,8 @@ class CurateConfig(_Section):
     workers: int = Field(0, ge=0, description="Recordings processed at once; 0 = one per CPU core (max 4).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    @model_validator(mode="after")
-    def _bounds(self) -> CurateConfig:
-        if self.min_duration_s >= self.max_duration_s:
-            raise ValueError(
-                f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
-            )
-        return self
 
-
-class IngestConfig(_Section):
+class IngestConfig(_DurationBounds):
     """Ingest: which manifests make the dataset, how rows are validated and split."""
 
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({"source", "workers"})
@@ -346,14 +349,6 @@ class IngestConfig(_Section):
         0.5, ge=0, le=1, description="Fail the stage when more than this share of rows is rejected."
     )
     workers: int = Field(0, ge=0, description="Audio decoding threads; 0 = one per CPU core.")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> IngestConfig:
-        if self.min_duration_s >= self.max_duration_s:
-            raise ValueError(
-                f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
-            )
-        return self
 
 
 class CorpusConfig(_Section):

@@ -34,22 +34,27 @@ class JudgeVerdict:
     note: str
 
 
-def judge_verdict(records: Sequence[dict[str, Any]], cfg: CurateConfig) -> JudgeVerdict:
-    """The judge's median CER on every clip with both a given text and a transcript, and whether to trust it.
+def clip_cers(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Clip id -> CER of the judge's transcript against the given text, for every clip that has both."""
+    return {c["id"]: char_error_rate(c["text_given"], c["transcript"]) for r in records for c in r["clips"]
+            if c.get("text_given") and normalize_for_scoring(c["text_given"]) and c.get("transcript") is not None}
+
+
+def judge_verdict(records: Sequence[dict[str, Any]], cfg: CurateConfig, cers: dict[str, float]) -> JudgeVerdict:
+    """The judge's median CER on every clip with both a given text and a transcript (``cers``, from
+    :func:`clip_cers`), and whether to trust it.
 
     Trusted when it is at most ``cfg.max_judge_cer`` over at least :data:`MIN_JUDGE_CLIPS` clips; with no
     clip to check it on (only bare recordings) it is used, and the note says it was not checked.
     """
-    clips = [c for r in records for c in r["clips"]]
-    if not any("transcript" in c for c in clips):
+    if not any("transcript" in c for r in records for c in r["clips"]):
         return JudgeVerdict(False, 0, None, False, "no ASR judge: clips without given text cannot be transcribed, "
                             "and given text is not checked against the audio")
-    pairs = [(c["text_given"], c["transcript"]) for c in clips
-             if c.get("text_given") and normalize_for_scoring(c["text_given"]) and "transcript" in c]
+    pairs = list(cers.values())
     if not pairs:
         return JudgeVerdict(True, 0, None, True, "the ASR judge was not checked (no clip has given text to check "
                             "it on): its transcripts are used as they are")
-    cer = statistics.median(char_error_rate(ref, hyp) for ref, hyp in pairs)
+    cer = statistics.median(pairs)
     if len(pairs) < MIN_JUDGE_CLIPS:
         return JudgeVerdict(True, len(pairs), cer, False, f"the ASR judge's CER ({cer:.2f}) is measured on only "
                             f"{len(pairs)} clip(s), fewer than {MIN_JUDGE_CLIPS}: not trusted")
@@ -69,14 +74,15 @@ def decide(records: Sequence[dict[str, Any]], cfg: CurateConfig, language: str
     Records are taken in the order given (sorted by recording name), clips by time: the first of two
     duplicates is kept.
     """
-    judge = judge_verdict(records, cfg)
+    cers = clip_cers(records)
+    judge = judge_verdict(records, cfg, cers)
     passed: list[tuple[dict, dict]] = []
     rejected: list[tuple[dict, dict, Rejection]] = []
     for record in records:
         for clip in record["clips"]:
             clip = dict(clip)
             given, heard = clip.get("text_given"), clip.get("transcript")
-            cer = char_error_rate(given, heard) if given and heard is not None and judge.present else None
+            cer = cers.get(clip["id"])
             clip["cer"] = round(cer, 4) if cer is not None else None
             text = given or (heard if judge.trusted else None)
             failures = check_clip(duration_s=clip["duration"], speech_s=clip["speech_s"], clipped=clip["clipped"],

@@ -36,6 +36,7 @@ from indextts_core.curate.subtitles import fit_cues, parse_subtitles
 from indextts_core.curate.types import Recording, Rejection, Segment
 from indextts_core.curate.vad import INNER_PAUSE_S, Vad, cut_segments, speech_seconds
 from indextts_core.data.audio import resample
+from indextts_core.evaluation.ctc import CTCTranscriber
 from indextts_core.utils.fileio import sha256_file, write_json
 from indextts_core.utils.oom import BackoffEvent, run_with_oom_backoff
 
@@ -93,7 +94,7 @@ class Tools:
 
     @property
     def can_align(self) -> bool:
-        return self.transcriber is not None and type(self.transcriber).__name__ == "CTCTranscriber"
+        return isinstance(self.transcriber, CTCTranscriber)
 
     def transcribe(self, waves: Sequence[np.ndarray], language: str) -> list[str]:
         """Transcripts of 16 kHz clips, in batches that halve on GPU out-of-memory errors."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from indextts_core.config import CurateConfig
 from indextts_core.curate.decide import JudgeVerdict, decide
-from indextts_core.curate.process import Tools, process_recording, unit_name
+from indextts_core.curate.process import Tools, process_recording, unit_name, unit_options
 from indextts_core.curate.report import write_report
 from indextts_core.curate.types import Recording
 from indextts_core.curate.units import UnitStore
@@ -120,8 +120,6 @@ def curate(recordings: Sequence[Recording], cfg: CurateConfig, language: str, ou
     ``notes``: lines the report carries (for example, that the demo's judge is random).  Raises InputError
     when no recording could be read or nothing is kept.
     """
-    from indextts_core.curate.process import unit_options
-
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,8 +184,7 @@ def curate(recordings: Sequence[Recording], cfg: CurateConfig, language: str, ou
     write_jsonl(out_dir / "manifest.jsonl", manifest)
     write_jsonl(out_dir / "rejects.jsonl", rejects)
 
-    made_now = [made[n] for n in made]
-    throughput = _throughput(made_now)
+    throughput = _throughput(list(made.values()))
     recording_rows = [{
         "name": r.name, "speaker": r.speaker, "method": r.method, "digest": r.digest,
         "duration_s": records[r.name]["duration_s"] if r.name in records else None,

@@ -45,6 +45,13 @@ class UnitStore(Protocol):
         """Copy the unit's file ``rel`` to ``dest``, checked against its sha256."""
 
 
+@contextmanager
+def _workspace() -> Iterator[Path]:
+    """An empty temporary folder a unit is built in (both stores build units locally)."""
+    with tempfile.TemporaryDirectory(prefix="indextts-curate-") as tmp:
+        yield Path(tmp)
+
+
 def _complete(record: Any, present: set[str]) -> bool:
     return isinstance(record, dict) and all(c.get("file") in present for c in record.get("clips", ()))
 
@@ -63,10 +70,7 @@ class UnitFolder:
         present = {p.relative_to(folder).as_posix() for p in folder.rglob("*.flac")}
         return record if _complete(record, present) else None
 
-    @contextmanager
-    def workspace(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="indextts-curate-") as tmp:
-            yield Path(tmp)
+    workspace = staticmethod(_workspace)
 
     def save(self, work: Path, name: str) -> None:
         dest = self.root / name
@@ -106,10 +110,7 @@ class StoredUnits:
         record = self.store.get_json(key)
         return record if _complete(record, present) else None
 
-    @contextmanager
-    def workspace(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="indextts-curate-") as tmp:
-            yield Path(tmp)
+    workspace = staticmethod(_workspace)
 
     def save(self, work: Path, name: str) -> None:
         for path in sorted(work.rglob("*")):
