@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from indextts_core.store.download import FetchedAsset
-from indextts_core.store.materialize import materialize_dir
+from indextts_core.store.materialize import link_dir, materialize_dir
 from indextts_core.store.objects import ArtifactStore, directory_digest, local_file_infos
 
 
@@ -34,12 +34,17 @@ class ArtifactRef(BaseModel, frozen=True):
 
 
 def publish_dir(store: ArtifactStore, local_dir: Path, stage: str) -> ArtifactRef:
-    """Upload ``local_dir`` under a key derived from its content; reuse it if already stored."""
+    """Upload ``local_dir`` under a key derived from its content; reuse it if already stored.
+
+    A local store keeps hard links of the files, not copies (see ``link`` in
+    :meth:`~indextts_core.store.objects.ArtifactStore.put_file`): a stage's output folder is emptied
+    before the stage writes it again, never rewritten in place.
+    """
     infos = local_file_infos(local_dir)
     digest = directory_digest(infos.values())
     prefix = f"artifacts/{stage}/{digest[:32]}"
     if not store.dir_exists(prefix):
-        store.put_files({rel: local_dir / rel for rel in infos}, prefix)
+        store.put_files({rel: local_dir / rel for rel in infos}, prefix, link=True)
     return ArtifactRef(stage=stage, uri=store.uri_for(prefix), prefix=prefix, digest=digest, files=len(infos),
                        bytes=sum(i.size for i in infos.values()))
 
@@ -59,12 +64,17 @@ def fetch_dir(store: ArtifactStore, ref: ArtifactRef, cache_dir: Path | None = N
 
 
 def checkout(store: ArtifactStore, ref: ArtifactRef, dest: Path, cache_dir: Path | None = None) -> Path:
-    """Copy an artifact into a browsable run folder, replacing what ``dest`` held."""
-    src = fetch_dir(store, ref, cache_dir)
+    """Put an artifact's files in a browsable run folder, replacing what ``dest`` held (swapped in whole).
+
+    Each file is checked by content once and is a hard link of the store's file (of the local cache's,
+    for S3) where the file systems allow, a copy otherwise (:func:`~indextts_core.store.materialize.link_dir`):
+    editing a file of ``dest`` in place would change the store's too, which the next read of it reports
+    as damaged.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".indextts-dir.json"))
+        link_dir(store, ref.prefix, tmp, cache_dir)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             os.replace(dest, old)

@@ -128,11 +128,30 @@ class CheckpointMirror:
 
     def push(self, out: Path, is_best: bool, step: int | None) -> None:
         """Mirror ``best.pth`` (when it changed: first, so the store never holds a latest newer than the best it
-        names) and ``latest.pth``, recording each one's hash right after its upload."""
+        names) and ``latest.pth``, recording each one's hash right after its upload.
+
+        A local store keeps hard links of the training folder's files (which training replaces by renaming,
+        never rewrites), not copies.  When ``latest.pth`` is the very file just mirrored as ``best.pth``, the
+        store's best is linked (S3: copied on the server) under the second name: read and uploaded once.
+        """
+        before: tuple[str, ObjectInfo] | None = None  # the name mirrored just before, and what was stored
         for name in (("best.pth",) if is_best else ()) + ("latest.pth",):
-            info: ObjectInfo = self.store.put_file(out / name, self.key(name))
+            if before is not None and self._same_file(out / before[0], out / name):
+                self.store.copy_object(self.key(before[0]), self.key(name))
+                info = before[1]
+            else:
+                info = self.store.put_file(out / name, self.key(name), link=True)
+                before = (name, info)
             self.record()[name] = {"size": info.size, "sha256": info.sha256, "step": step}
             self.store.put_json(self.record(), self.record_key)
+
+    @staticmethod
+    def _same_file(a: Path, b: Path) -> bool:
+        """Whether ``a`` and ``b`` name one file (hard links of it), so they hold the same bytes."""
+        try:
+            return a.samefile(b)
+        except FileNotFoundError:
+            return False
 
     def pull(self, out: Path) -> None:
         """Fetch the mirrored checkpoints into ``out``, each checked by content against its recorded sha256.

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,10 +105,10 @@ def _fetch_generated(name: str, src: AssetSource, store: ArtifactStore, tag: str
     record = store.get_json(record_key) if store.exists(record_key) and store.dir_exists(prefix) else None
     reused = record is not None and set(record.get("fingerprints", {}).values()) == {tag}
     if not reused:
-        with tempfile.TemporaryDirectory(prefix="indextts-generated-") as staging:
-            write(Path(staging))
-            files = {p.relative_to(staging).as_posix(): p for p in Path(staging).rglob("*") if p.is_file()}
-            info = store.put_files(files, prefix)
+        with store.staging("generated") as staging:  # a local store's own folder: the files are linked, not copied
+            write(staging)
+            files = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()}
+            info = store.put_files(files, prefix, link=True)
         record = {"name": name, "source": src.source, "revision": None,
                   "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in info.files],
                   "fingerprints": {f.key: tag for f in info.files}}
@@ -184,6 +183,12 @@ def source_fingerprint(name: str, src: AssetSource, storage: Any | None = None) 
     return hashlib.sha256(ident.encode()).hexdigest()
 
 
+#: Source kinds whose files a local store keeps as hard links rather than copies: S3 objects are
+#: fetched into the store's staging folder, and the Hugging Face cache replaces its files by renaming
+#: and never rewrites them.  Local sources are copied: their owner may well edit them in place.
+LINKED_SOURCES = ("s3", "hf")
+
+
 def fetch_asset(
     name: str,
     src: AssetSource,
@@ -193,7 +198,10 @@ def fetch_asset(
     offline: bool = False,
     storage: Any | None = None,
 ) -> FetchedAsset:
-    """Make sure ``store`` holds the asset ``name`` from ``src``; fetch only what is missing or changed."""
+    """Make sure ``store`` holds the asset ``name`` from ``src``; fetch only what is missing or changed.
+
+    What is fetched is written once and read once (hashed as it is stored): see :data:`LINKED_SOURCES`.
+    """
     kind = source_kind(src.source)
     if kind == "tiny":
         return _fetch_tiny(name, src, store)
@@ -208,9 +216,9 @@ def fetch_asset(
     record = _reusable(store, record_key, prefix, listing, kind, local_sources)
     reused = record is not None
     if record is None:
-        with tempfile.TemporaryDirectory(prefix="indextts-download-") as staging:
-            local = {rel: listing.fetch(rel, Path(staging)) for rel in listing.files}
-            info = store.put_files(local, prefix)
+        with store.staging("download") as staging:
+            local = {rel: listing.fetch(rel, staging) for rel in listing.files}
+            info = store.put_files(local, prefix, link=kind in LINKED_SOURCES)
         record = {
             "name": name,
             "source": src.source,

@@ -7,13 +7,22 @@ file, which :meth:`LocalStore.sweep` removes once it is old.  :meth:`LocalStore.
 file on every call (no cache keyed by size or mtime), so the sha256 it gives is that of the bytes
 stored now.  A folder that cannot be created or written is a :class:`StoreNotWritableError` naming
 the folder.
+
+Large files are kept once: :meth:`LocalStore.put_file` with ``link=True`` adopts a file as a hard
+link (hashed on the way, one read), files written in a :meth:`LocalStore.staging` folder (dot-named,
+inside the root, swept like the ``.tmp`` files) are stored by renaming a link, and
+:meth:`LocalStore.copy_object` links one object under a second key.  A linked file must never be
+changed in place (every writer here replaces files by renaming); if one is, the next read, which
+checks the content, says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +37,13 @@ from indextts_core.store.objects import (
 )
 from indextts_core.utils.fileio import (
     STALE_TEMP_AGE_S,
+    atomic_copy,
     atomic_write,
     copy_hashing,
+    link_atomic,
+    link_hashing,
+    make_temp_dir,
+    remove_stale_temp_dirs,
     remove_stale_temp_files,
     sha256_bytes,
     sha256_file,
@@ -87,12 +101,37 @@ class LocalStore(ArtifactStore):
                 raise
             raise failure from None
 
-    def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
+    def put_file(self, local: str | os.PathLike[str], key: str, *, link: bool = False) -> ObjectInfo:
+        """Store ``local`` under ``key``, read once (hashed while copied or linked).
+
+        ``link``: the stored object is a hard link of ``local`` (no copy; a copy when the two are on
+        different file systems or the file system has no hard links).  See
+        :meth:`ArtifactStore.put_file` for what the caller promises.
+        """
         dest = self._path(key)
         if Path(local).resolve() == dest:
             return self.info(key)
-        size, digest = self._writing(lambda: copy_hashing(local, dest))
+        size, digest = self._writing(lambda: _adopt_hashing(local, dest) if link else copy_hashing(local, dest))
         return ObjectInfo(_check_key(key), size, digest)
+
+    def copy_object(self, src_key: str, key: str) -> None:
+        """A hard link of ``src_key`` under ``key`` (nothing read, no new space; a copy if linking fails)."""
+        src, dest = self._path(src_key), self._path(key)
+        if not src.is_file():
+            raise ObjectNotFoundError(f"{src}: no such object in the store")
+        if src.resolve() != dest.resolve():
+            self._writing(lambda: link_atomic(src, dest) or atomic_copy(src, dest))
+
+    @contextlib.contextmanager
+    def staging(self, name: str = "staging") -> Iterator[Path]:
+        """A dot-named folder in the store's root (see :meth:`ArtifactStore.staging`): files written there are
+        stored with ``link=True`` by renaming a link, never copied.  Removed on exit; :meth:`sweep` removes
+        the ones whose writer was killed."""
+        folder = self._writing(lambda: make_temp_dir(self.root, name))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
         src = self._path(key)
@@ -104,15 +143,18 @@ class LocalStore(ArtifactStore):
         return dest
 
     def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
-                          what_to_do: str = "") -> Path:
-        """As :meth:`ArtifactStore.get_file_verified`, hashing while copying (one read of the file)."""
+                          what_to_do: str = "", *, link: bool = False) -> Path:
+        """As :meth:`ArtifactStore.get_file_verified`, hashing while copying or linking (one read of the file).
+
+        ``link``: ``dest`` becomes a hard link of the stored file (a copy across file systems).
+        """
         src, dest = self._path(key), Path(dest)
         if not src.is_file():
             raise ObjectNotFoundError(f"{src}: no such object in the store")
         if src.resolve() == dest.resolve():
             got = sha256_file(src)
         else:
-            _, got = copy_hashing(src, dest)
+            _, got = _adopt_hashing(src, dest) if link else copy_hashing(src, dest)
         if got != sha256:
             if src.resolve() != dest.resolve():
                 dest.unlink(missing_ok=True)
@@ -144,9 +186,13 @@ class LocalStore(ArtifactStore):
             return []
         keys = []
         for p in base.rglob("*"):
-            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")):
+            if p.is_file() and not self._temporary(p):
                 keys.append(p.relative_to(self.root).as_posix())
         return sorted(keys)
+
+    def _temporary(self, path: Path) -> bool:
+        """Whether ``path`` is a writer's temporary file or lies in a staging folder (never an object)."""
+        return any(part.startswith(".") and part.endswith(".tmp") for part in path.relative_to(self.root).parts)
 
     def info(self, key: str) -> ObjectInfo:
         """Size and sha256 of the file as it is now (hashed on every call: no cache to go stale)."""
@@ -173,9 +219,15 @@ class LocalStore(ArtifactStore):
         self._writing(remove)
 
     def is_empty(self) -> bool:
-        return not any(p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
-                       for p in self.root.rglob("*"))
+        return not any(p.is_file() and not self._temporary(p) for p in self.root.rglob("*"))
 
     def sweep(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[str]:
-        """Delete temporary files of writers that were killed (see :func:`is_stale_temp`)."""
-        return [str(p) for p in remove_stale_temp_files(self.root, max_age_s=max_age_s)]
+        """Delete the temporary files and staging folders of writers that were killed (see :func:`is_stale_temp`)."""
+        folders = remove_stale_temp_dirs(self.root, max_age_s=max_age_s)
+        return [str(p) for p in folders + remove_stale_temp_files(self.root, max_age_s=max_age_s)]
+
+
+def _adopt_hashing(src: str | os.PathLike[str], dest: Path) -> tuple[int, str]:
+    """``dest`` as a hard link of ``src``, else a copy: (size, sha256) from the one read of the file."""
+    linked = link_hashing(src, dest)
+    return linked if linked is not None else copy_hashing(src, dest)

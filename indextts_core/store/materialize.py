@@ -3,7 +3,9 @@
 :func:`materialize_dir` hashes every file of the directory against its manifest on every call,
 for the local folder and for the local copy of an S3 directory alike: there is no size, mtime or
 inode shortcut, so bit rot whose mtime was restored is still caught.  A mismatch is a
-:class:`~indextts_core.store.objects.CorruptArtifactError` naming the file.
+:class:`~indextts_core.store.objects.CorruptArtifactError` naming the file.  :func:`link_dir` puts
+such a directory into another folder (a run folder) as hard links, checking each file on the way:
+still one read of each file, and no second copy on the disk.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from indextts_core.store.objects import (
     corrupt_message,
     default_cache_dir,
 )
-from indextts_core.utils.fileio import atomic_write, sha256_file
+from indextts_core.utils.fileio import atomic_write, copy_hashing, link_atomic, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +85,47 @@ def materialize_dir(store: ArtifactStore, prefix: str, cache_dir: str | os.PathL
         f.write(wanted)
     log.debug("fetched %s (%d files) into %s", uri, len(info.files), dest)
     return dest
+
+
+def link_dir(store: ArtifactStore, prefix: str, into: str | os.PathLike[str],
+             cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Fill the folder ``into`` with the files of the directory ``prefix``, each verified by content once.
+
+    Each file becomes a hard link, not a copy, where the file systems allow (a copy where they do
+    not, checked by content on the way).  From a local store, each stored file is linked and the
+    link hashed (one read); from S3, :func:`materialize_dir` fetches or checks the cached copy (one
+    read) and that copy is linked.  The links share the store's (or the cache's) files: nothing may
+    change them in place; if something does, the next read of the store, which checks the content,
+    says so.  Raises :class:`CorruptArtifactError` naming the first file that is missing or differs.
+    """
+    into = Path(into)
+    local = store.local_path(prefix)
+    if local is None:
+        _link_cached(materialize_dir(store, prefix, cache_dir), into, store.uri_for(prefix),
+                     _manifest(store, prefix))
+        return into
+    for f in _manifest(store, prefix).files:
+        try:
+            store.get_file_verified(f"{prefix}/{f.key}", into / f.key, f.sha256, link=True)
+        except ObjectNotFoundError:
+            raise CorruptArtifactError(f"{local}/{f.key}: missing (listed in the directory manifest)") from None
+    return into
+
+
+def _manifest(store: ArtifactStore, prefix: str) -> DirInfo:
+    """The directory manifest of ``prefix``; :class:`ObjectNotFoundError` saying why when there is none."""
+    info = store.dir_info(prefix)
+    if info is None:
+        raise ObjectNotFoundError(missing_dir_message(store, prefix))
+    return info
+
+
+def _link_cached(cached: Path, into: Path, label: str, info: DirInfo) -> None:
+    """Link each file of the verified local copy ``cached`` into ``into`` (copy and check it where linking fails)."""
+    for f in info.files:
+        if link_atomic(cached / f.key, into / f.key):
+            continue
+        _, got = copy_hashing(cached / f.key, into / f.key)
+        if got != f.sha256:
+            (into / f.key).unlink(missing_ok=True)
+            raise CorruptArtifactError(corrupt_message(f"{label}/{f.key}", got, f.sha256))

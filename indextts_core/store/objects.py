@@ -17,6 +17,9 @@ Guarantees, for both backends:
 * **Atomic directories.**  :meth:`ArtifactStore.put_dir` uploads every file and then a
   directory manifest (``.indextts-dir.json``) listing each file's size and sha256 (computed
   while the file is written).  A directory counts as present only once its manifest exists.
+* **One copy.**  With ``link=True`` (:meth:`ArtifactStore.put_file`, ``put_files``, ``put_dir``) a
+  local store adopts a file as a hard link instead of copying it, hashing it on the way; files
+  written in :meth:`ArtifactStore.staging` are stored that way without a copy.  S3 uploads.
 * **Content hashes.**  :meth:`ArtifactStore.sha256` gives a file's sha256: a local file is
   hashed on every call (no cache keyed by size or mtime); S3 objects written by us carry the
   sha256 computed at upload in their metadata, so asking costs one HEAD request (that is the
@@ -41,11 +44,13 @@ environment/profile chain and are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -143,8 +148,15 @@ class ArtifactStore(ABC):
 
     # ------------------------------------------------------------------ backend primitives
     @abstractmethod
-    def put_file(self, local: str | os.PathLike[str], key: str) -> ObjectInfo:
-        """Store a local file under ``key`` (atomically; large files in parts)."""
+    def put_file(self, local: str | os.PathLike[str], key: str, *, link: bool = False) -> ObjectInfo:
+        """Store a local file under ``key`` (atomically; large files in parts); its size and sha256 as stored.
+
+        ``link``: a local store may adopt the file itself as a hard link instead of copying it (one
+        physical copy; a copy where the two folders are on different file systems).  The caller
+        promises that nothing changes ``local`` in place afterwards (our writers replace files by
+        renaming, which leaves the link alone); a change in place would still be caught, as every
+        read of the store checks the content.  Other backends upload as usual.
+        """
 
     @abstractmethod
     def get_file(self, key: str, dest: str | os.PathLike[str]) -> Path:
@@ -195,11 +207,13 @@ class ArtifactStore(ABC):
         return sha256_bytes(self.get_bytes(key))
 
     def get_file_verified(self, key: str, dest: str | os.PathLike[str], sha256: str,
-                          what_to_do: str = "") -> Path:
+                          what_to_do: str = "", *, link: bool = False) -> Path:
         """Copy ``key`` to ``dest`` and check the copy against ``sha256``, the hash recorded when it was written.
 
         On a mismatch the copy is deleted and :class:`CorruptArtifactError` names the store key
-        (``what_to_do`` is appended to the message).
+        (``what_to_do`` is appended to the message).  ``link``: a local store may make ``dest`` a hard
+        link of the stored file (see :meth:`put_file` for what the caller then promises); other
+        backends copy.
         """
         dest = Path(dest)
         self.get_file(key, dest)
@@ -215,8 +229,30 @@ class ArtifactStore(ABC):
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key).decode("utf-8"))
 
-    def put_dir(self, local_dir: str | os.PathLike[str], prefix: str) -> DirInfo:
-        """Upload every file under ``local_dir``, then the directory manifest that makes it visible."""
+    def copy_object(self, src_key: str, key: str) -> None:
+        """Store the object ``src_key`` again under ``key`` (same bytes, so its :class:`ObjectInfo` still holds).
+
+        This default fetches it to a local temporary file and stores that; the backends do better (a
+        local store hard-links, S3 copies on the server).
+        """
+        with self.staging("copy") as scratch:
+            self.get_file(src_key, scratch / "object")
+            self.put_file(scratch / "object", key, link=True)
+
+    def staging(self, name: str = "staging") -> contextlib.AbstractContextManager[Path]:
+        """A new empty local folder to write files in before they are stored with ``link=True``; removed on exit.
+
+        A local store gives a dot-named folder inside its root (same file system, so the files are
+        adopted without a copy; never listed as objects; swept once its writer is gone), other
+        backends a system temporary folder.  What was stored from it stays in the store.
+        """
+        return _temporary_folder(name)
+
+    def put_dir(self, local_dir: str | os.PathLike[str], prefix: str, *, link: bool = False) -> DirInfo:
+        """Upload every file under ``local_dir``, then the directory manifest that makes it visible.
+
+        ``link``: as for :meth:`put_file`.
+        """
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise FileNotFoundError(f"{local_dir}: not a directory")
@@ -225,13 +261,17 @@ class ArtifactStore(ABC):
             for p in sorted(local_dir.rglob("*"))
             if p.is_file() and p.name != DIR_MANIFEST
         }
-        return self.put_files(files, prefix)
+        return self.put_files(files, prefix, link=link)
 
-    def put_files(self, files: dict[str, str | os.PathLike[str]], prefix: str) -> DirInfo:
-        """Upload ``{relative key: local file}`` under ``prefix``, then the directory manifest."""
+    def put_files(self, files: dict[str, str | os.PathLike[str]], prefix: str, *, link: bool = False) -> DirInfo:
+        """Upload ``{relative key: local file}`` under ``prefix``, then the directory manifest.
+
+        Each file is read once (hashed while it is stored); ``link``: as for :meth:`put_file`.
+        """
         infos = []
         for rel, path in sorted(files.items()):
-            info = self.put_file(path, _join(prefix, rel))
+            key = _join(prefix, rel)
+            info = self.put_file(path, key, link=True) if link else self.put_file(path, key)
             infos.append(ObjectInfo(_check_key(rel), info.size, info.sha256))
         self.put_json({"files": [asdict(f) for f in infos]}, _join(prefix, DIR_MANIFEST))
         return DirInfo(prefix, tuple(infos))
@@ -263,6 +303,13 @@ class ArtifactStore(ABC):
                 continue
             self.get_file_verified(_join(prefix, f.key), target, f.sha256)
         return dest
+
+
+@contextlib.contextmanager
+def _temporary_folder(name: str) -> Iterator[Path]:
+    """A system temporary folder, removed with what is left in it."""
+    with tempfile.TemporaryDirectory(prefix=f"indextts-{name}-") as folder:
+        yield Path(folder)
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

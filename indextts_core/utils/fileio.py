@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -228,3 +229,85 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
     return rows
+
+
+def make_temp_dir(folder: str | os.PathLike[str], name: str) -> Path:
+    """A new empty folder ``.<name>.~<host>~<pid>~<random>.tmp`` in ``folder``, named like :func:`make_temp`'s
+    files, so that :func:`remove_stale_temp_dirs` can tell when the process that fills it is gone."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{_owner_tag()}", suffix=".tmp", dir=folder))
+
+
+def remove_stale_temp_dirs(folder: str | os.PathLike[str], *, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Delete the folders of :func:`make_temp_dir` directly in ``folder`` whose writer is gone (see
+    :func:`is_stale_temp`); the paths removed."""
+    removed = []
+    now = time.time()
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_dir() and not p.is_symlink() and is_stale_temp(p, now=now, max_age_s=max_age_s):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _link_beside(src: str | os.PathLike[str], dst: Path) -> Path | None:
+    """A new hard link of ``src`` under a temporary name beside ``dst``, or None when the file system refuses
+    one (another file system, no hard links there, too many links): the caller then copies."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = make_temp(dst)
+    os.close(fd)
+    os.unlink(tmp)  # os.link will not replace a file: the unique name is kept, the empty file goes
+    try:
+        os.link(src, tmp)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        return None
+    return Path(tmp)
+
+
+def _rename_link(tmp: Path, dst: str | os.PathLike[str]) -> None:
+    """Rename the link ``tmp`` over ``dst``.  When ``dst`` already is a link of the same file, rename(2) does
+    nothing and leaves ``tmp``: it is removed then."""
+    os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)
+
+
+def link_atomic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> bool:
+    """Make ``dst`` a hard link of ``src`` (a temporary link renamed over ``dst``: never seen half-made).
+
+    Nothing is read.  False, with ``dst`` untouched, when the file system cannot link the two (different
+    file systems, or no hard links there).
+    """
+    tmp = _link_beside(src, Path(dst))
+    if tmp is None:
+        return False
+    try:
+        _rename_link(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def link_hashing(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """Make ``dst`` a hard link of ``src`` and hash it on the way: (size, sha256), from one read of the file.
+
+    The link is hashed under its temporary name and only then renamed over ``dst``, so the hash is of the
+    very file ``dst`` names.  None, with ``dst`` untouched, when the file system cannot link the two (the
+    caller copies instead, e.g. with :func:`copy_hashing`).
+    """
+    tmp = _link_beside(src, Path(dst))
+    if tmp is None:
+        return None
+    try:
+        h, size = hashlib.sha256(), 0
+        with open(tmp, "rb", buffering=0) as f:
+            for chunk in _read_chunks(f, bytearray(HASH_BUFFER)):
+                h.update(chunk)
+                size += len(chunk)
+        _rename_link(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size, h.hexdigest()
