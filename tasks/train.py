@@ -158,7 +158,8 @@ class CheckpointMirror:
 
         Raises :class:`~indextts_core.store.objects.CorruptArtifactError` naming the store key on a
         mismatch (the damaged copy is not left in ``out``).  A mirror written before hashes were
-        recorded is fetched with a warning that it is unverified.
+        recorded is fetched with a warning that it is unverified.  From a local store each file is a
+        hard link of the stored one (checked while linked: one read), not a copy.
         """
         self._record = None  # what the store says now
         remedy = (f"refusing to resume from it. If the machine that trained this run still has its training folder, "
@@ -176,7 +177,7 @@ class CheckpointMirror:
                                 self.store.uri_for(key))
                     self.store.get_file(key, part)
                 else:
-                    self.store.get_file_verified(key, part, entry["sha256"], remedy)
+                    self.store.get_file_verified(key, part, entry["sha256"], remedy, link=True)
                 fetched[name] = part
             for name, part in fetched.items():  # both verified: only now do they become the run's checkpoints
                 part.replace(out / name)

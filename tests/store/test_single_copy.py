@@ -162,6 +162,7 @@ def test_checkpoint_mirror_keeps_one_copy(tmp_path: Path):
     pulled.mkdir()
     mirror.pull(pulled)
     assert (pulled / "best.pth").read_bytes() == (out / "model_step1.pth").read_bytes()
+    assert _copies(pulled / "best.pth", out / "best.pth") == 1  # a fresh folder resumes from links, not copies
 
 
 def test_checkpoint_mirror_on_s3_copies_on_the_server(s3_bucket: str, tmp_path: Path,
