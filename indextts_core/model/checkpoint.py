@@ -64,13 +64,17 @@ class CheckpointError(InputError):
     """A checkpoint or its config does not fit the model; the message names the file and keys."""
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``gpt.pth``-style file (plain or under ``"model"``), loaded with ``weights_only=True``."""
+def read_state_dict(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``gpt.pth``-style file (plain or under ``"model"``), loaded with ``weights_only=True``.
+
+    ``mmap=True``: views of a private mapping of the file, read when first touched (see
+    :func:`~indextts_core.utils.safe_load.torch_load`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        obj = torch_load(path, "checkpoint")
+        obj = torch_load(path, "checkpoint", mmap=mmap)
     except InputError as e:
         raise CheckpointError(str(e)) from None
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
@@ -114,12 +118,36 @@ def _describe_mismatch(path: Path, model_sd: Mapping[str, torch.Tensor], sd: Map
     return "\n".join(lines)
 
 
-def load_state_dict_into(model: UnifiedVoice, sd: Mapping[str, torch.Tensor], path: Path, strict: bool = True) -> None:
+def load_state_dict_into(model: UnifiedVoice, sd: Mapping[str, torch.Tensor], path: Path, strict: bool = True,
+                         assign: bool = False) -> None:
+    """Load ``sd`` (read from ``path``) into ``model``; a key set or shape that does not fit is a named error.
+
+    ``assign=False`` copies into the model's tensors.  ``assign=True`` makes ``sd``'s tensors the
+    model's own (no second copy; for a model built on the meta device): each is first given the
+    model's dtype (a float16 file loads as float32, as a copy would) and its own contiguous storage.
+    """
     model_sd = official_state_dict(model)
     bad_shape = any(k in sd and sd[k].shape != v.shape for k, v in model_sd.items())
     if bad_shape or (strict and set(sd) != set(model_sd)):
         raise CheckpointError(_describe_mismatch(path, model_sd, sd))
-    model.load_state_dict(dict(sd), strict=strict)
+    if assign:
+        seen: set[int] = set()
+        sd = {k: standalone(v.to(model_sd[k].dtype) if k in model_sd else v, seen) for k, v in sd.items()}
+    model.load_state_dict(dict(sd), strict=strict, assign=assign)
+
+
+def standalone(t: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """``t`` itself when it is contiguous and alone in its storage (none of ``seen``), else a copy that is.
+
+    Adds the result's storage to ``seen``.  A tensor that is a view into a larger storage, or shares
+    one with another tensor, would otherwise tie two parameters or be saved with its whole storage.
+    """
+    storage = t.untyped_storage()
+    alone = (t.is_contiguous() and t.storage_offset() == 0 and storage.nbytes() == t.numel() * t.element_size()
+             and storage.data_ptr() not in seen)
+    out = t if alone else t.clone(memory_format=torch.contiguous_format)
+    seen.add(out.untyped_storage().data_ptr())
+    return out
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -136,14 +164,26 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def load_gpt(checkpoint_dir: str | Path, strict: bool = True, config: GPTConfig | None = None,
-             weights: str | None = None) -> UnifiedVoice:
-    """Build ``UnifiedVoice`` from ``<dir>/config.yaml`` and load ``<dir>/gpt.pth`` (or ``gpt_checkpoint``)."""
+             weights: str | None = None, mmap: bool = False) -> UnifiedVoice:
+    """Build ``UnifiedVoice`` from ``<dir>/config.yaml`` and load ``<dir>/gpt.pth`` (or ``gpt_checkpoint``).
+
+    The model is built on the meta device and the file's tensors become its parameters, so memory
+    peaks near the tensors' own size (not twice it) and no time goes into a random init.  A
+    non-strict load that leaves keys out builds the model for real and copies in what the file has.
+    ``mmap=True``: the parameters are copy-on-write views of the file, read as they are used (training
+    writes to private pages, never to the file); the file must not be rewritten in place meanwhile.
+    """
     root = Path(checkpoint_dir)
     data = read_config(root / "config.yaml")
     cfg = config or GPTConfig.from_dict(data["gpt"], f"{root / 'config.yaml'}: gpt", version=data.get("version"))
     path = root / (weights or data.get("gpt_checkpoint", "gpt.pth"))
-    model = UnifiedVoice(cfg)
-    load_state_dict_into(model, read_state_dict(path), path, strict=strict)
+    sd = read_state_dict(path, mmap=mmap)
+    with torch.device("meta"):
+        model = UnifiedVoice(cfg)
+    load_state_dict_into(model, sd, path, strict=strict, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # keys the file lacks (strict=False)
+        model = UnifiedVoice(cfg)
+        load_state_dict_into(model, sd, path, strict=strict)
     return model.eval()
 
 
@@ -220,7 +260,8 @@ def export_checkpoint(
         raise CheckpointError(f"model has {rows} text rows but the tokenizer has {vocab_size} pieces "
                               f"(needs {text_rows(vocab_size)} rows)")
     target = torch.float16 if dtype == "float16" else torch.float32
-    sd = {k: v.detach().to("cpu", target if v.is_floating_point() else v.dtype).contiguous().clone()
+    seen: set[int] = set()  # tensor by tensor, and no copy of one already on the CPU in its own storage
+    sd = {k: standalone(v.detach().to("cpu", target if v.is_floating_point() else v.dtype), seen)
           for k, v in sd.items()}
     base_cfg = base / "config.yaml"
     config_text = update_config_text(base_cfg.read_text(encoding="utf-8"), vocab_size,

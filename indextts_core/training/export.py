@@ -50,21 +50,28 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
     """
     ck = load_file(source)
     load_state_dict_into(model, ck["model"], source)
+    step, metrics, fingerprint = ck["progress"]["step"], ck.get("metrics", {}), ck["fingerprint"]
+    del ck  # its weights are in the model now, and its optimizer state (twice the weights) is not needed
     final, out = out, out.with_name(f".{out.name}.partial")  # written apart, then swapped in whole
     shutil.rmtree(out, ignore_errors=True)
     merged: list[str] = []
     merge_diff: float | None = None
     if has_lora(model):  # the adapters go into the weights: the export is a plain official checkpoint
-        adapted = copy.deepcopy(model).cpu().eval()
-        model = copy.deepcopy(adapted)
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+        adapted = model if on_cpu else copy.deepcopy(model).cpu()  # the reference: one copy only, the merged one
+        was = adapted.training
+        model = copy.deepcopy(adapted.eval())
         merged = merge_lora(model)
-        check_merged_keys(official_state_dict(model), official_state_dict(load_gpt(base_dir, strict=True)))
+        base_keys = official_state_dict(load_gpt(base_dir, strict=True, mmap=True))  # keys: the file is not read
+        check_merged_keys(official_state_dict(model), base_keys)
         if check is not None:
             with torch.no_grad():
                 merge_diff = float((forward(adapted, check, pad_at_end=pad_at_end).mel_logits
                                     - forward(model, check, pad_at_end=pad_at_end).mel_logits).abs().max())
             log.info("LoRA merged into %d layers; mel logits with adapters vs merged: max |diff| %.2e", len(merged),
                      merge_diff)
+        adapted.train(was)
+        del adapted, base_keys
         device = torch.device("cpu")
     result = export_checkpoint(model, out, base_dir, tokenizer, setup.vocab_size, export_dtype)
     side = tokenizer.with_suffix(".json")
@@ -72,7 +79,7 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
     if setup.language and side.is_file():  # 2.5: the language choice travels with the vocabulary (the official
         shutil.copyfile(side, out / side.name)  # code ignores it; our generate/synthesize read the lang code)
         files[side.name] = sha256_file(out / side.name)
-    reloaded = load_gpt(out, strict=True)
+    reloaded = load_gpt(out, strict=True, mmap=True)  # the file just written (in the page cache), compared once
     ours = official_state_dict(model)
     theirs = reloaded.state_dict()
     dtype = torch.float16 if export_dtype == "float16" else torch.float32
@@ -89,8 +96,8 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
     unchanged = base_rows_digest(reloaded, setup.base_vocab, setup.trained_base_rows) == base_digest \
         if base_digest is not None and export_dtype == "float32" else None
     write_json(out / "indextts-export.json", {
-        "format": "indextts-export/1", "source": source.name, "step": ck["progress"]["step"],
-        "metrics": ck.get("metrics", {}), "fingerprint": ck["fingerprint"],
+        "format": "indextts-export/1", "source": source.name, "step": step,
+        "metrics": metrics, "fingerprint": fingerprint,
         "tokenizer": {"file": tokenizer.name, "sha256": setup.tokenizer.sha256,
                       "vocab_size": setup.vocab_size, "base_vocab": setup.base_vocab},
         "number_text_tokens": setup.vocab_size, "text_rows": setup.vocab_size + 1,
@@ -114,5 +121,5 @@ def export(model: nn.Module, source: Path, out: Path, setup: ModelSetup, base_di
         shutil.rmtree(old, ignore_errors=True)
     else:
         out.rename(final)
-    log.info("exported %s (step %d) to %s; strict reload verified", source.name, ck["progress"]["step"], final)
+    log.info("exported %s (step %d) to %s; strict reload verified", source.name, step, final)
     return final, same, unchanged

@@ -49,8 +49,14 @@ def group_layout(groups: list[dict[str, Any]]) -> list[list[Any]]:
 
 def build_optimizer(groups: list[dict[str, Any]], device: torch.device, betas: tuple[float, float] = (0.9, 0.999),
                     eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW, fused on CUDA (one kernel for all parameters), the default multi-tensor path elsewhere."""
-    fused = device.type == "cuda"
+    """AdamW, fused on CUDA and on the CPU (each parameter updated in one pass, no temporaries), torch's default
+    elsewhere.
+
+    On the CPU torch's default is the one-tensor-at-a-time loop, which allocates a temporary the size
+    of each tensor in turn and is slower; the fused kernel gives the same numbers within float32
+    rounding.  A resumed run keeps the choice its checkpoint's parameter groups recorded.
+    """
+    fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, betas=betas, eps=eps, fused=fused or None)
 
 

@@ -29,11 +29,17 @@ _DAMAGE_MARKERS = ("pytorchstreamreader", "central directory", "not a zip archiv
                    "corrupted", "ran out of input", "invalid argument", "unexpected end")
 
 
-def torch_load(path: str | Path, what: str) -> Any:
+def torch_load(path: str | Path, what: str, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``; a file that needs pickle is refused, clearly.
 
     A file that cannot be read because it is cut short or damaged (a download or copy that did not
     finish) is told apart from one that holds pickled objects: the two need different fixes.
+
+    ``mmap=True``: the tensors are views of a private (copy-on-write) mapping of the file, read from
+    disk when first touched; writing to them never changes the file.  The file must then not be
+    truncated or rewritten in place while they live (replacing it by a rename is safe): the pages
+    not yet read would be gone.  A file in the legacy (non-zip) format cannot be mapped and is read
+    whole, as with ``mmap=False``.
     """
     path = Path(path)
     if not path.is_file():
@@ -45,7 +51,7 @@ def torch_load(path: str | Path, what: str) -> Any:
     if size == 0:
         raise InputError(f"{path}: {what} is damaged or incomplete (the file is empty): download/copy it again")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
     except MemoryError:
         raise
     except PermissionError as e:
@@ -62,6 +68,12 @@ def torch_load(path: str | Path, what: str) -> Any:
             ) from None
         raise InputError(f"{path}: {what} is damaged or incomplete ({size} bytes; {_damage_reason(e)}): "
                          "download/copy it again") from None
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` starts like a zip archive (what ``torch.save`` writes since torch 1.6; only it maps)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def _damage_reason(e: Exception) -> str:
