@@ -231,8 +231,9 @@ def prepare_model(bundle: ModelBundle, tokenizer: Path, freeze_base_rows: bool =
     row still train; see :mod:`indextts_core.training.lora`).
     """
     base_sha = sha256_file(bundle.gpt_path)
-    # mapped, copy-on-write: on the CPU the precomputed encoders (1.3 of the released 3.3 GiB) are never read while
-    # training, and what trains is copied page by page as it changes; the file itself is never written
+    # mapped, copy-on-write: what trains becomes private memory page by page as it changes (the file is never
+    # written); on the CPU what never changes (the precomputed encoders, 1.3 of the released 3.3 GiB) stays clean
+    # pages of the file, read only when a checkpoint is saved, which the kernel can drop again under pressure
     model = load_gpt(bundle.checkpoint_dir, strict=True, config=bundle.gpt_config, mmap=True)
     rows = model.text_embedding.weight.shape[0]
     language: dict[str, Any] | None = None
