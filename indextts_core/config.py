@@ -434,7 +434,8 @@ class TrainConfig(_Section):
     #: settings that do not change the trained weights (where, how fast, under which names)
     NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset({
         "resume", "warm_start", "workers", "device", "nproc_per_node", "output_name", "checkpoint_dir",
-        "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps", "forgetting_alarm"})
+        "registered_model", "val_audio_samples", "val_audio_every", "val_audio_diffusion_steps", "forgetting_alarm",
+        "optimizer_state"})
     KEY_OMITTED_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset({"lora_rank", "lora_alpha", "lora_dropout",
                                                                    "lora_targets", "replay_languages", "replay_share"})
 
@@ -474,6 +475,12 @@ class TrainConfig(_Section):
                                                    "(infer_v2: 25).")
     keep_checkpoints: PositiveInt = Field(3, description="How many model_step{N}.pth to keep (best.pth is kept "
                                           "apart).")
+    optimizer_state: Literal["every", "latest"] = Field(
+        "every", description="Which checkpoints hold AdamW's moments (two values per trainable weight: 3.7 of the "
+        "6.9 GiB of a full fine-tune's checkpoint of the released GPT). every: all of them, so a run resumes exactly "
+        "from any kept file; latest: only latest.pth (written apart), while model_step{N}.pth and best.pth hold the "
+        "weights, schedule, progress and random states at about half the size. Resuming from one of those continues "
+        "at its step with fresh AdamW moments (a warning and the metric train/fresh_optimizer_moments say so).")
     best_metric: str = Field("loss", description="Validation metric that picks best.pth: loss, mel_loss, or per "
                              "language, e.g. am/loss.")
     resume: str | None = Field(None, description="'auto' (latest.pth in the output folder, if any) or a checkpoint "

@@ -16,8 +16,14 @@ In the output folder:
 * ``latest.pth``: the newest checkpoint, replaced at each save;
 * ``best.pth``: the checkpoint with the best validation metric, never deleted by retention.
 
-``latest.pth`` and ``best.pth`` are hard links to a step file where the file system allows (no
-extra space), copies otherwise.  Every file appears atomically (temporary name, fsync, rename).
+``best.pth`` is a hard link to a step file where the file system allows (no extra space), a copy
+otherwise.  Which files hold the optimizer's state (AdamW's two moments, twice the trainable weights) is
+``train.optimizer_state``: ``every`` (the default), all of them, and ``latest.pth`` is a link to the
+step file like ``best.pth``; ``latest``, only ``latest.pth``, written as a file of its own, while the
+step files (and so ``best.pth``) leave the optimizer out and keep everything else (about half the
+size for a full fine-tune of the released GPT: 3.3 of 6.9 GiB).  Resuming from a file without the
+optimizer's state continues with fresh moments (:func:`resume` warns and says so).  Every file
+appears atomically (temporary name, fsync, rename).
 
 :func:`resume` finds and loads the checkpoint a run continues from (refusing one made from other
 inputs), or starts a new run from another checkpoint's weights (a warm start, :func:`warm_start`:
@@ -37,7 +43,7 @@ import random
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "indextts-train/1"
 STEP_FILE = re.compile(r"^model_step(\d+)\.pth$")
+#: The checkpoint key holding the optimizer's state (AdamW's moments), the part ``optimizer_state=latest`` leaves out
+#: of the step files.
+MOMENTS = "optimizer"
+#: The values of ``train.optimizer_state``: which files hold the optimizer's state.
+OPTIMIZER_STATE = ("every", "latest")
 
 #: Fingerprint fields and what a mismatch means.
 FINGERPRINT_FIELDS = {
@@ -186,14 +197,26 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         raise
 
 
-class CheckpointDir:
-    """The checkpoint files of one training run (see the module docstring)."""
+def without_moments(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` without the optimizer's state: a new dict holding the same objects (no tensor is copied)."""
+    return {k: v for k, v in state.items() if k != MOMENTS}
 
-    def __init__(self, root: Path, keep: int = 3):
+
+class CheckpointDir:
+    """The checkpoint files of one training run (see the module docstring).
+
+    ``optimizer_state`` is ``train.optimizer_state``: ``every`` (each file holds the optimizer's state)
+    or ``latest`` (only ``latest.pth`` does).
+    """
+
+    def __init__(self, root: Path, keep: int = 3, optimizer_state: str = "every"):
         if keep < 1:
             raise ValueError("keep must be at least 1")
+        if optimizer_state not in OPTIMIZER_STATE:
+            raise ValueError(f"optimizer_state must be one of {', '.join(OPTIMIZER_STATE)}, not {optimizer_state!r}")
         self.root = Path(root)
         self.keep = keep
+        self.optimizer_state = optimizer_state
 
     @property
     def latest(self) -> Path:
@@ -221,9 +244,20 @@ class CheckpointDir:
                 p.unlink(missing_ok=True)
 
     def save(self, state: Mapping[str, Any], step: int, is_best: bool) -> Path:
+        """Write ``state`` as the checkpoint of ``step``, update ``latest.pth`` (and ``best.pth`` if ``is_best``),
+        prune old step files; returns the step file.
+
+        ``every``: the step file holds ``state`` and ``latest.pth`` is a link to it.  ``latest``: the step
+        file holds ``state`` without the optimizer (:func:`without_moments`) and ``latest.pth`` is
+        written apart with all of ``state``.  ``best.pth`` is a link to the step file either way.
+        """
         path = self.step_path(step)
-        save_file(state, path)
-        _link_or_copy(path, self.latest)
+        if self.optimizer_state == "latest":
+            save_file(without_moments(state), path)
+            save_file(state, self.latest)
+        else:
+            save_file(state, path)
+            _link_or_copy(path, self.latest)
         if is_best:
             _link_or_copy(path, self.best)
         self.prune()
@@ -256,6 +290,18 @@ class CheckpointDir:
 # ------------------------------------------------------------------------ the run's checkpoints
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts (what :func:`resume` returns).
+
+    ``fresh_moments``: None, or (resuming from a checkpoint without the optimizer's state) the
+    sentence that says the run continues at its step with fresh AdamW moments.
+    """
+
+    progress: Progress
+    fresh_moments: str | None = None
+
+
 def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, progress: Progress,
                rng: list[Any], fingerprint: Mapping[str, Any], options: Mapping[str, Any], world: int,
                metrics: Mapping[str, float]) -> dict[str, Any]:
@@ -273,6 +319,19 @@ def checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: An
         "world": world,
         "metrics": dict(metrics),
     }
+
+
+def fresh_moments_note(path: Path, step: int) -> str:
+    """What resuming from ``path``, a checkpoint without the optimizer's state, at ``step`` means."""
+    return (f"{path} holds no optimizer moments (train.optimizer_state=latest keeps them only in latest.pth): "
+            f"resuming at step {step} with fresh AdamW moments")
+
+
+def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Give each parameter group the learning rate the restored schedule is at (what the optimizer's own state
+    would have restored: the scheduler sets them when it steps, not when it is loaded)."""
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
 
 
 def _load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -338,7 +397,7 @@ def warm_start(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
 
 def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Module,
            optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, current: Mapping[str, Any], seed: int,
-           dist: dd.Dist) -> Progress:
+           dist: dd.Dist) -> Start:
     """Where the run starts: fresh, resumed exactly from a checkpoint, or warm-started from its weights.
 
     What to start from is ``cfg.resume`` (None, ``auto`` or a checkpoint path) and ``cfg.warm_start``.
@@ -347,7 +406,9 @@ def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Mo
     :func:`warm_start` (a community checkpoint keeps its step count and fitting optimizer state;
     ``tokenizer`` is this run's, to map its text rows).
     Seeds torch's generator for a fresh or warm start (``seed + rank``) or restores every generator
-    on resume.
+    on resume.  A checkpoint without the optimizer's state (a step file or ``best.pth`` of a run
+    with ``optimizer_state=latest``) resumes with fresh AdamW moments and the schedule's learning
+    rates: logged as a warning and said in the returned :class:`Start`.
     """
     out = ckdir.root
     ckdir.clean_partial()
@@ -359,14 +420,14 @@ def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Mo
         if cfg.resume == "auto":
             log.info("--resume auto: no checkpoint in %s, starting from the base model", out)
         torch.manual_seed(seed + dist.rank)
-        return Progress()
+        return Start(Progress())
     if cfg.warm_start:
         if ckdir.has_checkpoints():
             raise InputError(f"--warm-start starts a new run, but {out} already holds checkpoints; choose an "
                              "empty --output-dir")
         progress = warm_start(path, model, optimizer, scheduler, Path(tokenizer))
         torch.manual_seed(seed + dist.rank)
-        return progress
+        return Start(progress)
     ck = load_file(path)
     diffs = fingerprint_mismatch(ck["fingerprint"], current)
     if diffs:
@@ -374,8 +435,11 @@ def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Mo
                          "\n  ".join(diffs) + "\nResume with the same files and settings, or pass --warm-start to "
                          "start a new run from its weights only.")
     _load_weights(model, ck["model"], path)
-    optimizer.load_state_dict(ck["optimizer"])
+    if MOMENTS in ck:
+        optimizer.load_state_dict(ck[MOMENTS])
     scheduler.load_state_dict(ck["scheduler"])
+    if MOMENTS not in ck:
+        _follow_schedule(optimizer, scheduler)
     if scaler is not None and ck.get("scaler"):
         scaler.load_state_dict(ck["scaler"])
     progress = Progress(**ck["progress"])
@@ -388,4 +452,8 @@ def resume(ckdir: CheckpointDir, cfg: TrainConfig, tokenizer: Path, model: nn.Mo
         torch.manual_seed(seed + progress.step * 1009 + dist.rank)
     log.info("resuming from %s: step %d, epoch %d, step %d of the epoch", path, progress.step, progress.epoch + 1,
              progress.step_in_epoch)
-    return progress
+    if MOMENTS in ck:
+        return Start(progress)
+    note = fresh_moments_note(path, progress.step)
+    log.warning("%s", note)
+    return Start(progress, note)

@@ -127,7 +127,7 @@ class Trainer:
         self.dist = dd.init_distributed(cfg.device)
         self.device = self.dist.device
         self.out = Path(inputs.output_dir)
-        self.ckdir = ck.CheckpointDir(self.out, cfg.keep_checkpoints)
+        self.ckdir = ck.CheckpointDir(self.out, cfg.keep_checkpoints, cfg.optimizer_state)
         # what checkpoints and train.json record as the settings
         self.options = {**cfg.model_dump(mode="json"), "seed": seed}
 
@@ -225,8 +225,9 @@ class Trainer:
     def _fit(self) -> TrainResult:
         c, d = self.cfg, self.dist
         self._build()
-        progress = ck.resume(self.ckdir, c, Path(self.inputs.tokenizer), self.model, self.optimizer, self.scheduler,
-                             self.scaler, self.fingerprint, self.seed, d)
+        start = ck.resume(self.ckdir, c, Path(self.inputs.tokenizer), self.model, self.optimizer, self.scheduler,
+                          self.scaler, self.fingerprint, self.seed, d)
+        progress = start.progress
         dd.broadcast_module(self.model, d)
         progress.micro_tokens = progress.micro_tokens or micro_budget(c.micro_batch_tokens, c.batch_tokens, d.world,
                                                                       self.device, self._probe)
@@ -240,6 +241,8 @@ class Trainer:
                      *self.extra_sinks]
             self._write_run_info(progress)
         self.sinks = sinks
+        if start.fresh_moments is not None:  # the step where the optimizer's moments restarted, in the run's curves
+            self._log({"train/fresh_optimizer_moments": 1.0}, progress.step)
         baseline: dict[str, float] = {}
         self.baseline = baseline  # what the forgetting alarm compares with (the main process's)
         last_val: dict[str, float] = {}

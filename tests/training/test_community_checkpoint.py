@@ -72,7 +72,7 @@ class Ours:
     def resume(self, processed, out: Path, path: Path, warm_start: bool = True):
         cfg = CFG.model_copy(update={"resume": str(path), "warm_start": warm_start})
         return ck.resume(ck.CheckpointDir(out), cfg, processed.tokenizer, self.model, self.optimizer, self.scheduler,
-                         None, {}, 1234, dd.Dist())
+                         None, {}, 1234, dd.Dist()).progress
 
 
 def their_moments(obj: dict, model: UnifiedVoice) -> dict[str, dict]:
