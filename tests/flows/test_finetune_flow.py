@@ -17,13 +17,16 @@ from tasks.tracking import search_runs
 from tests_support import STAGES, expect, make_cfg, mlflow_runs, statuses
 
 
+#: For the runs that only have to show that training ran again (the demo test checks what it learns).
+TWO_STEPS = {"train.max_steps": 2}
+
+
 def _children(runs, parent_id: str) -> dict[str, object]:
     return {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
 
 
-def test_demo_run_records_lineage(tmp_path: Path):
-    cfg = make_cfg(tmp_path)
-    summary = finetune(cfg)
+def test_demo_run_records_lineage(first_run):
+    tmp_path, cfg, summary = first_run.root, first_run.cfg(), first_run.summary
     assert isinstance(summary, RunSummary) and summary.status == "completed"
     assert statuses(summary) == expect("ran")
 
@@ -109,9 +112,8 @@ def test_demo_run_records_lineage(tmp_path: Path):
         assert any(str(a.flow_run_id) == summary.flow_run_id and "| corpus | ran |" in a.data for a in arts)
 
 
-def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp_path: Path):
-    cfg = make_cfg(tmp_path)
-    first = finetune(cfg)
+def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(first_run):
+    tmp_path, cfg, first = first_run.root, first_run.cfg(), first_run.summary
     second = finetune(cfg)
     assert statuses(second) == expect("cached", download="reused")
     # cached stages point at the MLflow runs that produced their outputs, and create none
@@ -122,12 +124,13 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     assert parent.data.tags["stage.ingest.status"] == "cached"
     assert parent.data.tags["stage.ingest.produced_by_run"] == first.results["ingest"]["mlflow_run_id"]
 
-    # a corpus setting changes only the corpus stage
-    third = finetune(make_cfg(tmp_path, {"corpus.include_val": False}))
+    # a corpus setting changes only the corpus stage (each of these retrains: two steps are enough to see that)
+    third = finetune(make_cfg(tmp_path, {"corpus.include_val": False, **TWO_STEPS}))
     assert statuses(third) == expect("ran", download="reused", ingest="cached")
     assert third.results["preprocess"]["metrics"]["audio_processed_now"] == 0  # re-tokenized, audio reused
     # a dataset setting reruns ingest and what depends on it; a held-out speaker is validated apart
-    fourth = finetune(make_cfg(tmp_path, {"ingest.val_fraction": 0.2, "ingest.val_speakers": ["spk04"]}))
+    fourth = finetune(make_cfg(tmp_path, {"ingest.val_fraction": 0.2, "ingest.val_speakers": ["spk04"],
+                                         **TWO_STEPS}))
     assert statuses(fourth) == expect("ran", download="reused")
     trained = fourth.results["train"]["metrics"]
     assert {"final.unseen_speakers/loss", "final.seen_speakers/loss", "baseline.unseen_speakers/loss"} <= set(trained)
@@ -135,7 +138,7 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     fifth = finetune(make_cfg(tmp_path, {"ingest.workers": 1}))
     assert statuses(fifth) == expect("cached", download="reused")
     # a tokenizer setting reruns only the tokenizer stage
-    sixth = finetune(make_cfg(tmp_path, {"extend_bpe.min_piece_count": 3}))
+    sixth = finetune(make_cfg(tmp_path, {"extend_bpe.min_piece_count": 3, **TWO_STEPS}))
     assert statuses(sixth) == expect("ran", download="reused", ingest="cached", corpus="cached")
     # and the run folder is complete on cached runs too
     assert len(read_jsonl(make_cfg(tmp_path).run.output_dir / "ingest" / "val.jsonl")) == 8
@@ -145,9 +148,8 @@ def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(tmp
     assert refreshed.results["train"]["metrics"]["steps"] == first.results["train"]["metrics"]["steps"] > 0
 
 
-def test_cached_result_whose_artifact_vanished_is_recomputed(tmp_path: Path):
-    cfg = make_cfg(tmp_path)
-    first = finetune(cfg)
+def test_cached_result_whose_artifact_vanished_is_recomputed(first_run):
+    cfg, first = first_run.cfg(), first_run.summary
     shutil.rmtree(first.results["ingest"]["artifact"]["uri"])
     again = finetune(cfg)
     assert statuses(again)["ingest"] == "ran"
@@ -179,8 +181,8 @@ def test_bad_dataset_fails_once_and_keeps_the_evidence(tmp_path: Path, demo_copy
                                                                      "status": "failed"}
 
 
-def test_tracking_goes_to_the_configured_uri(tmp_path: Path):
-    cfg = make_cfg(tmp_path, {"tracking.experiment": "elsewhere"})
+def test_tracking_goes_to_the_configured_uri(first_run):
+    cfg = first_run.cfg({"tracking.experiment": "elsewhere"})  # a new experiment in the same store (cached stages)
     summary = finetune(cfg)
     runs = search_runs(cfg.tracking.tracking_uri, "elsewhere")
     assert summary.mlflow_parent_run_id in {r.info.run_id for r in runs}
