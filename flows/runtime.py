@@ -25,7 +25,7 @@ from indextts_core.config import PipelineConfig
 from indextts_core.errors import OutputError, StorageError
 from indextts_core.utils.fileio import atomic_write, remove_stale_temp_files, write_json
 from indextts_core.store.objects import ArtifactStore, CorruptArtifactError, default_cache_dir, open_store
-from tasks.artifacts import StageResult, checkout, fetch_dir, is_present
+from tasks.artifacts import StageResult, checkout, is_present
 from tasks.download import DownloadResult
 from tasks.promote import PromotionResult
 from tasks.context import RunContext
@@ -217,27 +217,34 @@ class PipelineRun:
             self.rows.append(StageRow(stage=name, status="failed", seconds=time.monotonic() - start))
         result = state.result()  # raises the stage's error
         cached = state.name == "Cached"
-        problem = self._unusable(result) if cached and isinstance(result, StageResult) else None
+        problem = self._check_out(name, result, cached) if isinstance(result, StageResult) else None
         if problem:
             self.logger.warning("%s: cached output %s; recomputing", name, problem)
             options["refresh_cache"] = True
             result = task.with_options(**options)(self.cfg, *inputs, ctx=self.ctx)
             cached = False
-        if isinstance(result, StageResult):
-            dest = self.cfg.run.output_dir / name
-            if cached or not dest.is_dir():
-                checkout(self.store, result.artifact, dest, self.cfg.storage.cache_dir)
+            self._check_out(name, result, cached)
         self._record(name, result, cached, time.monotonic() - start)
         return result
 
-    def _unusable(self, result: StageResult) -> str | None:
-        """Why a cached stage's artifact cannot be used (gone, or damaged: then it is removed), or None."""
+    def _check_out(self, name: str, result: StageResult, cached: bool) -> str | None:
+        """Put the stage's output in the run folder (a cached one always, a new one unless the stage wrote it there);
+        for a cached output, why it cannot be used (gone, or damaged: then it is removed from the store), or None.
+
+        The checkout verifies every file against the directory manifest as it places it: that is the one read of
+        each file here (a separate check before it would read the whole output twice).
+        """
+        dest = self.cfg.run.output_dir / name
+        if not cached and dest.is_dir():
+            return None
         ref = result.artifact
-        if not is_present(self.store, ref):
+        if cached and not is_present(self.store, ref):
             return f"{ref.uri} is gone from the store"
         try:
-            fetch_dir(self.store, ref, self.cfg.storage.cache_dir)  # verifies every file against its manifest
+            checkout(self.store, ref, dest, self.cfg.storage.cache_dir)
         except CorruptArtifactError as e:
+            if not cached:
+                raise
             self.store.delete(ref.prefix)  # so the recomputed stage stores a good copy under the same digest
             return f"is damaged ({e})"
         return None
