@@ -54,7 +54,9 @@ def test_ui_triggered_run_on_a_process_worker(tmp_path: Path):
         overrides = {"run.name": "from-ui", "run.output_dir": str(tmp_path / "runs" / "from-ui"),
                      "storage.uri": str(tmp_path / "store"), "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                      "train.max_steps": 6, "train.val_audio_samples": 0, "train.val_generate": 0,
-                     "evaluate.max_items": 1, "evaluate.diffusion_steps": 2, "evaluate.resamples": 50}
+                     "evaluate.max_items": 1, "evaluate.diffusion_steps": 2, "evaluate.resamples": 50,
+                     # the evaluation's probes that decide nothing here (the demo test checks them)
+                     "evaluate.paragraph_sentences": 0, "evaluate.emotion_items": 0, "evaluate.naturalness": False}
         created = httpx.post(url, json={"parameters": {"config": "demo", "overrides": overrides},
                                         "tags": ["ui"]}, timeout=30)
         assert created.status_code == 201, created.text

@@ -43,7 +43,8 @@ def test_champion_moves_only_on_measured_improvement(tmp_path: Path):
     assert evaluation["data"]["tiny_random"] and evaluation["data"]["not_speech"]["fine-tuned"] == {"silent": 4}
 
     # a run that barely trains: evaluated next to the champion, it does not take the alias
-    second = finetune(make_cfg(tmp_path, {**FAST, "train.learning_rate": 1e-9, "train.new_rows_learning_rate": 1e-9}))
+    second = finetune(make_cfg(tmp_path, {**FAST, "train.learning_rate": 1e-9, "train.new_rows_learning_rate": 1e-9,
+                                          "train.max_steps": 4}))
     assert second.results["evaluate"]["data"]["models"] == ["base", "champion", "fine-tuned"]
     promo2 = second.results["promote"]
     assert promo2["alias"] == "challenger" and promo2["version"] != str(v1.version)
