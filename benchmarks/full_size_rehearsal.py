@@ -58,7 +58,9 @@ How it measures (none of it changes what the flow does):
   those reads are listed under ``(gone or replaced)`` by name (reads of files outside every location that are
   unchanged at the end, the libraries' own files, are left out).  What other processes read is not seen.
 
-``--json out.json`` saves every number; ``--compare before.json`` prints a saved run next to this one with the
+``--json out.json`` saves every number (and, while the run goes, ``out.progress.json``: the stages that
+ended, with their seconds and peak RSS, and the running one's peak so far: all there is when the kernel's OOM
+killer ends the run); ``--compare before.json`` prints a saved run next to this one with the
 ratios (large files are matched by name and size).  A run that fails, or that this script interrupts, still
 prints what it measured until then: it interrupts the flow when the disk has less than ``--min-free-gb`` (8)
 free or the machine less than ``--min-available-gb`` (1.5) of memory available (the machine is shared), and
@@ -123,6 +125,19 @@ class Watch:
     peak: dict[str, int] = field(default_factory=dict)
     stopped: str | None = None  # why the guard interrupted the run
     local: threading.local = field(default_factory=threading.local)
+    progress: Path | None = None  # --json's ``.progress.json``: what a run killed from outside (OOM) got to
+    finished: list[dict[str, Any]] = field(default_factory=list)  # stages that ended: seconds, peak RSS
+
+    def save_progress(self) -> None:
+        """Write the stages that ended and the running one's peak so far (atomically, every second while the run
+        goes): the kernel's OOM killer sends SIGKILL, after which nothing of this process can print."""
+        if self.progress is None:
+            return
+        state = {"finished": self.finished, "running": self.stage, "running_peak_rss": self.peak.get(self.stage, 0),
+                 "time": time.strftime("%H:%M:%S")}
+        tmp = self.progress.with_name(f".{self.progress.name}.tmp")
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(tmp, self.progress)
 
     def read(self, path: str, via: str) -> None:
         try:
@@ -223,6 +238,7 @@ def sample_rss(watch: Watch, stop: threading.Event, root: Path, min_free: int, m
             elif time.monotonic() > deadline:
                 watch.stopped = f"interrupted in {stage}: --max-minutes reached"
                 _thread.interrupt_main()
+            watch.save_progress()
         stop.wait(interval)
 
 
@@ -336,6 +352,8 @@ class Phases:
         self.io[old][1] += io[1] - self._io[1]
         if old not in self.order:
             self.order.append(old)
+        self.watch.finished.append({"stage": old, "seconds": round(now - self._t, 2),
+                                    "peak_rss": self.watch.peak.get(old, 0)})
         self.watch.stage = stage
         self._mark()  # the measuring itself is nobody's time
 
@@ -407,7 +425,8 @@ def rehearse(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     os.environ["PREFECT_HOME"] = str(root / "prefect-home")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["INDEXTTS_CACHE"] = str(root / "cache")
-    watch = Watch(large=int(args.large_mb * MB))
+    watch = Watch(large=int(args.large_mb * MB),
+                  progress=args.json.with_suffix(".progress.json").resolve() if args.json else None)
     install_hooks(watch)
 
     from prefect.testing.utilities import prefect_test_harness
@@ -735,7 +754,8 @@ def main() -> None:
                     "less memory available")
     ap.add_argument("--max-minutes", type=float, help="interrupt the flow after this long (the tables so far)")
     ap.add_argument("--keep", type=Path, help="run under this folder (kept) instead of a temporary one")
-    ap.add_argument("--json", type=Path, help="save the numbers here")
+    ap.add_argument("--json", type=Path, help="save the numbers here (and, while the run goes, each stage's seconds "
+                    "and peak RSS in <name>.progress.json: all that is left when the kernel kills the run)")
     ap.add_argument("--compare", type=Path, help="a saved --json run, printed next to this one")
     args = ap.parse_args()
     before = json.loads(args.compare.read_text()) if args.compare else None
