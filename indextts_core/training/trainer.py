@@ -21,7 +21,8 @@ sample per micro-batch raises :class:`~indextts_core.utils.oom.GpuOOM`.
 Where a run starts is its settings' ``resume`` and ``warm_start``.  Resume continues with exactly
 the next planned step: the plan is a function of the data, the seed and ``batch_tokens``;
 checkpoints hold the position, the optimizer/scheduler/scaler state and every random generator
-(see :mod:`indextts_core.training.checkpointing`).
+(with ``optimizer_state: latest`` only ``latest.pth`` holds AdamW's moments; resuming from another
+file starts fresh moments and says so; see :mod:`indextts_core.training.checkpointing`).
 
 Validation (:mod:`~indextts_core.training.validation`; every ``val_interval`` steps, at each epoch
 end, and once at step 0 before any update, the baseline that makes forgetting visible).  Each
