@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,23 @@ class FirstRun:
         return make_cfg(self.root, overrides)
 
 
+def _copy_tree(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """``src`` copied to ``dst``, files that are hard links of each other still one file (the store, the run folder
+    and the checkpoints share their large files so), ``skip`` (names at the top) left out."""
+    first: dict[tuple[int, int], str] = {}
+
+    def copy(a: str, b: str) -> None:
+        st = os.stat(a)
+        if (st.st_dev, st.st_ino) in first:
+            os.link(first[st.st_dev, st.st_ino], b)
+        else:
+            shutil.copy2(a, b)
+            first[st.st_dev, st.st_ino] = b
+
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True, copy_function=copy,
+                    ignore=lambda d, names: [n for n in names if Path(d) == src and n in skip])
+
+
 @pytest.fixture(scope="session")
 def _first_run_snapshot(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
     """One demo run per test worker, and a copy of everything it wrote (taken when it ended).
@@ -42,7 +60,7 @@ def _first_run_snapshot(prefect_harness: None, tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("first-run")
     summary = finetune(make_cfg(root))
     snapshot = tmp_path_factory.mktemp("first-run-snapshot") / "root"
-    shutil.copytree(root, snapshot, symlinks=True)
+    _copy_tree(root, snapshot)
     return root, snapshot, summary
 
 
@@ -55,8 +73,7 @@ def first_run(_first_run_snapshot: tuple[Path, Path, Any]) -> FirstRun:
     for path in root.iterdir():
         if path != database:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    shutil.copytree(snapshot, root, symlinks=True, dirs_exist_ok=True, ignore=lambda d, names: (
-        ["mlflow.db"] if Path(d) == snapshot else []))
+    _copy_tree(snapshot, root, skip=("mlflow.db",))
     # in place: MLflow keeps its connections to the file open (a new file would leave them on the old one)
     shutil.copyfile(snapshot / "mlflow.db", database)
     return FirstRun(root, summary)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -86,6 +88,7 @@ def test_a_damaged_answer_is_no_answer(tmp_path: Path):
     assert check_out(open_store(cfg.storage.uri, cfg.storage), cfg, result).is_dir()
 
 
+@pytest.mark.slow
 def test_the_second_corpus_command_answers_without_a_flow_run(tmp_path: Path, prefect_env: dict[str, str]):
     args = ("corpus", "--manifest", str(DEMO_DIR / "manifest.jsonl"), "--output-dir", str(tmp_path / "corpus"))
     first = cli(*args, cwd=tmp_path, env=prefect_env)

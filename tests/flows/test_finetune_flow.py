@@ -112,6 +112,7 @@ def test_demo_run_records_lineage(first_run):
         assert any(str(a.flow_run_id) == summary.flow_run_id and "| corpus | ran |" in a.data for a in arts)
 
 
+@pytest.mark.slow
 def test_second_run_is_fully_cached_and_config_changes_rerun_only_downstream(first_run):
     tmp_path, cfg, first = first_run.root, first_run.cfg(), first_run.summary
     second = finetune(cfg)
@@ -186,3 +187,45 @@ def test_tracking_goes_to_the_configured_uri(first_run):
     summary = finetune(cfg)
     runs = search_runs(cfg.tracking.tracking_uri, "elsewhere")
     assert summary.mlflow_parent_run_id in {r.info.run_id for r in runs}
+
+
+def test_one_physical_copy_of_the_export_and_a_cached_run_reads_each_stored_file_once(first_run):
+    """Issue 30 at the tiny size: the exported ``gpt.pth`` is one file on disk, whether it is looked for in the
+    training folder, the store, the run folder or the model registry (which names the stored export); a second,
+    fully cached run verifies each stored file it checks out while checking it out, reading it once."""
+    import hashlib
+    import os
+    import sys
+
+    from mlflow import MlflowClient
+
+    root, trained = first_run.root, first_run.summary.results["train"]
+    stored = Path(trained["artifact"]["uri"]) / "gpt.pth"
+    digest = hashlib.sha256(stored.read_bytes()).hexdigest()
+    same = [p for p in root.rglob("*.pth") if p.stat().st_size == stored.stat().st_size
+            and hashlib.sha256(p.read_bytes()).hexdigest() == digest]
+    where = {p.relative_to(root).parts[0] + "/" + p.parent.name for p in same}
+    assert len(same) >= 3, where  # trained_ckpts/<run>/export, the store's train artifact, the run folder's train/
+    assert len({(p.stat().st_dev, p.stat().st_ino) for p in same}) == 1, where
+    version = MlflowClient(first_run.cfg().tracking.tracking_uri).get_model_version(
+        "indextts2-am", trained["outputs"]["registered_version"])
+    assert version.source == trained["artifact"]["uri"]  # a reference to the stored export, not another upload
+
+    store = str(root / "store") + os.sep
+    reads: dict[str, int] = {}
+    counting = [True]
+
+    def hook(event: str, args: tuple) -> None:
+        if counting[0] and event == "open" and isinstance(args[0], str) and args[0].startswith(store):
+            mode, flags = args[1], args[2]
+            writing = any(c in (mode or "") for c in "wax+") if mode else flags & (os.O_WRONLY | os.O_RDWR)
+            if not writing and not args[0].endswith(".json"):
+                reads[args[0]] = reads.get(args[0], 0) + 1
+
+    sys.addaudithook(hook)  # a hook cannot be removed: this one counts only during the run
+    try:
+        second = finetune(first_run.cfg())
+    finally:
+        counting[0] = False
+    assert statuses(second) == expect("cached", download="reused")
+    assert reads and max(reads.values()) == 1, {k: v for k, v in reads.items() if v > 1}

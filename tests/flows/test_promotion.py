@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -20,6 +22,7 @@ FAST = {"evaluate.enabled": True, "train.val_audio_samples": 0, "train.val_gener
         "evaluate.paragraph_sentences": 0, "evaluate.emotion_items": 0, "evaluate.naturalness": False}
 
 
+@pytest.mark.slow
 def test_champion_moves_only_on_measured_improvement(tmp_path: Path):
     cfg = make_cfg(tmp_path, FAST)
     first = finetune(cfg)
@@ -148,6 +151,7 @@ def test_an_unreliable_judge_leaves_the_decision_to_validation_loss():
             "decided on validation loss instead: val_loss 3.0000 vs base model 4.0000") in d.reason
 
 
+@pytest.mark.slow
 def test_encoders_as_separate_assets_and_a_folder_that_cannot_synthesize(tmp_path: Path, tiny_bundle):
     """The checkpoint's encoders from their own assets still reach the audio samples and the evaluation; a
     checkpoint without S2Mel (the four files fine-tuning needs) trains, skips the evaluation saying which

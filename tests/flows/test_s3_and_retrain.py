@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from flows.retrain import scheduled_retrain
 from tests_support import expect, make_cfg, statuses, write_audio
 
 
+@pytest.mark.slow
 def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_bucket: str, aws_env: str):
     store = f"s3://{s3_bucket}/indextts"
     machine_a = make_cfg(tmp_path / "a", {"storage.uri": store, "storage.cache_dir": str(tmp_path / "a" / "cache")})
@@ -39,6 +42,7 @@ def test_results_and_artifacts_in_s3_shared_by_two_machines(tmp_path: Path, s3_b
     assert version.source == first.results["train"]["artifact"]["uri"] and version.tags["registered_by"] == "promote"
 
 
+@pytest.mark.slow
 def test_scheduled_retrain_runs_only_when_the_dataset_changes(tmp_path: Path, demo_copy: Path):
     """The deployment's way: the run YAML is a parameter (a file, or a Prefect Variable holding it), read at
     every run, never baked in at deploy time."""

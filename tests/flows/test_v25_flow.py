@@ -19,6 +19,7 @@ from indextts_core.text.tiktoken_vocab import TIKTOKEN_FILE, language_index, loa
 from tests_support import make_cfg
 
 
+@pytest.mark.slow
 def test_demo_on_a_tiny_2_5_base(tmp_path: Path):
     cfg = make_cfg(tmp_path, {
         "download.checkpoint": {"source": "tiny://0@2.5"},

@@ -77,6 +77,7 @@ class AudioSink:
         pass
 
 
+@pytest.mark.slow
 def test_trainer_speaks_at_validations_into_sinks_and_tensorboard_without_changing_the_weights(processed,
                                                                                                 tmp_path: Path):
     opts = dict(epochs=1, batch_tokens=1024, learning_rate=1e-3, warmup_steps=2, val_interval=2, max_steps=4,
