@@ -38,10 +38,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,7 +63,7 @@ from indextts_core.training.lora import ADAPTER_SUFFIXES, has_lora, lora_state_d
 from indextts_core.training.optim import group_layout
 from indextts_core.training.records import Progress, TrainInputs
 from indextts_core.training.setup import ModelSetup
-from indextts_core.utils.fileio import atomic_write, make_temp
+from indextts_core.utils.fileio import atomic_copy, atomic_write, link_atomic
 
 log = logging.getLogger(__name__)
 
@@ -183,18 +181,9 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    fd, tmp = make_temp(dst)
-    os.close(fd)
-    os.unlink(tmp)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``dst`` as a hard link of ``src`` (a copy where the file system cannot link), never seen half-made."""
+    if not link_atomic(src, dst):
+        atomic_copy(src, dst)
 
 
 def without_moments(state: Mapping[str, Any]) -> dict[str, Any]:
